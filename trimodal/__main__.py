@@ -1,0 +1,3 @@
+from trimodal.cli import main
+
+main()

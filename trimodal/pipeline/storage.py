@@ -1,0 +1,172 @@
+"""Where bytes live: one resolver from a URI (local path or ``s3://bucket/key``) to a pyarrow
+filesystem and a path inside it, plus a boto3 client configured the same way.
+
+Everything that reads or writes datasets, corpora or checkpoints goes through `resolve`, so
+S3 behaves exactly like local disk (memory maps locally, ranged reads on S3). The S3 endpoint
+is taken from ``TRIMODAL_S3_ENDPOINT``, else the AWS SDK's ``AWS_ENDPOINT_URL_S3`` /
+``AWS_ENDPOINT_URL`` (e.g. ``http://127.0.0.1:9000`` for MinIO or a test server); credentials
+and region follow the AWS SDK's usual chain (env, profile, instance role).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import functools
+import os
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import pyarrow.fs as pafs
+
+from trimodal.errors import InputError
+
+
+def is_s3(uri: str) -> bool:
+    return str(uri).startswith("s3://")
+
+
+def s3_endpoint() -> str | None:
+    for var in ("TRIMODAL_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def _s3_filesystem(endpoint: str | None, region: str | None) -> pafs.S3FileSystem:
+    kwargs: dict = {"region": region or "us-east-1"}
+    if endpoint:
+        u = urlparse(endpoint if "://" in endpoint else f"http://{endpoint}")
+        kwargs["endpoint_override"] = u.netloc
+        kwargs["scheme"] = u.scheme or "http"
+        # Test servers and MinIO do not do virtual-host addressing.
+        kwargs["force_virtual_addressing"] = False
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        kwargs["access_key"] = key
+        kwargs["secret_key"] = secret
+        if os.environ.get("AWS_SESSION_TOKEN"):
+            kwargs["session_token"] = os.environ["AWS_SESSION_TOKEN"]
+    return pafs.S3FileSystem(**kwargs)
+
+
+def filesystem_for(uri: str) -> pafs.FileSystem:
+    if is_s3(uri):
+        return _s3_filesystem(s3_endpoint(), os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION"))
+    return pafs.LocalFileSystem(use_mmap=True)
+
+
+@dataclass(frozen=True)
+class Location:
+    """A resolved URI: the filesystem, the path inside it, and the original URI for messages."""
+
+    fs: pafs.FileSystem
+    path: str
+    uri: str
+
+    def join(self, *parts: str) -> "Location":
+        p = "/".join([self.path.rstrip("/"), *[s.strip("/") for s in parts]])
+        u = "/".join([self.uri.rstrip("/"), *[s.strip("/") for s in parts]])
+        return Location(self.fs, p, u)
+
+    def exists(self) -> bool:
+        return self.fs.get_file_info(self.path).type != pafs.FileType.NotFound
+
+    def read_bytes(self) -> bytes:
+        try:
+            with self.fs.open_input_stream(self.path) as f:
+                return f.read()
+        except (OSError, FileNotFoundError) as e:
+            raise InputError(f"cannot read {self.uri}: {e}") from e
+
+    def write_bytes_atomic(self, data: bytes) -> None:
+        """Write so that a reader sees either the old object or the whole new one.
+
+        S3 PUTs are atomic already; on local disk write a temp file, fsync, rename.
+        """
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            tmp = f"{self.path}.tmp-{os.getpid()}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        else:
+            with self.fs.open_output_stream(self.path) as f:
+                f.write(data)
+
+    def makedirs(self) -> None:
+        if isinstance(self.fs, pafs.LocalFileSystem):
+            os.makedirs(self.path, exist_ok=True)
+
+
+def resolve(uri: str | os.PathLike) -> Location:
+    """URI → Location. Local paths are made absolute; ``s3://b/k`` becomes path ``b/k``."""
+    uri = str(uri)
+    if is_s3(uri):
+        return Location(filesystem_for(uri), uri[len("s3://"):].rstrip("/"), uri.rstrip("/"))
+    path = os.path.abspath(os.path.expanduser(uri))
+    return Location(filesystem_for(path), path, path)
+
+
+def expand(pattern: str) -> list[str]:
+    """Expand a local or s3:// glob (``*``, ``?``, ``**``) or directory into sorted file URIs.
+
+    A directory expands to every file below it. A pattern matching nothing is an InputError
+    naming it, because a silently empty source is almost always a typo.
+    """
+    pattern = str(pattern)
+    loc = resolve(pattern.split("*")[0].split("?")[0] if any(c in pattern for c in "*?") else pattern)
+    has_glob = any(c in pattern for c in "*?[")
+    if not has_glob:
+        info = loc.fs.get_file_info(loc.path)
+        if info.type == pafs.FileType.File:
+            return [loc.uri]
+        if info.type == pafs.FileType.NotFound:
+            raise InputError(f"input not found: {pattern}")
+        return _list_files(loc)
+    # Glob: list from the deepest non-glob directory, then match.
+    full = resolve(pattern)
+    base_path = full.path
+    static = base_path
+    while any(c in static for c in "*?["):
+        static = static.rsplit("/", 1)[0]
+    base = Location(full.fs, static, _uri_of(full, static))
+    if base.fs.get_file_info(base.path).type != pafs.FileType.Directory:
+        raise InputError(f"no files match {pattern}")
+    out = [u for u in _list_files(base) if _glob_match(_path_of(u), base_path)]
+    if not out:
+        raise InputError(f"no files match {pattern}")
+    return out
+
+
+def _uri_of(loc: Location, path: str) -> str:
+    return f"s3://{path}" if is_s3(loc.uri) else path
+
+
+def _path_of(uri: str) -> str:
+    return uri[len("s3://"):] if is_s3(uri) else uri
+
+
+def _list_files(loc: Location) -> list[str]:
+    sel = pafs.FileSelector(loc.path, recursive=True)
+    infos = loc.fs.get_file_info(sel)
+    files = sorted(i.path for i in infos if i.type == pafs.FileType.File)
+    files = [f for f in files if not os.path.basename(f).startswith((".", "_"))]
+    return [_uri_of(loc, f) for f in files]
+
+
+def _glob_match(path: str, pattern: str) -> bool:
+    # fnmatch's '*' crosses '/', which is what '**' should do; make single '*' stay in a level.
+    if "**" in pattern:
+        return fnmatch.fnmatchcase(path, pattern.replace("**/", "*").replace("**", "*"))
+    return len(path.split("/")) == len(pattern.split("/")) and fnmatch.fnmatchcase(path, pattern)
+
+
+def boto3_client():
+    """A boto3 S3 client using the same endpoint resolution as the pyarrow filesystem."""
+    import boto3
+
+    return boto3.client("s3", endpoint_url=s3_endpoint(),
+                        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")

@@ -1,0 +1,126 @@
+"""The one contract every modality's tokenizer implements, and the registry that builds them.
+
+A tokenizer turns media into the codec's own integer codes and back. Codes have a fixed shape
+per modality: text ``(n,)``, image ``(h, w)`` (the code grid), audio ``(levels, frames)``.
+Shards store them flattened (`to_storage` / `from_storage`) so that Arrow holds one
+``list<int32>`` per sample; the unified vocabulary (vocab.py) maps codes to model ids later,
+so a change of vocabulary layout never rewrites data.
+
+The `fingerprint()` names everything that changes the codes; two tokenizers with equal
+fingerprints produce identical codes, and datasets with different fingerprints are never mixed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from abc import ABC, abstractmethod
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+MODALITIES = ("text", "image", "audio")
+
+
+class Tokenizer(ABC):
+    """Media ↔ codes for one modality.
+
+    Subclasses set `modality`, `codebook_size` (vocabulary size per level), `levels`
+    (1 for text and image), and the hints `batch_size` (samples per encode call that keep the
+    device busy) and `device` ("cpu" or "cuda").
+    """
+
+    modality: str
+    codebook_size: int
+    levels: int = 1
+    batch_size: int = 8
+    device: str = "cpu"
+
+    @abstractmethod
+    def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
+        """Encode a batch of media (str / image bytes or PIL image / audio bytes or
+        (waveform, rate)) into one int32 code array per item. Invalid media raise
+        `trimodal.errors.SampleError` naming the item; use `encode_each` to isolate them."""
+
+    @abstractmethod
+    def decode(self, codes: Sequence[np.ndarray]) -> list[Any]:
+        """Codes (as returned by `encode`) → media: str, PIL.Image, or (waveform, rate)."""
+
+    @abstractmethod
+    def fingerprint(self) -> dict:
+        """Everything that changes the codes: kind, name, modality, codebook_size, levels,
+        rates / resolution / grid, weights_sha256, library and library_version."""
+
+    def fingerprint_id(self) -> str:
+        return fingerprint_id(self.fingerprint())
+
+
+def fingerprint_id(fp: dict) -> str:
+    """Short stable hash of a fingerprint (canonical JSON)."""
+    blob = json.dumps(fp, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def to_storage(modality: str, codes: np.ndarray) -> np.ndarray:
+    """Per-sample codes → the flat int32 column value stored in shards.
+
+    Audio is stored frame-major (frame 0 levels 0..L-1, frame 1 ...) so a prefix of the list is
+    a prefix in time; images row-major over the grid."""
+    codes = np.asarray(codes)
+    if modality == "audio":
+        return np.ascontiguousarray(codes.T).reshape(-1).astype(np.int32, copy=False)
+    return codes.reshape(-1).astype(np.int32, copy=False)
+
+
+def from_storage(modality: str, flat: np.ndarray, fingerprint: dict) -> np.ndarray:
+    """Inverse of `to_storage`, using the fingerprint's grid / levels."""
+    flat = np.asarray(flat, dtype=np.int32)
+    if modality == "audio":
+        levels = int(fingerprint["levels"])
+        return flat.reshape(-1, levels).T.copy()
+    if modality == "image":
+        h, w = fingerprint["code_grid"]
+        return flat.reshape(h, w)
+    return flat
+
+
+def sha256_file(path: str, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+# kind -> loader(path, **options) -> Tokenizer. Filled by the modality modules on import;
+# `load_tokenizer` imports them lazily so that a text-only job never imports torch.
+TOKENIZERS: dict[str, Callable[..., Tokenizer]] = {}
+_KIND_MODULES = {
+    "sentencepiece": "trimodal.tokenizers.text",
+    "vqmodel": "trimodal.tokenizers.image",
+    "dac": "trimodal.tokenizers.audio",
+}
+
+
+def register(kind: str):
+    def deco(fn):
+        TOKENIZERS[kind] = fn
+        return fn
+
+    return deco
+
+
+def load_tokenizer(kind: str, path: str, **options: Any) -> Tokenizer:
+    """Build a tokenizer of registry `kind` from a local path (no network)."""
+    if kind not in TOKENIZERS and kind in _KIND_MODULES:
+        import importlib
+
+        importlib.import_module(_KIND_MODULES[kind])
+    if kind not in TOKENIZERS:
+        from trimodal.errors import ConfigError
+
+        raise ConfigError(f"unknown tokenizer kind {kind!r}; known: {sorted(_KIND_MODULES)}")
+    return TOKENIZERS[kind](path, **options)
