@@ -93,8 +93,10 @@ class Location:
                 os.fsync(f.fileno())
             os.replace(tmp, self.path)
         else:
-            with self.fs.open_output_stream(self.path) as f:
-                f.write(data)
+            # One PUT: atomic on S3. (pyarrow's output stream uses multipart uploads, whose
+            # completion some S3-compatible servers answer in ways it rejects.)
+            bucket, _, key = self.path.partition("/")
+            boto3_client().put_object(Bucket=bucket, Key=key, Body=data)
 
     def makedirs(self) -> None:
         if isinstance(self.fs, pafs.LocalFileSystem):

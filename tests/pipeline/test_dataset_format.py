@@ -1,0 +1,154 @@
+"""The on-disk dataset: shard/manifest round trips (local and S3), integrity checks, inspect."""
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pytest
+from click.testing import CliRunner
+
+from trimodal.cli import cli
+from trimodal.errors import IntegrityError
+from trimodal.pipeline.dataset import Dataset, build_dataset, summarize
+from trimodal.pipeline.manifest import Manifest
+from trimodal.pipeline.quarantine import read_quarantine
+from trimodal.pipeline.shards import SCHEMA, rows_to_table
+
+FPS = {
+    "text": {"kind": "sentencepiece", "name": "t", "modality": "text", "codebook_size": 100, "levels": 1, "weights_sha256": "a"},
+    "image": {"kind": "vqmodel", "name": "i", "modality": "image", "codebook_size": 64, "levels": 1,
+              "code_grid": [4, 4], "image_size": 32, "weights_sha256": "b"},
+    "audio": {"kind": "dac", "name": "a", "modality": "audio", "codebook_size": 32, "levels": 2,
+              "sample_rate": 16000, "frame_rate": 62.5, "weights_sha256": "c"},
+}
+
+
+def make_rows(n, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        kind = i % 3
+        rows.append({
+            "id": f"src{kind}/{i}",
+            "source": f"src{kind}",
+            "text": rng.integers(0, 100, rng.integers(1, 50)).astype(np.int32),
+            "image": rng.integers(0, 64, 16).astype(np.int32) if kind == 1 else None,
+            "audio": rng.integers(0, 32, 2 * rng.integers(1, 20)).astype(np.int32) if kind == 2 else None,
+            "origin": f"file:///raw/{i}.tar#{i}",
+        })
+    return rows
+
+
+def assert_same_rows(table: pa.Table, rows):
+    assert table.column("id").to_pylist() == [r["id"] for r in rows]
+    for col in ("text", "image", "audio"):
+        got = table.column(col).to_pylist()
+        for g, r in zip(got, rows):
+            if r[col] is None:
+                assert g is None
+            else:
+                assert g == list(r[col])
+
+
+def test_rows_to_table_schema_and_nulls():
+    rows = make_rows(7)
+    t = rows_to_table(rows)
+    assert t.schema.equals(SCHEMA)
+    assert_same_rows(t, rows)
+
+
+def test_local_round_trip_and_manifest(tmp_path):
+    rows = make_rows(25)
+    uri = str(tmp_path / "ds")
+    m = build_dataset(uri, rows, FPS, shard_rows=10,
+                      quarantine=[{"id": "x/1", "source": "x", "origin": "o", "reason": "corrupt_image", "message": "m"}])
+    assert [s["rows"] for s in m.shards] == [10, 10, 5]
+    ds = Dataset.open(uri)
+    assert ds.num_rows == 25
+    assert ds.fingerprints == FPS
+    table = pa.concat_tables(ds.iter_tables())
+    assert_same_rows(table, rows)
+    total_text = sum(len(r["text"]) for r in rows)
+    assert ds.manifest.totals["tokens"]["text"] == total_text
+    assert ds.manifest.totals["by_source"]["src1"]["rows"] == sum(1 for r in rows if r["source"] == "src1")
+    assert ds.manifest.quarantine == {"corrupt_image": 1}
+    assert read_quarantine(uri)[0]["id"] == "x/1"
+
+
+def test_flipped_byte_is_detected_naming_the_shard(tmp_path):
+    uri = str(tmp_path / "ds")
+    m = build_dataset(uri, make_rows(30), FPS, shard_rows=10)
+    path = tmp_path / "ds" / m.shards[1]["path"]
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    ds = Dataset.open(uri)
+    ds.read_shard(0)  # untouched shards still read
+    with pytest.raises(IntegrityError, match="part-00001"):
+        ds.read_shard(1)
+    assert len(ds.verify_all()) == 1
+
+
+def test_truncated_shard_is_detected_even_without_hashing(tmp_path):
+    uri = str(tmp_path / "ds")
+    m = build_dataset(uri, make_rows(10), FPS, shard_rows=10)
+    path = tmp_path / "ds" / m.shards[0]["path"]
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(IntegrityError, match="part-00000.*size"):
+        Dataset.open(uri, verify="size").read_shard(0)
+
+
+def test_missing_manifest_is_refused(tmp_path):
+    with pytest.raises(IntegrityError, match="no manifest.json"):
+        Dataset.open(str(tmp_path))
+
+
+def test_s3_round_trip(s3_bucket):
+    rows = make_rows(12)
+    uri = f"s3://{s3_bucket}/datasets/demo"
+    build_dataset(uri, rows, FPS, shard_rows=5)
+    ds = Dataset.open(uri)
+    assert ds.num_rows == 12
+    assert_same_rows(pa.concat_tables(ds.iter_tables()), rows)
+    assert Manifest.load(uri).totals["shards"] == 3
+
+
+def test_s3_corruption_is_detected(s3_bucket):
+    from trimodal.pipeline.storage import boto3_client
+
+    uri = f"s3://{s3_bucket}/ds"
+    m = build_dataset(uri, make_rows(6), FPS, shard_rows=6)
+    key = f"ds/{m.shards[0]['path']}"
+    s3 = boto3_client()
+    data = bytearray(s3.get_object(Bucket=s3_bucket, Key=key)["Body"].read())
+    data[100] ^= 0x01
+    s3.put_object(Bucket=s3_bucket, Key=key, Body=bytes(data))
+    with pytest.raises(IntegrityError, match="part-00000"):
+        Dataset.open(uri).read_shard(0)
+
+
+def test_inspect_cli_human_and_json(tmp_path):
+    uri = str(tmp_path / "ds")
+    build_dataset(uri, make_rows(9), FPS, shard_rows=4,
+                  quarantine=[{"id": "a", "source": "s", "origin": "o", "reason": "empty_text", "message": "m"}] * 2)
+    runner = CliRunner()
+    res = runner.invoke(cli, ["inspect", uri])
+    assert res.exit_code == 0, res.output
+    assert "9 in 3 shards" in res.output and "empty_text 2" in res.output
+    res = runner.invoke(cli, ["inspect", uri, "--json"])
+    s = json.loads(res.output)
+    assert s == json.loads(json.dumps(summarize(Dataset.open(uri))))
+    assert s["samples"] == 9 and s["quarantine"] == {"empty_text": 2}
+
+
+def test_inspect_verify_exit_code(tmp_path):
+    uri = str(tmp_path / "ds")
+    m = build_dataset(uri, make_rows(5), FPS, shard_rows=5)
+    path = tmp_path / "ds" / m.shards[0]["path"]
+    data = bytearray(path.read_bytes())
+    data[50] ^= 1
+    path.write_bytes(bytes(data))
+    import subprocess, sys
+    res = subprocess.run([sys.executable, "-m", "trimodal", "inspect", uri, "--verify"], capture_output=True, text=True)
+    assert res.returncode == 3
+    assert "part-00000" in res.stderr

@@ -1,0 +1,78 @@
+"""`trimodal inspect DATASET`: what is in a tokenized dataset, for people and for scripts."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from trimodal.pipeline.dataset import Dataset, summarize
+
+
+def _human_bytes(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1024 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"dataset   {s['uri']}",
+             f"samples   {s['samples']:,} in {s['shards']} shards, {_human_bytes(s['bytes'])}",
+             "tokens    " + "  ".join(f"{m} {n:,}" for m, n in s["tokens"].items())]
+    if s["by_source"]:
+        lines.append("")
+        lines.append(f"{'source':<20}{'samples':>10}{'text':>12}{'image':>12}{'audio':>12}")
+        for name, st in sorted(s["by_source"].items()):
+            lines.append(f"{name:<20}{st['rows']:>10,}{st['text']:>12,}{st['image']:>12,}{st['audio']:>12,}")
+    lines.append("")
+    lines.append("tokenizers")
+    for modality, fp in sorted(s["fingerprints"].items()):
+        extra = []
+        if fp.get("code_grid"):
+            extra.append(f"grid {fp['code_grid'][0]}x{fp['code_grid'][1]}")
+        if fp.get("image_size"):
+            extra.append(f"{fp['image_size']}px")
+        if fp.get("sample_rate"):
+            extra.append(f"{fp['sample_rate']} Hz")
+        if fp.get("frame_rate"):
+            extra.append(f"{fp['frame_rate']:.2f} frames/s")
+        weights = (fp.get("weights_sha256") or "")[:12]
+        lines.append(f"  {modality:<6} {fp.get('kind')} {fp.get('name', '')}: {fp.get('codebook_size')} codes"
+                     f" x {fp.get('levels', 1)} levels {' '.join(extra)} sha256 {weights}")
+    lines.append("")
+    if s["quarantine"]:
+        lines.append(f"quarantine {s['quarantined']:,}: " + ", ".join(f"{r} {n}" for r, n in s["quarantine"].items()))
+    else:
+        lines.append("quarantine 0")
+    if s.get("stats", {}).get("wall_seconds"):
+        lines.append(f"job       {s['stats']['wall_seconds']:.1f} s wall")
+    return "\n".join(lines)
+
+
+@click.command("inspect")
+@click.argument("dataset")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--verify", is_flag=True, help="Also hash every shard against the manifest (reads all data).")
+def inspect_cmd(dataset: str, as_json: bool, verify: bool):
+    """Summarize DATASET (a local path or s3://bucket/prefix): samples, tokens per modality and
+    source, shards, bytes, tokenizer fingerprints, quarantine counts by reason.
+
+    Exit code 3 if --verify finds a shard that does not match the manifest."""
+    ds = Dataset.open(dataset)
+    s = summarize(ds)
+    problems = ds.verify_all() if verify else []
+    if verify:
+        s["verify"] = {"ok": not problems, "problems": problems}
+    if as_json:
+        click.echo(json.dumps(s, indent=2, sort_keys=True))
+    else:
+        click.echo(format_summary(s))
+        if verify:
+            click.echo("verify    " + ("all shards match the manifest" if not problems else f"{len(problems)} bad shard(s)"))
+            for p in problems:
+                click.echo(f"  {p}", err=True)
+    if problems:
+        sys.exit(3)

@@ -1,0 +1,121 @@
+"""Reading (and, for small cases, writing) a tokenized dataset as a whole.
+
+`Dataset.open` trusts only the manifest: it lists the shards, and each shard is verified
+(size, and sha256 by default) the first time it is read, with the shard named on any
+mismatch. Verification is lazy so that opening a multi-terabyte dataset costs one small read;
+the price is that a corrupt shard is found when it is reached, not up front (`verify_all`
+does the eager pass, and `trimodal inspect --verify` exposes it).
+
+`build_dataset` writes rows → shards + manifest in one process; it is what tests and small
+tools use. The distributed tokenize job writes the same format through `write_shard` and
+`Manifest` directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import pyarrow as pa
+
+from trimodal.errors import IntegrityError
+from trimodal.pipeline.manifest import Manifest
+from trimodal.pipeline.quarantine import write_quarantine
+from trimodal.pipeline.shards import open_shard, rows_to_table, write_shard
+from trimodal.pipeline.storage import Location, resolve
+
+VERIFY_MODES = ("sha256", "size", "none")
+
+
+@dataclass
+class Dataset:
+    uri: str
+    manifest: Manifest
+    verify: str = "sha256"
+    _root: Location = field(init=False, repr=False)
+    _verified: set = field(default_factory=set, init=False, repr=False)
+
+    def __post_init__(self):
+        if self.verify not in VERIFY_MODES:
+            raise ValueError(f"verify must be one of {VERIFY_MODES}, got {self.verify!r}")
+        self._root = resolve(self.uri)
+
+    @classmethod
+    def open(cls, uri: str, verify: str = "sha256") -> "Dataset":
+        return cls(str(uri), Manifest.load(str(uri)), verify)
+
+    @property
+    def fingerprints(self) -> dict[str, dict]:
+        return self.manifest.fingerprints
+
+    @property
+    def shards(self) -> list[dict]:
+        return self.manifest.shards
+
+    @property
+    def num_rows(self) -> int:
+        return sum(s["rows"] for s in self.manifest.shards)
+
+    def shard_location(self, i: int) -> Location:
+        return self._root.join(self.manifest.shards[i]["path"])
+
+    def read_shard(self, i: int) -> pa.Table:
+        """Shard i as a table: zero-copy over a memory map locally; verified on first read."""
+        entry = self.manifest.shards[i]
+        mode = "size" if (self.verify == "sha256" and i in self._verified) else self.verify
+        table = open_shard(self.shard_location(i), entry, verify=mode)
+        self._verified.add(i)
+        return table
+
+    def iter_tables(self) -> Iterator[pa.Table]:
+        for i in range(len(self.manifest.shards)):
+            yield self.read_shard(i)
+
+    def verify_all(self) -> list[str]:
+        """Check every shard (sha256); return the problems found, one line per shard."""
+        problems = []
+        for i in range(len(self.manifest.shards)):
+            try:
+                open_shard(self.shard_location(i), self.manifest.shards[i], verify="sha256")
+            except IntegrityError as e:
+                problems.append(str(e))
+        return problems
+
+
+def build_dataset(uri: str, rows: Sequence[dict], fingerprints: dict[str, dict], shard_rows: int = 1000,
+                  quarantine: Sequence[dict] = (), inputs: Sequence[dict] = (), stats: dict | None = None,
+                  shard_prefix: str = "part") -> Manifest:
+    """Write `rows` as shards of `shard_rows` rows plus a manifest; return the manifest."""
+    if shard_rows < 1:
+        raise ValueError("shard_rows must be >= 1")
+    entries = []
+    for k, start in enumerate(range(0, len(rows), shard_rows)):
+        table = rows_to_table(rows[start:start + shard_rows])
+        entries.append(write_shard(uri, f"{shard_prefix}-{k:05d}", table))
+    counts = write_quarantine(uri, f"{shard_prefix}-00000", quarantine) if quarantine else {}
+    manifest = Manifest(fingerprints=dict(fingerprints), shards=entries, inputs=list(inputs),
+                        quarantine=counts, stats=dict(stats or {}))
+    manifest.save(uri)
+    return manifest
+
+
+def summarize(ds: Dataset) -> dict:
+    """The `inspect` summary: samples and tokens per modality and source, shards, bytes,
+    fingerprints, quarantine counts by reason, job stats."""
+    m = ds.manifest
+    totals = m.compute_totals()
+    return {
+        "uri": ds.uri,
+        "format_version": m.format_version,
+        "created": m.created,
+        "samples": totals["rows"],
+        "tokens": totals["tokens"],
+        "by_source": totals["by_source"],
+        "shards": totals["shards"],
+        "bytes": totals["bytes"],
+        "fingerprints": m.fingerprints,
+        "quarantine": dict(sorted(m.quarantine.items())),
+        "quarantined": totals["quarantined"],
+        "inputs": len(m.inputs),
+        "stats": m.stats,
+    }
