@@ -1,0 +1,144 @@
+"""Pieces every reader shares: opening a (compressed) input as a byte stream through the
+storage layer, stable sample keys, the record dict, and strict text decoding.
+
+Readers stream: an input is opened once, read front to back through a buffered pyarrow stream
+(so S3 objects are fetched in large ranged reads, not one request per tar block) and
+decompressed on the fly (gzip module, zstandard's stream reader). Nothing here decodes images or
+audio: the tokenizers own that, the readers only hand over bytes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+from typing import Iterator
+
+from trimodal.errors import InputError
+from trimodal.pipeline import storage
+from trimodal.pipeline.sources import COMPRESSIONS, EXTENSIONS, SourceConfig, split_compression
+
+# Reason codes a reader may put in `error_reason` (the quarantine counts by these).
+REASONS = {
+    "invalid_utf8": "text is not valid UTF-8 (decoded strictly; lone surrogates count too)",
+    "empty_text": "a text document is empty or only whitespace",
+    "missing_text": "a text record has no text field (absent or null)",
+    "missing_caption": "an image-text pair has no caption, or only whitespace",
+    "missing_transcript": "an audio-text pair has no transcript, or only whitespace",
+    "missing_image": "an image-text pair has no image member / column value",
+    "missing_audio": "an audio-text pair has no audio member / column value",
+    "bad_json": "a JSON line (or a webdataset .json member) does not parse to an object",
+    "bad_field": "a field has the wrong type (e.g. a number where text is expected)",
+    "duplicate_key": "a webdataset key occurs twice in one tar (its members are not adjacent)",
+    "duplicate_member": "a webdataset sample has two members with the same extension",
+}
+
+# S3 GETs are expensive per request; tar and gzip readers ask for small blocks.
+STREAM_BUFFER = 4 << 20
+
+BOM = b"\xef\xbb\xbf"
+
+
+def record(source: SourceConfig, key: str, origin: str, *, text: str | None = None, image: bytes | None = None,
+           audio: bytes | None = None, reason: str | None = None, message: str | None = None) -> dict:
+    """The one shape every reader yields (see `trimodal.pipeline.readers`)."""
+    return {"id": f"{source.name}/{key}", "source": source.name, "origin": origin, "text": text,
+            "image": image, "audio": audio, "error_reason": reason, "error_message": message}
+
+
+def error(source: SourceConfig, key: str, origin: str, reason: str, message: str, **fields) -> dict:
+    assert reason in REASONS, reason
+    return record(source, key, origin, reason=reason, message=f"{origin}: {message}", **fields)
+
+
+def decode_utf8(data: bytes) -> str | None:
+    """Strict UTF-8 → str, or None if the bytes are not UTF-8 (the caller reports invalid_utf8)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
+def encodable(text: str) -> bool:
+    """False for strings JSON can smuggle in but UTF-8 cannot carry (lone surrogates)."""
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def open_stream(uri: str) -> io.BufferedIOBase:
+    """Open `uri` for sequential reading, decompressing .gz / .zst by extension.
+
+    Errors opening it are an InputError naming the URI; errors while reading surface from the
+    stream and are mapped to InputError by `read_input`.
+    """
+    loc = storage.resolve(uri)
+    try:
+        raw = loc.fs.open_input_stream(loc.path, compression=None, buffer_size=STREAM_BUFFER)
+    except (OSError, FileNotFoundError) as e:
+        raise InputError(f"cannot open {uri}: {e}") from e
+    _, comp = split_compression(uri)
+    if comp == "gzip":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if comp == "zstd":
+        import zstandard
+
+        # read_across_frames: pzstd and many writers emit multi-frame files.
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True),
+                                 buffer_size=1 << 20)
+    return io.BufferedReader(raw, buffer_size=1 << 20)
+
+
+def iter_lines(uri: str) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line bytes without the newline), BOM stripped from line 1."""
+    with open_stream(uri) as f:
+        for n, line in enumerate(f, start=1):
+            if n == 1 and line.startswith(BOM):
+                line = line[len(BOM):]
+            yield n, line.rstrip(b"\r\n")
+
+
+def _strip_known_ext(path: str) -> str:
+    path, _ = split_compression(path)
+    root, ext = os.path.splitext(path)
+    return root if ext.lower() in EXTENSIONS else path
+
+
+def input_key(source: SourceConfig, uri: str) -> str:
+    """A stable key for an input file: its path relative to the directory (or the static part of
+    the glob) of the first `source.paths` entry that matches it, known extensions stripped.
+
+    ``corpus/a/part-0.jsonl.gz`` listed through ``corpus/`` → ``a/part-0``; a file named
+    directly → its stem. Relative to the pattern, not just the stem, so that ``a/part-0`` and
+    ``b/part-0`` stay distinct; independent of where the corpus is mounted (local or S3).
+    """
+    for p in source.paths:
+        if any(c in p for c in "*?["):
+            full = storage.resolve(p)
+            if storage._glob_match(_path(uri), full.path):
+                static = full.uri
+                while any(c in static for c in "*?["):
+                    static = static.rsplit("/", 1)[0]
+                return _strip_known_ext(uri[len(static):].lstrip("/"))
+        else:
+            base = storage.resolve(p).uri.rstrip("/")
+            if uri == base:
+                break
+            if uri.startswith(base + "/"):
+                return _strip_known_ext(uri[len(base) + 1:])
+    return _strip_known_ext(uri.rsplit("/", 1)[-1])
+
+
+def _path(uri: str) -> str:
+    return uri[len("s3://"):] if storage.is_s3(uri) else uri
+
+
+def normalize_uri(uri: str) -> str:
+    """Local paths absolute, s3:// as given: the form `list_inputs` returns and origins carry."""
+    return storage.resolve(uri).uri
+
+
+__all__ = ["REASONS", "COMPRESSIONS", "record", "error", "decode_utf8", "encodable", "open_stream",
+           "iter_lines", "input_key", "normalize_uri"]
