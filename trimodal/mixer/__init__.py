@@ -1,0 +1,22 @@
+"""The streaming mixer: ratio-exact, packed, deterministic, elastic and resumable batches.
+
+`Mixer(cfg, rank, world_size)` is the stream; `MixerDataset` wraps it for torch DataLoaders
+(imported lazily, so the mixer itself never imports torch); `rank_stream` builds a Ray Train
+worker's stream; `preview_mix` reports realized shares for a number of steps.
+"""
+
+from trimodal.mixer.config import MixConfig, ScheduleEntry, SourceConfig, load_mix
+from trimodal.mixer.mixer import Mixer
+from trimodal.mixer.preview import preview_mix
+from trimodal.mixer.ray_worker import rank_stream
+
+__all__ = ["MixConfig", "SourceConfig", "ScheduleEntry", "load_mix", "Mixer", "MixerDataset",
+           "preview_mix", "rank_stream"]
+
+
+def __getattr__(name):
+    if name == "MixerDataset":
+        from trimodal.mixer.torch_dataset import MixerDataset
+
+        return MixerDataset
+    raise AttributeError(name)

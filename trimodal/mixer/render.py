@@ -1,0 +1,222 @@
+"""Shard codes → unified ids laid out as documents (DESIGN.md, "sequence layout").
+
+    text          <bos> t t t ... <eos>
+    image-text    <bos> <t2i> caption <boi> i i i <eoi> <eos>     reverse: <bos> <i2t> <boi> i i i <eoi> caption <eos>
+    audio-text    <bos> <t2s> transcript <boa> a a a <eoa> <eos>  reverse: <bos> <s2t> <boa> a a a <eoa> transcript <eos>
+
+Lengths are closed-form from code counts (`doc_lengths`), which is what lets every rank plan
+the whole global stream from Arrow offsets alone. `Renderer.render_batch` is the mixer's path:
+a whole batch is described as runs (zero-copy code views, constant special and padding runs)
+and materialized with a few vectorized operations, so a text document split across rows is
+never materialized whole and the per-document cost is a few slices. `Renderer.write` renders
+one document window part by part: the plain reference the fast path is tested against.
+
+Per-token modality: text/image/audio codes are tagged with their modality, every structure
+token (<bos>, <t2i>, <boi>, ...) with "special", padding with "pad".
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from trimodal.errors import IntegrityError
+from trimodal.tokenizers.vocab import MODALITY_IDS, Vocabulary
+
+TEXT, IMAGE, AUDIO, BOTH = 0, 1, 2, 3  # document kinds; BOTH (image and audio) is not renderable
+KIND_NAMES = {TEXT: "text", IMAGE: "image-text", AUDIO: "audio-text", BOTH: "image-audio"}
+PAIR_OVERHEAD = 5  # <bos> <task> <boX> <eoX> <eos>
+TEXT_OVERHEAD = 2  # <bos> <eos>
+
+_SPECIAL, _TEXT, _IMAGE, _AUDIO = MODALITY_IDS["special"], MODALITY_IDS["text"], MODALITY_IDS["image"], MODALITY_IDS["audio"]
+_PAD = MODALITY_IDS["pad"]
+
+
+def doc_kinds(lengths: dict[str, np.ndarray]) -> np.ndarray:
+    has_i, has_a = lengths["image"] >= 0, lengths["audio"] >= 0
+    kind = np.full(len(has_i), TEXT, dtype=np.int8)
+    kind[has_i] = IMAGE
+    kind[has_a] = AUDIO
+    kind[has_i & has_a] = BOTH
+    return kind
+
+
+def doc_lengths(kinds: np.ndarray, lengths: dict[str, np.ndarray]) -> np.ndarray:
+    """Rendered length of each document (reverse tasks have the same length)."""
+    media = np.maximum(lengths["image"], 0) + np.maximum(lengths["audio"], 0)
+    return np.where(kinds == TEXT, lengths["text"] + TEXT_OVERHEAD, lengths["text"] + media + PAIR_OVERHEAD)
+
+
+class Renderer:
+    def __init__(self, vocab: Vocabulary):
+        self.vocab = vocab
+        sp = vocab.special
+        self.bos, self.eos = sp("<bos>"), sp("<eos>")
+        self._pair = {
+            IMAGE: (sp("<t2i>"), sp("<i2t>"), sp("<boi>"), sp("<eoi>")),
+            AUDIO: (sp("<t2s>"), sp("<s2t>"), sp("<boa>"), sp("<eoa>")),
+        }
+        self.text_base = vocab.range("text")[0] if vocab.has("text") else None
+        self.image_base = vocab.range("image")[0] if vocab.has("image") else None
+        if vocab.has("audio"):
+            start, _ = vocab.range("audio")
+            size = vocab.range("audio", 0)[1] - start
+            self.audio_levels = vocab.levels("audio")
+            # Frame-major storage: code j of a sample belongs to level j % levels.
+            self._audio_pattern = start + (np.arange(1 << 16, dtype=np.int32) % self.audio_levels) * size
+        else:
+            self.audio_levels = 0
+        # Codebook base per modality tag, added to a whole batch at once (specials and padding
+        # are written as ids; audio runs are written with their per-level offsets).
+        self._base_by_tag = np.zeros(max(MODALITY_IDS.values()) + 1, dtype=np.int32)
+        if self.text_base is not None:
+            self._base_by_tag[_TEXT] = self.text_base
+        if self.image_base is not None:
+            self._base_by_tag[_IMAGE] = self.image_base
+        run = lambda *names: np.array([sp(x) for x in names], dtype=np.int32)  # noqa: E731
+        self._bos_run, self._eos_run = run("<bos>"), run("<eos>")
+        self._heads = {}
+        for kind, (fwd, rev, begin, end) in self._pair.items():
+            name = vocab.specials
+            self._heads[kind, False] = (run("<bos>", name[fwd]), run(name[begin]), run(name[end], "<eos>"))
+            self._heads[kind, True] = (run("<bos>", name[rev], name[begin]), run(name[end]), run("<eos>"))
+        self._aranges = np.arange(2, dtype=np.int32)
+        self._pads = np.zeros(0, dtype=np.int32)
+        # id → modality tag: a rendered batch is checked against it (a code outside its codebook
+        # would otherwise silently become another modality's id)
+        self.id_modality = vocab.modality_of(np.arange(vocab.size)).astype(np.int8)
+
+    def _audio_offsets(self, n: int) -> np.ndarray:
+        if n > len(self._audio_pattern):
+            reps = -(-n // len(self._audio_pattern)) + 1
+            self._audio_pattern = np.tile(self._audio_pattern, reps)
+        return self._audio_pattern[:n]
+
+    def parts(self, kind: int, reverse: bool, text, image, audio) -> list:
+        """[(tag, special id or None, codes or None, base)], in document order."""
+        if self.text_base is None or (kind == IMAGE and self.image_base is None) or (kind == AUDIO and not self.audio_levels):
+            raise IntegrityError(f"a {KIND_NAMES[kind]} sample has codes for a modality the vocabulary lacks")
+        tp = (_TEXT, None, text, self.text_base)
+        if kind == TEXT:
+            return [(_SPECIAL, self.bos, None, 0), tp, (_SPECIAL, self.eos, None, 0)]
+        fwd, rev, begin, end = self._pair[kind]
+        media = (_IMAGE, None, image, self.image_base) if kind == IMAGE else (_AUDIO, None, audio, None)
+        if reverse:
+            body = [(_SPECIAL, rev, None, 0), (_SPECIAL, begin, None, 0), media, (_SPECIAL, end, None, 0), tp]
+        else:
+            body = [(_SPECIAL, fwd, None, 0), tp, (_SPECIAL, begin, None, 0), media, (_SPECIAL, end, None, 0)]
+        return [(_SPECIAL, self.bos, None, 0), *body, (_SPECIAL, self.eos, None, 0)]
+
+    def render_batch(self, plans: list, views: dict, seq_len: int):
+        """Render planned rows into (tokens, modality, segment_ids, positions) arrays [B, L].
+
+        `plans[i]` is None (an all-padding row) or (source, segments, real tokens) with segments
+        as planned by `SourceStream.plan_row`; `views[source](shard, batch)` gives that record
+        batch's column views. The whole batch is described as runs — token runs (code views and
+        constant special or padding runs, each with its modality tag) and document runs (segment
+        id, length) — and materialized with a handful of vectorized operations over the batch:
+        one concatenation, two repeats, one base-offset gather (audio runs carry their per-level
+        offsets already). The cost per document is a few slices and list appends.
+        """
+        B, L = len(plans), seq_len
+        pad = self._pad_run(L)
+        bos, eos, heads = self._bos_run, self._eos_run, self._heads
+        pieces, tags, lens = [], [], []  # token runs
+        dseg, dlen = [], []  # document runs: segment id (0 = padding), length
+        pad_at, row_at = [], 0  # where each row's padding starts (flat index)
+        for row in plans:
+            n = 0
+            if row is not None:
+                name, segs, _ = row
+                view = views[name]
+                for k, (_, _, s, b, r, kind, rev, start, stop) in enumerate(segs, 1):
+                    cols = view(s, b)
+                    off, vals, _ = cols[0]
+                    o0 = int(off[r])
+                    nt = int(off[r + 1]) - o0
+                    if kind == TEXT:  # <bos> t.. <eos>, any window [start, stop) of it
+                        lo = start
+                        if start == 0:
+                            pieces.append(bos)
+                            tags.append(_SPECIAL)
+                            lens.append(1)
+                            lo = 1
+                        hi = stop if stop <= nt + 1 else nt + 1
+                        if hi > lo:
+                            pieces.append(vals[o0 + lo - 1: o0 + hi - 1])
+                            tags.append(_TEXT)
+                            lens.append(hi - lo)
+                        if stop == nt + 2:
+                            pieces.append(eos)
+                            tags.append(_SPECIAL)
+                            lens.append(1)
+                    else:  # a pair, always whole
+                        moff, mvals, _ = cols[1 if kind == IMAGE else 2]
+                        m0 = int(moff[r])
+                        nm = int(moff[r + 1]) - m0
+                        media = mvals[m0: m0 + nm]
+                        if kind == AUDIO:
+                            media = media + self._audio_offsets(nm)
+                        text = vals[o0: o0 + nt]
+                        mtag = _IMAGE if kind == IMAGE else _AUDIO
+                        h, mid, t = heads[kind, rev]
+                        if rev:  # <bos> <x2t> <boX> media <eoX> text <eos>
+                            pieces += (h, media, mid, text, t)
+                            tags += (_SPECIAL, mtag, _SPECIAL, _TEXT, _SPECIAL)
+                            lens += (3, nm, 1, nt, 1)
+                        else:  # <bos> <t2x> text <boX> media <eoX> <eos>
+                            pieces += (h, text, mid, media, t)
+                            tags += (_SPECIAL, _TEXT, _SPECIAL, mtag, _SPECIAL)
+                            lens += (2, nt, 1, nm, 2)
+                    dseg.append(k)
+                    dlen.append(stop - start)
+                    n += stop - start
+            if n < L:
+                pad_at.append(row_at + n)
+                pieces.append(pad[: L - n])
+                tags.append(_PAD)
+                lens.append(L - n)
+                dseg.append(0)
+                dlen.append(L - n)
+            row_at += L
+        tokens = np.concatenate(pieces).astype(np.int32, copy=False)
+        modality = np.repeat(np.array(tags, dtype=np.int8), lens)
+        tokens += self._base_by_tag[modality]
+        segment_ids = np.repeat(np.array(dseg, dtype=np.int32), dlen)
+        positions = self._arange(B * L)[: B * L] - np.repeat(
+            np.fromiter(itertools.accumulate(dlen[:-1], initial=0), dtype=np.int32, count=len(dlen)), dlen)
+        for a in pad_at:
+            positions[a: a - a % L + L] = 0
+        shape = (B, L)
+        return tokens.reshape(shape), modality.reshape(shape), segment_ids.reshape(shape), positions.reshape(shape)
+
+    def _pad_run(self, n: int) -> np.ndarray:
+        if len(self._pads) < n:
+            self._pads = np.full(n, self.vocab.pad_id, dtype=np.int32)
+        return self._pads
+
+    def _arange(self, n: int) -> np.ndarray:
+        if len(self._aranges) <= n:
+            self._aranges = np.arange(max(n + 1, 2 * len(self._aranges)), dtype=np.int32)
+        return self._aranges
+
+    def write(self, tokens: np.ndarray, modality: np.ndarray, at: int, start: int, stop: int,
+              kind: int, reverse: bool, text, image, audio) -> None:
+        """Write document tokens [start, stop) into tokens[at:], modality[at:] (1-D row views)."""
+        p = 0
+        for tag, sid, codes, base in self.parts(kind, reverse, text, image, audio):
+            n = 1 if codes is None else len(codes)
+            lo, hi = max(start, p), min(stop, p + n)
+            if lo < hi:
+                o = at + lo - start
+                if codes is None:
+                    tokens[o] = sid
+                elif tag == _AUDIO:
+                    tokens[o: o + hi - lo] = codes[lo - p: hi - p] + self._audio_offsets(hi - p)[lo - p:]
+                else:
+                    np.add(codes[lo - p: hi - p], base, out=tokens[o: o + hi - lo])
+                modality[o: o + hi - lo] = tag
+            p += n
+            if p >= stop:
+                break
