@@ -1,0 +1,8 @@
+"""The masked diffusion model and its trainer.
+
+config (typed configs, presets) · transformer + attention (bidirectional, document-masked) ·
+schedules + diffusion (noise schedules, the ELBO loss) · batch_size + optim (κ rule, AdamW,
+warmup + cosine) · data (the worker's stream, prefetching) · trainer (the per-worker loop,
+Ray Train entry point) · checkpoint (local / S3) · sampler (iterative unmasking) · evaluate
+(deterministic ELBO, unigram baseline). Nothing here imports from `trimodal.jobs`.
+"""

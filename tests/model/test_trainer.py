@@ -1,0 +1,108 @@
+"""The training loop in-process (no Ray): kill → resume replays the same loss curve, the loss
+does not depend on how the logical batch is cut into micro-batches, checkpoints on S3,
+refusing to overwrite a run. The Ray Train path is tested in tests/jobs/test_train.py."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from trimodal.errors import ConfigError
+from trimodal.jobs.train import loss_curve, read_summary, run_train
+from trimodal.model.checkpoint import list_checkpoints, load_model, read_json
+
+from .conftest import FPS
+
+
+def config(output, **kw):
+    cfg = {"mix": {"kind": "synthetic", "fingerprints": FPS, "seq_len": 32, "pool": 12, "seed": 0},
+           "output": str(output), "steps": 8, "physical_batch": 4, "logical_batch": 8, "checkpoint_every": 4,
+           "keep_checkpoints": 0, "tensorboard": False, "prefetch": 1,
+           "optim": {"warmup_steps": 2}, "hyper": {"lr_base": 3e-3, "base_batch_tokens": 256, "base_horizon_tokens": 2048}}
+    cfg.update(kw)
+    return cfg
+
+
+def test_kill_and_resume_replays_the_same_loss_curve(tmp_path):
+    ref = run_train(config(tmp_path / "ref"), in_process=True)
+    ref_curve = loss_curve(ref["log_dir"])
+    assert sorted(ref_curve) == list(range(1, 9))
+
+    run = tmp_path / "run"
+    cfg_path = tmp_path / "run.yaml"
+    cfg_path.write_text(yaml.safe_dump(config(run, kill_at_step=6)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "trimodal", "train", str(cfg_path), "--in-process"],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]      # SIGKILLed after step 6
+    assert [s for s, _ in list_checkpoints(str(run))] == [4]  # steps 5 and 6 were lost with the process
+    assert max(loss_curve(str(run))) == 6
+
+    with pytest.raises(ConfigError, match="--resume"):
+        run_train(str(cfg_path), in_process=True)
+    out = run_train(str(cfg_path), in_process=True, resume=True)
+    assert out["resumed_from"].endswith("step-00000004") and out["start_step"] == 4
+    assert loss_curve(str(run)) == pytest.approx(ref_curve, rel=1e-6, abs=0)
+    assert out["final_loss"] == pytest.approx(ref["final_loss"], rel=1e-6)
+    assert out["first_loss"] == pytest.approx(ref["first_loss"], rel=1e-6)  # carried through the checkpoint
+    assert [s for s, _ in list_checkpoints(str(run))] == [4, 8]
+
+
+def test_micro_batching_does_not_change_the_losses(tmp_path):
+    """The same logical batch cut into 1 or 4 micro-batches: same noise per row, same
+    normalization, so the same loss curve up to float summation order."""
+    a = run_train(config(tmp_path / "a", physical_batch=8, steps=5), in_process=True)
+    b = run_train(config(tmp_path / "b", physical_batch=2, steps=5), in_process=True)
+    ca, cb = loss_curve(a["log_dir"]), loss_curve(b["log_dir"])
+    assert ca == pytest.approx(cb, rel=1e-4)
+
+
+def test_checkpoints_and_summary_on_s3(s3_bucket, tmp_path):
+    uri = f"s3://{s3_bucket}/runs/r1"
+    out = run_train(config(uri, steps=3, checkpoint_every=2, keep_checkpoints=1, log_dir=str(tmp_path / "logs")),
+                    in_process=True)
+    assert [s for s, _ in list_checkpoints(uri)] == [3]          # step 2 pruned, keep 1
+    assert read_summary(uri)["final_loss"] == pytest.approx(out["final_loss"])
+    ck = out["checkpoint"]
+    state = read_json(ck, "state.json")
+    assert state["step"] == 3 and state["mixer"] == {"position": 24}
+    model, vocab, cfg = load_model(uri)
+    assert vocab.size == model.vocab_size and cfg.steps == 3
+    from trimodal.pipeline.storage import resolve
+
+    lines = resolve(uri).join("metrics.jsonl").read_bytes().decode().splitlines()
+    assert any(json.loads(l_).get("step") == 3 for l_ in lines)  # a copy of the metrics beside the checkpoints
+    assert os.path.exists(tmp_path / "logs" / "metrics.jsonl")
+
+
+def test_logged_hyperparameters_and_metrics(tmp_path):
+    out = run_train(config(tmp_path / "m", steps=2, tensorboard=True), in_process=True)
+    recs = [json.loads(l_) for l_ in open(os.path.join(out["log_dir"], "metrics.jsonl"))]
+    start = next(r for r in recs if r.get("event") == "start")
+    assert start["hyper"]["lr"] == pytest.approx(out["hyper"]["lr"]) and start["accum_steps"] == 2
+    step = next(r for r in recs if r.get("step") == 2 and "loss" in r and "event" not in r)
+    for k in ("loss", "lr", "tokens_per_s", "data_wait_frac", "grad_norm", "loss.text"):
+        assert k in step
+    assert os.listdir(os.path.join(out["log_dir"], "tb"))  # TensorBoard event file
+
+
+def test_training_stops_cleanly_when_the_data_runs_out(tmp_path):
+    import numpy as np
+
+    from trimodal.pipeline.dataset import build_dataset
+
+    rng = np.random.default_rng(0)
+    rows = [{"id": f"t/{i}", "source": "t", "text": rng.integers(0, 40, 30).astype(np.int32), "image": None,
+             "audio": None, "origin": ""} for i in range(20)]
+    build_dataset(str(tmp_path / "ds"), rows, {"text": FPS["text"]})
+    mix = {"sources": [{"name": "t", "dataset": str(tmp_path / "ds"), "share": 1.0, "max_epochs": 1}],
+           "seq_len": 32, "seed": 0}
+    out = run_train(config(tmp_path / "run", mix=mix, steps=50, checkpoint_every=100), in_process=True)
+    # 20 documents of 32 tokens (with <bos>/<eos>) fill about 20 packed rows of 32: 3 steps of 8
+    assert 2 <= out["step"] < 50
+    recs = [json.loads(l_) for l_ in open(os.path.join(out["log_dir"], "metrics.jsonl"))]
+    assert any(r.get("event") == "data_exhausted" for r in recs)
+    assert [s for s, _ in list_checkpoints(str(tmp_path / "run"))] == [out["step"]]

@@ -1,0 +1,204 @@
+"""Typed configs for the model, the diffusion loss, the batch-size rule and the trainer.
+
+Model sizes come from named presets (tiny for tests up to ~3B) that any explicit field
+overrides, so a YAML can say ``preset: 1b`` and still change ``n_layers``. Everything is a plain
+dataclass filled by `trimodal.config.from_dict`; `validate()` raises ConfigError naming the key.
+The mixer's own config stays an opaque mapping here (`TrainConfig.mix`) and is checked by the
+mixer itself, so this module does not depend on the mixer's field list.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Literal, Optional, Union
+
+from trimodal.errors import ConfigError
+
+# name -> (dim, n_layers, n_heads). Non-embedding params ≈ 12·dim²·layers (SwiGLU at 8/3·dim).
+PRESETS: dict[str, tuple[int, int, int]] = {
+    "tiny": (64, 2, 4),        # tests: ~0.1M non-embedding params
+    "small": (256, 4, 4),      # CPU bench / demo: ~3M
+    "100m": (768, 12, 12),     # ~85M non-embedding
+    "1b": (2048, 20, 16),      # ~1.0B non-embedding
+    "3b": (3072, 26, 24),      # ~2.9B non-embedding (the paper's scale)
+}
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"
+    dim: Optional[int] = None
+    n_layers: Optional[int] = None
+    n_heads: Optional[int] = None
+    ffn_hidden: Optional[int] = None  # default: 8/3·dim rounded up to a multiple of 64
+    vocab_multiple: int = 64          # embedding rows padded to this multiple (tensor-core friendly)
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    tie_embeddings: bool = False
+    init_std: float = 0.02
+    # auto: flex_attention (compiled, document block mask) on CUDA, SDPA + boolean mask elsewhere
+    attention: Literal["auto", "sdpa", "flex"] = "auto"
+
+    def validate(self) -> None:
+        if self.preset not in PRESETS:
+            raise ConfigError(f"preset: {self.preset!r} is not one of {sorted(PRESETS)}")
+        r = self.resolve()
+        if r.dim % r.n_heads:
+            raise ConfigError(f"n_heads: dim {r.dim} is not divisible by n_heads {r.n_heads}")
+        if (r.dim // r.n_heads) % 2:
+            raise ConfigError("n_heads: head dim must be even for rotary positions")
+        if self.vocab_multiple < 1:
+            raise ConfigError("vocab_multiple: must be >= 1")
+
+    def resolve(self) -> "ModelConfig":
+        """Fill unset sizes from the preset."""
+        d, l, h = PRESETS[self.preset]
+        dim = self.dim or d
+        ffn = self.ffn_hidden or ((8 * dim // 3 + 63) // 64) * 64
+        return replace(self, dim=dim, n_layers=self.n_layers or l, n_heads=self.n_heads or h, ffn_hidden=ffn)
+
+
+@dataclass
+class ScheduleConfig:
+    """A noise schedule α(t) from `trimodal.model.schedules.SCHEDULES`."""
+
+    name: str = "linear"
+    exponent: float = 2.0   # polynomial: α = 1 − t^exponent
+    eps: float = 1e-3       # log-linear: α(1) = eps
+
+    def validate(self) -> None:
+        from trimodal.model.schedules import SCHEDULES
+
+        if self.name not in SCHEDULES:
+            raise ConfigError(f"name: {self.name!r} is not one of {sorted(SCHEDULES)}")
+        if self.exponent <= 0:
+            raise ConfigError("exponent: must be > 0")
+        if not 0 <= self.eps < 1:
+            raise ConfigError("eps: must be in [0, 1)")
+
+
+@dataclass
+class DiffusionConfig:
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    # modality ("text" | "image" | "audio") -> schedule; modalities not listed use `schedule`
+    modality_schedules: dict[str, ScheduleConfig] = field(default_factory=dict)
+    # t is drawn in [t_min, 1]: the ELBO weight −α'/(1−α) grows like 1/t at t → 0.
+    t_min: float = 1e-3
+    # stratified: t_i = (i + u)/B over the global batch, one u per step shared by all rows;
+    # stratified_per_row: one u per row (MDLM's low-discrepancy sampler); iid: independent draws
+    t_sampling: Literal["stratified", "stratified_per_row", "iid"] = "stratified"
+    # classifier-free guidance: probability of masking out the text condition of a pair document
+    cfg_drop_prob: float = 0.1
+
+    def validate(self) -> None:
+        for k in self.modality_schedules:
+            if k not in ("text", "image", "audio"):
+                raise ConfigError(f"modality_schedules.{k}: not a modality (text, image, audio)")
+        if not 0 <= self.t_min < 1:
+            raise ConfigError("t_min: must be in [0, 1)")
+        if not 0 <= self.cfg_drop_prob <= 1:
+            raise ConfigError("cfg_drop_prob: must be in [0, 1]")
+
+
+@dataclass
+class HyperConfig:
+    """The batch-size reparameterization (see batch_size.py). Batches are in TOKENS
+    (sequences × seq_len), the horizon D in tokens, S_crit in optimizer steps."""
+
+    base_batch_tokens: int = 262144      # B_base: the batch the base hyperparameters were tuned at
+    base_horizon_tokens: float = 1e10    # D_base
+    gamma: float = 0.44
+    lr_base: float = 3e-4                # η_base
+    betas_base: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    eps_base: float = 1e-8
+    s_crit: float = 1000.0               # B_crit = D / (L · S_crit) sequences
+
+    def validate(self) -> None:
+        if len(self.betas_base) != 2 or not all(0 < b < 1 for b in self.betas_base):
+            raise ConfigError("betas_base: need two values in (0, 1)")
+        for k in ("base_batch_tokens", "base_horizon_tokens", "lr_base", "eps_base", "s_crit"):
+            if getattr(self, k) <= 0:
+                raise ConfigError(f"{k}: must be > 0")
+
+
+@dataclass
+class OptimConfig:
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.1    # cosine decays to lr·min_lr_ratio at the last step
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0       # 0 disables clipping
+
+    def validate(self) -> None:
+        if self.warmup_steps < 0:
+            raise ConfigError("warmup_steps: must be >= 0")
+        if not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError("min_lr_ratio: must be in [0, 1]")
+        if self.weight_decay < 0 or self.grad_clip < 0:
+            raise ConfigError("weight_decay / grad_clip: must be >= 0")
+
+
+@dataclass
+class TokenizerRef:
+    kind: str
+    path: str
+    options: dict = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    mix: Union[dict, str]           # the mixer's MixConfig as a mapping or a YAML path (checked by the mixer)
+    output: str                     # run directory, local or s3://: checkpoints/, metrics.jsonl, tb/
+    steps: int = 100
+    physical_batch: int = 8         # sequences per worker per micro-step (what fits in memory)
+    logical_batch: int = 8          # sequences per optimizer step, all workers together
+    horizon_tokens: Optional[float] = None  # D; default steps × logical_batch × seq_len
+    model: ModelConfig = field(default_factory=ModelConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    hyper: HyperConfig = field(default_factory=HyperConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    num_workers: int = 1
+    cpus_per_worker: float = 0.5    # fractional: whole CPUs per worker deadlock 2-core machines
+    use_gpu: bool = False
+    fsdp: bool = False              # FSDP2 fully_shard instead of DDP (large presets)
+    compile: bool = False           # torch.compile the model (GPU)
+    checkpoint_every: int = 50
+    keep_checkpoints: int = 2
+    log_every: int = 1
+    tensorboard: bool = True
+    seed: int = 0
+    max_failures: int = 0           # Ray Train restarts; a restart resumes from the newest checkpoint
+    prefetch: int = 2               # batches pulled ahead on a thread (0: none)
+    # End this invocation after this step (with a checkpoint) while the lr schedule and the
+    # horizon stay those of `steps`: time-limited allocations train in slices, each `--resume`.
+    stop_at_step: Optional[int] = None
+    log_dir: Optional[str] = None   # metrics.jsonl + tb/; default: output if local, else ./trimodal_logs/<run>
+    tokenizers: dict[str, TokenizerRef] = field(default_factory=dict)  # for generate
+    # Fault injection for recovery tests and drills: after finishing this optimizer step, the
+    # worker of rank `kill_rank` SIGKILLs its own process, once per run directory.
+    kill_at_step: Optional[int] = None
+    kill_rank: int = 0
+
+    def validate(self) -> None:
+        for k in ("steps", "physical_batch", "logical_batch", "num_workers", "checkpoint_every", "log_every"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"{k}: must be >= 1")
+        per_step = self.physical_batch * self.num_workers
+        if self.logical_batch % per_step:
+            raise ConfigError(
+                f"logical_batch: {self.logical_batch} is not a multiple of physical_batch × num_workers "
+                f"= {self.physical_batch} × {self.num_workers}")
+        if not 0 < self.cpus_per_worker:
+            raise ConfigError("cpus_per_worker: must be > 0")
+        if self.stop_at_step is not None and self.stop_at_step < 1:
+            raise ConfigError("stop_at_step: must be >= 1")
+        if self.prefetch < 0:
+            raise ConfigError("prefetch: must be >= 0")
+        if not 0 <= self.kill_rank < self.num_workers:
+            raise ConfigError(f"kill_rank: must be a worker rank in [0, {self.num_workers})")
+        for k in self.tokenizers:
+            if k not in ("text", "image", "audio"):
+                raise ConfigError(f"tokenizers.{k}: not a modality (text, image, audio)")
+
+    @property
+    def accum_steps(self) -> int:
+        return self.logical_batch // (self.physical_batch * self.num_workers)

@@ -1,0 +1,211 @@
+"""Where a training worker's batches come from: its own mixer rank stream (co-located, no
+network hop), or a synthetic stream for isolating model throughput and for overfit checks.
+
+Both give the same interface: iterate → dict of np arrays [global_batch / world_size, seq_len]
+(tokens, modality, segment_ids, positions), rank r holding rows [r·n, (r+1)·n) of the global
+batch; `.vocab`; `.seq_len`; `state_dict()` / `load_state_dict()` holding a global position,
+valid for any world size. Registry: `STREAMS[kind]`, chosen by ``mix.kind`` in the train config
+(default "mixer"; the key is removed before the mixer sees it).
+
+The trainer opens the stream with the LOGICAL batch as the global batch and cuts each rank's
+share into micro-batches itself, so the data a step sees depends on neither the number of
+workers nor the physical batch: a run can resume on another world size, or with another
+accumulation factor, and see the very same samples.
+
+`Prefetcher` pulls batches on a background thread so the next batch is ready when the step
+ends (the mixer is Python; a GPU step releases the GIL while it waits on the device). The
+trade-off is one thread and `depth` batches of memory; it checkpoints the state of the last
+batch CONSUMED, not fetched, so resuming never skips the batches that sat in its queue.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+from typing import Callable
+
+import numpy as np
+
+from trimodal.errors import ConfigError
+from trimodal.tokenizers.vocab import MODALITY_IDS, Vocabulary
+
+
+def _mixer_stream(mix: dict, rank: int, world_size: int, global_batch: int):
+    from trimodal.mixer import Mixer
+
+    mix = dict(mix)
+    if mix.get("global_batch") not in (None, global_batch):
+        raise ConfigError(f"mix.global_batch: {mix['global_batch']} differs from the train config's logical_batch "
+                          f"{global_batch}; leave it out, the trainer sets it")
+    mix["global_batch"] = global_batch  # the logical batch: one optimizer step of all ranks
+    return Mixer(mix, rank=rank, world_size=world_size)
+
+
+class SyntheticStream:
+    """A fixed pool of `pool` random packed rows, served in order and repeated.
+
+    Documents are text (<bos> t.. <eos>) and, when the vocabulary has images/audio,
+    t2i / t2s pairs laid out like the mixer's. Position p of the global stream is pool row
+    p mod pool, so the stream is elastic and resumable like the mixer's.
+    """
+
+    def __init__(self, spec: dict, rank: int, world_size: int, global_batch: int):
+        known = {"seq_len", "fingerprints", "pool", "seed", "doc_len"}
+        bad = set(spec) - known
+        if bad:
+            raise ConfigError(f"mix.{sorted(bad)[0]}: unknown key for a synthetic stream; valid: {sorted(known)}")
+        self.vocab = Vocabulary.from_fingerprints(spec["fingerprints"])
+        self.seq_len = int(spec.get("seq_len", 64))
+        self.rank, self.world_size, self.global_batch = rank, world_size, global_batch
+        if global_batch % world_size:
+            raise ConfigError("mix: global batch not divisible by the number of workers")
+        rng = np.random.default_rng(int(spec.get("seed", 0)))
+        doc_len = int(spec.get("doc_len", max(8, self.seq_len // 2)))
+        rows = [self._row(rng, doc_len) for _ in range(int(spec.get("pool", 16)))]
+        self.pool = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+        self.position = 0
+
+    def _doc(self, rng, doc_len):
+        v, S = self.vocab, MODALITY_IDS["special"]
+        kinds = ["text"] + [m for m in ("image", "audio") if v.has(m)]
+        kind = kinds[rng.integers(len(kinds))]
+        toks, mods = [v.special("<bos>")], [S]
+        if kind == "text":
+            lo, hi = v.range("text")
+            toks += list(rng.integers(lo, hi, doc_len)); mods += [MODALITY_IDS["text"]] * doc_len
+        else:
+            task, bo, eo = (("<t2i>", "<boi>", "<eoi>") if kind == "image" else ("<t2s>", "<boa>", "<eoa>"))
+            cap = max(2, doc_len // 4)
+            lo, hi = v.range("text")
+            toks += [v.special(task)] + list(rng.integers(lo, hi, cap)) + [v.special(bo)]
+            mods += [S] + [MODALITY_IDS["text"]] * cap + [S]
+            n = doc_len - cap
+            if kind == "image":
+                lo, hi = v.range("image")
+                codes = rng.integers(lo, hi, n)
+            else:
+                levels = v.levels("audio")
+                n = max(levels, n - n % levels)
+                codes = v.codes_to_ids("audio", rng.integers(0, v.range("audio", 0)[1] - v.range("audio", 0)[0], n))
+            toks += list(codes); mods += [MODALITY_IDS[kind]] * n
+            toks += [v.special(eo)]; mods += [S]
+        toks += [v.special("<eos>")]; mods += [S]
+        return toks, mods
+
+    def _row(self, rng, doc_len):
+        L = self.seq_len
+        out = {"tokens": np.zeros(L, np.int32), "modality": np.zeros(L, np.int8),
+               "segment_ids": np.zeros(L, np.int32), "positions": np.zeros(L, np.int32)}
+        i, seg = 0, 1
+        while i < L:
+            toks, mods = self._doc(rng, doc_len)
+            n = min(len(toks), L - i)
+            if n < 4:
+                break
+            out["tokens"][i:i + n] = toks[:n]
+            out["modality"][i:i + n] = mods[:n]
+            out["segment_ids"][i:i + n] = seg
+            out["positions"][i:i + n] = np.arange(n)
+            i, seg = i + n, seg + 1
+        out["tokens"][out["segment_ids"] == 0] = self.vocab.pad_id
+        return out
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        per = self.global_batch // self.world_size
+        idx = (self.position + self.rank * per + np.arange(per)) % len(self.pool["tokens"])
+        self.position += self.global_batch
+        return {k: v[idx] for k, v in self.pool.items()}
+
+    def state_dict(self) -> dict:
+        return {"position": self.position}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.position = int(d["position"])
+
+
+STREAMS: dict[str, Callable] = {
+    "mixer": _mixer_stream,
+    "synthetic": lambda mix, rank, world_size, global_batch: SyntheticStream(mix, rank, world_size, global_batch),
+}
+
+
+def open_stream(mix: dict | str, rank: int, world_size: int, global_batch: int):
+    """The rank's stream for a mix mapping (or the path of a mix YAML)."""
+    if isinstance(mix, str):
+        from trimodal.config import load_yaml
+
+        mix = load_yaml(mix)
+    mix = dict(mix)
+    kind = mix.pop("kind", "mixer")
+    if kind not in STREAMS:
+        raise ConfigError(f"mix.kind: {kind!r} is not one of {sorted(STREAMS)}")
+    return STREAMS[kind](mix, rank, world_size, global_batch)
+
+
+_END = object()
+
+
+class Prefetcher:
+    """Iterate a stream `depth` batches ahead on a daemon thread (depth 0: no thread).
+
+    Each queued item carries the stream's state right after it was produced, so `state_dict()`
+    describes exactly the batches handed out so far. An exception in the stream is re-raised
+    in the consumer at the batch where it happened. `transform` (e.g. pinning host memory)
+    runs on the thread too."""
+
+    def __init__(self, stream, depth: int = 2, transform: Callable | None = None):
+        self.stream, self.depth, self.transform = stream, depth, transform
+        self._state = copy.deepcopy(stream.state_dict())
+        self._q: queue.Queue | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _produce(self):
+        try:
+            for batch in self.stream:
+                if self.transform is not None:
+                    batch = self.transform(batch)
+                item = (batch, copy.deepcopy(self.stream.state_dict()), None)
+                while not self._stop.is_set():
+                    try:
+                        self._q.put(item, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if self._stop.is_set():
+                    return
+            self._q.put((_END, None, None))
+        except BaseException as e:  # handed to the consumer, which raises it
+            self._q.put((None, None, e))
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        if self.depth <= 0:
+            batch = next(self.stream)
+            self._state = copy.deepcopy(self.stream.state_dict())
+            return self.transform(batch) if self.transform is not None else batch
+        if self._thread is None:
+            self._q = queue.Queue(maxsize=self.depth)
+            self._thread = threading.Thread(target=self._produce, name="trimodal-prefetch", daemon=True)
+            self._thread.start()
+        batch, state, err = self._q.get()
+        if err is not None:
+            raise err
+        if batch is _END:
+            raise StopIteration
+        self._state = state
+        return batch
+
+    def state_dict(self) -> dict:
+        return self._state
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
