@@ -5,7 +5,7 @@ from typing import Literal, Optional
 
 import pytest
 
-from trimodal.config import from_dict, from_yaml, to_dict
+from trimodal.config import from_dict, from_yaml, load_yaml, to_dict
 from trimodal.errors import ConfigError
 
 
@@ -58,3 +58,12 @@ def test_yaml_errors_name_the_file(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text("sources:\n  - name: a\nseq_len: 64\n")
     assert from_yaml(Outer, good).seq_len == 64
+
+
+def test_yaml_reads_exponent_floats_as_numbers(tmp_path):
+    # PyYAML alone reads `1e6` as a string; configs write horizons and learning rates that way.
+    p = tmp_path / "c.yaml"
+    p.write_text("horizon: 1e10\nlr: 3e-4\nsteps: 100\nname: 1e\n")
+    data = load_yaml(p)
+    assert data == {"horizon": 1e10, "lr": 3e-4, "steps": 100, "name": "1e"}
+    assert isinstance(data["horizon"], float) and isinstance(data["steps"], int)

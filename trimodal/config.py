@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -23,13 +24,25 @@ from trimodal.errors import ConfigError
 T = TypeVar("T")
 
 
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that reads `1e6` and `3.0e-4` as floats, as YAML 1.2 does; PyYAML's YAML 1.1
+    resolver needs a dot and a signed exponent and would hand the type check a string."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)$"""),
+    list("-+0123456789"),
+)
+
+
 def load_yaml(path: str | Path) -> dict:
     """Read a YAML mapping; a missing file or a non-mapping document is a ConfigError."""
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"config file not found: {p}")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.load(p.read_text(), Loader=_Loader)
     except yaml.YAMLError as e:
         raise ConfigError(f"{p}: invalid YAML: {e}") from e
     if data is None:
