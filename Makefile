@@ -3,7 +3,7 @@
 PYTHON ?= python3
 DAC_PKGS = descript-audio-codec==1.0.0 descript-audiotools==0.7.2
 
-.PHONY: install test demo bench
+.PHONY: install test demo bench-install
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0
@@ -15,3 +15,12 @@ test:
 
 demo:
 	trimodal demo
+
+# The benchmark peers (MosaicML streaming, litdata). Installed without their declared
+# dependencies: resolving those would replace the CPU torch with a multi-GB CUDA build.
+BENCH_PKGS = mosaicml-streaming litdata
+BENCH_DEPS = lightning-utilities brotli python-snappy cramjam zstd xxhash catalogue
+
+bench-install:
+	$(PYTHON) -m pip install --no-deps $(BENCH_PKGS)
+	$(PYTHON) -m pip install $(BENCH_DEPS)
