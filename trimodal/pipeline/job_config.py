@@ -1,0 +1,240 @@
+"""The tokenize job's configuration: typed dataclasses, checked before any Ray work starts.
+
+One YAML file describes a job:
+
+```yaml
+sources:                        # the readers' SourceConfig, one per corpus
+  - {name: web, kind: text, paths: ["s3://corpus/web/*.jsonl.zst"]}
+  - {name: laion, kind: image_text, paths: ["s3://corpus/laion/"]}
+tokenizers:                     # modality -> kind + local path (+ batch_size, levels, device, threads, options)
+  text:  {kind: sentencepiece, path: /models/spm.model}
+  image: {kind: vqmodel, path: /models/vq-f8, batch_size: 32}
+  audio: {kind: dac, path: /models/dac44.pth, levels: 9}
+limits: {max_text_tokens: 8192, max_audio_seconds: 30, image_resolution: 256, max_image_pixels: 64000000}
+output: {uri: "s3://bucket/datasets/v1", shard_rows: 8192, shard_bytes: 268435456}
+ray: {address: null, actors: {image: 4, audio: 2}, num_cpus_per_actor: 0.25}
+progress: {interval_s: 10}
+```
+
+`from_dict` / `from_yaml` reject unknown keys (with the nearest valid one) and wrong types;
+`validate()` does the cheap, local checks (kinds, ranges, that tokenizer paths exist);
+`check_inputs()` expands every source's paths up front, so a typo in a glob fails in a second,
+naming the key and the path, instead of after the cluster has spun up.
+
+Defaults favour small machines: every stage asks for a fraction of a CPU, because on a 2-core
+node whole-CPU actors starve the read tasks and Ray Data stalls without an error. On a GPU
+cluster, codec actors get one GPU each by default (`num_gpus_per_actor: null` = auto).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional
+
+from trimodal.errors import ConfigError, InputError
+from trimodal.pipeline.sources import SourceConfig
+
+MODALITIES = ("text", "image", "audio")
+# What each source kind needs tokenized; text is always present (document, caption, transcript).
+KIND_MODALITIES = {"text": ("text",), "image_text": ("text", "image"), "audio_text": ("text", "audio")}
+# Rows per encode call when the config does not say: what keeps a CPU or a GPU busy without
+# making blocks huge (text is cheap per row, codecs are not).
+DEFAULT_BATCH = {"text": 512, "image": 16, "audio": 8}
+
+
+@dataclass
+class TokenizerSpec:
+    kind: str                        # registry kind: sentencepiece | vqmodel | dac
+    path: str                        # local path of the model / weights (no download)
+    batch_size: Optional[int] = None  # rows per encode call (default: DEFAULT_BATCH)
+    levels: Optional[int] = None     # audio: residual codebook levels kept (DAC n_levels)
+    device: Optional[str] = None     # cpu | cuda | auto (None): cuda when the actor holds a GPU
+    # Threads per actor: SentencePiece's num_threads, or torch intra-op threads for codecs.
+    # None leaves Ray's default (1 thread for an actor holding less than one CPU).
+    threads: Optional[int] = None
+    options: dict[str, Any] = field(default_factory=dict)  # further load_tokenizer(**options)
+
+    def validate(self):
+        if not self.kind:
+            raise ConfigError("kind: must not be empty")
+        if not self.path:
+            raise ConfigError("path: must not be empty")
+        if not os.path.exists(os.path.expanduser(self.path)):
+            raise ConfigError(f"path: tokenizer not found: {self.path}")
+        for k in ("batch_size", "levels", "threads"):
+            v = getattr(self, k)
+            if v is not None and v < 1:
+                raise ConfigError(f"{k}: must be >= 1, got {v}")
+        if self.device not in (None, "auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
+            raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda")
+
+    def load_options(self, modality: str, limits: "Limits") -> dict:
+        """The keyword options for `load_tokenizer`: explicit `options`, then the typed fields,
+        then the job's limits where the tokenizer enforces them itself."""
+        opts = dict(self.options or {})
+        if self.levels is not None:
+            opts.setdefault("n_levels", self.levels)
+        if self.batch_size is not None:
+            opts.setdefault("batch_size", self.batch_size)
+        if self.device not in (None, "auto") and modality != "text":
+            opts.setdefault("device", self.device)
+        if modality == "text":
+            if self.threads is not None:
+                opts.setdefault("num_threads", self.threads)
+            if limits.max_text_tokens:
+                opts.setdefault("max_tokens", int(limits.max_text_tokens))
+        if modality == "image":
+            if limits.image_resolution:
+                opts.setdefault("image_size", int(limits.image_resolution))
+            if limits.max_image_pixels:
+                opts.setdefault("max_pixels", int(limits.max_image_pixels))
+        if modality == "audio" and limits.max_audio_seconds:
+            # Longer clips are quarantined before the codec; the codec's own cut then never
+            # applies to a kept clip.
+            opts.setdefault("max_seconds", float(limits.max_audio_seconds))
+        return opts
+
+
+@dataclass
+class Limits:
+    """Samples beyond these are quarantined (never silently truncated): the reason is counted."""
+
+    max_text_tokens: Optional[int] = None      # text_too_long
+    max_audio_seconds: Optional[float] = 30.0  # audio_too_long
+    image_resolution: Optional[int] = None     # codec input size (square); None = the codec's own
+    # Pixels of the *input* image (w*h, read from its header before decoding); the codec
+    # resizes to its own resolution, so this guards against decompression bombs and junk.
+    max_image_pixels: Optional[int] = 64_000_000  # image_too_large
+
+    def validate(self):
+        for k in ("max_text_tokens", "max_audio_seconds", "image_resolution", "max_image_pixels"):
+            v = getattr(self, k)
+            if v is not None and v <= 0:
+                raise ConfigError(f"{k}: must be > 0, got {v}")
+
+
+@dataclass
+class OutputConfig:
+    uri: str                               # local directory or s3://bucket/prefix
+    shard_rows: int = 8192                 # at most this many samples per shard
+    shard_bytes: int = 256 * 1024 * 1024   # and at most about this many bytes of codes
+    # resume: skip inputs with a completion marker of the same job; restart: discard progress.
+    mode: Literal["resume", "restart"] = "resume"
+
+    def validate(self):
+        if not self.uri:
+            raise ConfigError("uri: must not be empty")
+        if self.shard_rows < 1:
+            raise ConfigError(f"shard_rows: must be >= 1, got {self.shard_rows}")
+        if self.shard_bytes < 1024:
+            raise ConfigError(f"shard_bytes: must be >= 1024, got {self.shard_bytes}")
+
+
+@dataclass
+class RayConfig:
+    address: Optional[str] = None   # existing cluster; else RAY_ADDRESS; else a local Ray
+    num_cpus: Optional[int] = None  # CPUs of the local Ray this job starts (None: all)
+    # Actor pool size per modality (autoscaled from 1 up to this); missing modalities get 1.
+    actors: dict[str, int] = field(default_factory=dict)
+    num_cpus_per_actor: float = 0.25
+    # None = auto: one GPU per image/audio actor when the cluster has GPUs, else none.
+    num_gpus_per_actor: Optional[float] = None
+    read_num_cpus: float = 0.25     # per read+decode task (one task per input file)
+    # Read tasks at once; None = the cluster's CPU count. Each concurrent task is a worker
+    # process (importing the readers and decoders costs seconds), so more than there are CPUs
+    # only adds start-up and memory.
+    read_tasks: Optional[int] = None
+    read_chunk_rows: int = 256      # records per block emitted by a read task
+    # Restarts of a dead actor and retries of its in-flight batches (and of read tasks).
+    # Rows carry (input, seq), so a retried batch can never duplicate or lose samples.
+    max_retries: int = 4
+    # Ray Data's output in input order. Off: a slow input does not hold back the ones behind
+    # it, and the driver buffers the codes of the inputs in flight (small next to raw media).
+    # Correctness never depends on it: rows are regrouped and ordered per input.
+    preserve_order: bool = False
+
+    def validate(self):
+        for m, n in self.actors.items():
+            if m not in MODALITIES:
+                raise ConfigError(f"actors.{m}: unknown modality; valid: {', '.join(MODALITIES)}")
+            if not isinstance(n, int) or n < 1:
+                raise ConfigError(f"actors.{m}: must be an integer >= 1, got {n!r}")
+        if self.num_cpus is not None and self.num_cpus < 1:
+            raise ConfigError(f"num_cpus: must be >= 1, got {self.num_cpus}")
+        if self.num_cpus_per_actor < 0 or self.read_num_cpus < 0:
+            raise ConfigError("num_cpus_per_actor/read_num_cpus: must be >= 0")
+        if self.num_gpus_per_actor is not None and self.num_gpus_per_actor < 0:
+            raise ConfigError(f"num_gpus_per_actor: must be >= 0, got {self.num_gpus_per_actor}")
+        if self.read_tasks is not None and self.read_tasks < 1:
+            raise ConfigError(f"read_tasks: must be >= 1, got {self.read_tasks}")
+        if self.read_chunk_rows < 1:
+            raise ConfigError(f"read_chunk_rows: must be >= 1, got {self.read_chunk_rows}")
+        if self.max_retries < 0:
+            raise ConfigError(f"max_retries: must be >= 0, got {self.max_retries}")
+
+    def actors_for(self, modality: str) -> int:
+        return int(self.actors.get(modality, 1))
+
+
+@dataclass
+class ProgressConfig:
+    interval_s: float = 10.0   # seconds between progress lines on stderr
+    enabled: bool = True
+
+    def validate(self):
+        if self.interval_s < 0:
+            raise ConfigError(f"interval_s: must be >= 0, got {self.interval_s}")
+
+
+@dataclass
+class JobConfig:
+    sources: list[SourceConfig]
+    tokenizers: dict[str, TokenizerSpec]
+    output: OutputConfig
+    limits: Limits = field(default_factory=Limits)
+    ray: RayConfig = field(default_factory=RayConfig)
+    progress: ProgressConfig = field(default_factory=ProgressConfig)
+    strict: bool = False  # exit non-zero (4) when an input file could not be read
+
+    def validate(self):
+        if not self.sources:
+            raise ConfigError("sources: at least one source is required")
+        names = [s.name for s in self.sources]
+        for i, n in enumerate(names):
+            if names.index(n) != i:
+                raise ConfigError(f"sources[{i}].name: duplicate source name {n!r}")
+        for m in self.tokenizers:
+            if m not in MODALITIES:
+                raise ConfigError(f"tokenizers.{m}: unknown modality; valid: {', '.join(MODALITIES)}")
+        for i, s in enumerate(self.sources):
+            if s.kind not in KIND_MODALITIES:
+                raise ConfigError(f"sources[{i}].kind: {s.kind!r} is not one of {list(KIND_MODALITIES)}")
+            for m in KIND_MODALITIES[s.kind]:
+                if m not in self.tokenizers:
+                    raise ConfigError(f"tokenizers.{m}: required by sources[{i}] ({s.name!r}, kind {s.kind}) "
+                                      "but not configured")
+
+    def modalities(self) -> list[str]:
+        """Modalities some source needs, in stage order."""
+        need = {m for s in self.sources for m in KIND_MODALITIES[s.kind]}
+        return [m for m in MODALITIES if m in need]
+
+    def batch_size(self, modality: str) -> int:
+        return self.tokenizers[modality].batch_size or DEFAULT_BATCH[modality]
+
+
+def check_inputs(cfg: JobConfig) -> list[list[str]]:
+    """Expand every source's inputs (sorted), naming the key and path of anything missing."""
+    from trimodal.pipeline.readers import list_inputs
+
+    out = []
+    for i, s in enumerate(cfg.sources):
+        try:
+            uris = list_inputs(s)
+        except (InputError, FileNotFoundError, OSError) as e:
+            raise ConfigError(f"sources[{i}].paths: {e}") from e
+        if not uris:
+            raise ConfigError(f"sources[{i}].paths: no input files for source {s.name!r}")
+        out.append(sorted(set(uris)))
+    return out
