@@ -26,7 +26,6 @@ import io
 import json
 from typing import Iterator
 
-from webdataset.tariterators import group_by_keys, tar_file_expander
 
 from trimodal.errors import InputError
 from trimodal.pipeline.readers.common import decode_utf8, encodable, error, open_stream, record
@@ -88,6 +87,8 @@ BLOCK = 512
 
 def _samples(uri: str, duplicates: set[str]) -> Iterator[dict]:
     """webdataset's own grouping over our stream; duplicate members are noted, not fatal."""
+    # Imported here: `webdataset` imports torch (~2 s), which every read task would pay at start.
+    from webdataset.tariterators import group_by_keys, tar_file_expander
 
     def on_group_error(exn: Exception) -> bool:
         # group_by_keys raises ValueError("<fname>: duplicate file name ...") for a second member
