@@ -60,9 +60,11 @@ def cli():
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
-def main(argv=None):
+def main(argv=None, command: click.Command | None = None):
+    """Run `command` (default: the whole CLI) with the exit codes above."""
+    command = command or cli
     try:
-        rv = cli.main(args=argv, standalone_mode=False)
+        rv = command.main(args=argv, standalone_mode=False)
         sys.exit(rv if isinstance(rv, int) else 0)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)

@@ -12,12 +12,11 @@ some input could not be read: the dataset is still committed, the exit code says
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 
-from trimodal.cli import EXIT_CONFIG, EXIT_INPUT, EXIT_INTEGRITY
-from trimodal.errors import ConfigError, InputError, IntegrityError
+from trimodal.cli import EXIT_INPUT
+from trimodal.cli import main as cli_main
 
 
 @click.command("tokenize")
@@ -57,25 +56,7 @@ def tokenize(config, address, out, restart, strict, quiet, as_json):
 def main(argv=None, command: click.Command | None = None) -> None:
     """Entry point for ``python -m trimodal.jobs.tokenize`` (and retokenize) with the CLI's
     exit codes."""
-    command = command or tokenize
-    try:
-        rv = command.main(args=argv, standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        e.show()
-        sys.exit(e.exit_code)
-    except ConfigError as e:
-        click.echo(f"config error: {e}", err=True)
-        sys.exit(EXIT_CONFIG)
-    except IntegrityError as e:
-        click.echo(f"integrity error: {e}", err=True)
-        sys.exit(EXIT_INTEGRITY)
-    except InputError as e:
-        click.echo(f"input error: {e}", err=True)
-        sys.exit(EXIT_INPUT)
-    sys.exit(rv if isinstance(rv, int) else 0)
+    cli_main(argv, command or tokenize)
 
 
 if __name__ == "__main__":
