@@ -60,15 +60,18 @@ def build_inputs(workdir: str, seed: int, quiet: bool) -> dict:
 def tokenize_stage(workdir: str, inputs: dict, quiet: bool) -> dict:
     from trimodal.jobs.inspect import format_summary
     from trimodal.pipeline.dataset import Dataset, summarize
+    from trimodal.config import from_yaml
     from trimodal.pipeline.job import run_tokenize
+    from trimodal.pipeline.job_config import JobConfig
 
     t0 = _stage("tokenize (Ray Data, local Ray)", quiet)
     dataset = os.path.join(workdir, "dataset")
     config = {"sources": inputs["sources"], "tokenizers": inputs["tokenizers"],
               "output": {"uri": dataset, "shard_rows": 256},
               "limits": {"max_audio_seconds": 10.0}}
-    _write_yaml(os.path.join(workdir, "tokenize.yaml"), config)
-    summary = run_tokenize(config, quiet=quiet)
+    # Run from the YAML written here, exactly as `trimodal tokenize tokenize.yaml` would.
+    path = _write_yaml(os.path.join(workdir, "tokenize.yaml"), config)
+    summary = run_tokenize(from_yaml(JobConfig, path), quiet=quiet)
     if not quiet:
         click.echo(f"tokenized in {time.monotonic() - t0:.1f}s\n", err=True)
         click.echo(format_summary(summarize(Dataset.open(dataset))))
