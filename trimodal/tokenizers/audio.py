@@ -32,9 +32,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from trimodal.errors import ConfigError, SampleError
+from trimodal.errors import ConfigError
 from trimodal.tokenizers import media
-from trimodal.tokenizers.base import Tokenizer, register, sha256_file
+from trimodal.tokenizers.base import Tokenizer, raise_first, register, sha256_file
 from trimodal.tokenizers.image import pick_device
 
 
@@ -133,24 +133,13 @@ class DACTokenizer(Tokenizer):
         return codes[:, : self.levels].to(dtype=torch.int32).cpu().numpy()
 
     def encode_each(self, batch: Sequence[Any], names: Sequence[str] | None = None) -> list:
-        out: list = [None] * len(batch)
-        ok, waves = [], []
-        for i, item in enumerate(batch):
-            try:
-                waves.append(self.prepare(item, media.item_name(i, names, item)))
-                ok.append(i)
-            except SampleError as e:
-                out[i] = e
+        out, ok, waves = media.prepare_each(self.prepare, batch, names)
         for i, c in zip(ok, self.encode_waveforms(waves)):
             out[i] = c
         return out
 
     def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
-        out = self.encode_each(batch)
-        for r in out:
-            if isinstance(r, SampleError):
-                raise r
-        return out
+        return raise_first(self.encode_each(batch))
 
     # decode -----------------------------------------------------------------------------
     def decode(self, codes: Sequence[np.ndarray]) -> list[tuple[np.ndarray, int]]:

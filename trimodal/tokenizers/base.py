@@ -81,6 +81,16 @@ class Tokenizer(ABC):
         return out
 
 
+def raise_first(results: list) -> list[np.ndarray]:
+    """`encode_each`'s results as `encode` returns them: the first SampleError is raised."""
+    from trimodal.errors import SampleError
+
+    for r in results:
+        if isinstance(r, SampleError):
+            raise r
+    return results
+
+
 def encode_safe(tok: Tokenizer, items: Sequence[Any], names: Sequence[str] | None = None) -> list:
     """Encode a batch, isolating bad items: a list of code arrays and `SampleError`s, in order."""
     return tok.encode_each(items, names=names)

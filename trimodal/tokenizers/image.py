@@ -26,9 +26,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from trimodal.errors import ConfigError, SampleError
+from trimodal.errors import ConfigError
 from trimodal.tokenizers import media
-from trimodal.tokenizers.base import Tokenizer, register, sha256_file
+from trimodal.tokenizers.base import Tokenizer, raise_first, register, sha256_file
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
@@ -117,14 +117,7 @@ class VQModelTokenizer(Tokenizer):
         return idx.reshape(x.shape[0], h.shape[2], h.shape[3]).to(torch.int32).cpu().numpy()
 
     def encode_each(self, batch: Sequence[Any], names: Sequence[str] | None = None) -> list:
-        out: list = [None] * len(batch)
-        ok, arrays = [], []
-        for i, item in enumerate(batch):
-            try:
-                arrays.append(self.prepare(item, media.item_name(i, names, item)))
-                ok.append(i)
-            except SampleError as e:
-                out[i] = e
+        out, ok, arrays = media.prepare_each(self.prepare, batch, names)
         if arrays:
             codes = self.encode_pixels(np.stack(arrays))
             for i, c in zip(ok, codes):
@@ -132,11 +125,7 @@ class VQModelTokenizer(Tokenizer):
         return out
 
     def encode(self, batch: Sequence[Any]) -> list[np.ndarray]:
-        out = self.encode_each(batch)
-        for r in out:
-            if isinstance(r, SampleError):
-                raise r
-        return out
+        return raise_first(self.encode_each(batch))
 
     # decode -----------------------------------------------------------------------------
     def decode(self, codes: Sequence[np.ndarray]) -> list:

@@ -29,6 +29,21 @@ from trimodal.errors import SampleError
 # ----------------------------------------------------------------------------- naming
 
 
+def prepare_each(prepare, batch: Sequence[Any], names: Sequence[str] | None) -> tuple[list, list[int], list]:
+    """Run `prepare(item, name)` over a batch: returns (`out` with each SampleError in place and
+    None elsewhere, indices of the prepared items, the prepared items), so that the valid ones
+    can be encoded in one batch."""
+    out: list = [None] * len(batch)
+    ok, prepared = [], []
+    for i, item in enumerate(batch):
+        try:
+            prepared.append(prepare(item, item_name(i, names, item)))
+            ok.append(i)
+        except SampleError as e:
+            out[i] = e
+    return out, ok, prepared
+
+
 def item_name(i: int, names: Sequence[str] | None, item: Any = None) -> str:
     """How an item is named in error messages: its sample name if given, else its batch index."""
     if names is not None and i < len(names) and names[i] is not None:

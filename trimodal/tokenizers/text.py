@@ -25,7 +25,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from trimodal.errors import ConfigError, InputError, SampleError
-from trimodal.tokenizers.base import Tokenizer, register, sha256_file
+from trimodal.tokenizers.base import Tokenizer, raise_first, register, sha256_file
 from trimodal.tokenizers.media import item_name
 
 
@@ -56,11 +56,7 @@ class SentencePieceTokenizer(Tokenizer):
 
     # encode / decode --------------------------------------------------------------------
     def encode(self, batch: Sequence[str]) -> list[np.ndarray]:
-        out = self.encode_each(batch)
-        for r in out:
-            if isinstance(r, SampleError):
-                raise r
-        return out
+        return raise_first(self.encode_each(batch))
 
     def encode_each(self, batch: Sequence[str | bytes], names: Sequence[str] | None = None) -> list:
         """str (or UTF-8 bytes) per item → int32 ids, or a SampleError in place: `empty_text`,

@@ -100,6 +100,24 @@ def iter_lines(uri: str) -> Iterator[tuple[int, bytes]]:
             yield n, line.rstrip(b"\r\n")
 
 
+def selected_lines(uri: str, wanted: set[str] | None) -> Iterator[tuple[int, bytes]]:
+    """Lines to turn into records: every non-blank line, or, when re-reading origins, exactly the
+    lines named in `wanted` (fragments ``L<n>``; blank ones too, so they come back as errors),
+    stopping once all are found."""
+    remaining = set(wanted) if wanted is not None else None
+    for n, line in iter_lines(uri):
+        if remaining is None:
+            if line.strip():
+                yield n, line
+            continue
+        frag = f"L{n}"
+        if frag in remaining:
+            remaining.discard(frag)
+            yield n, line
+            if not remaining:
+                return
+
+
 def _strip_known_ext(path: str) -> str:
     path, _ = split_compression(path)
     root, ext = os.path.splitext(path)

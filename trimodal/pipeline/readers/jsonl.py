@@ -12,24 +12,13 @@ from __future__ import annotations
 import json
 from typing import Iterator
 
-from trimodal.pipeline.readers.common import decode_utf8, encodable, error, iter_lines, record
+from trimodal.pipeline.readers.common import decode_utf8, encodable, error, record, selected_lines
 from trimodal.pipeline.sources import SourceConfig
 
 
 def read(source: SourceConfig, uri: str, file_key: str, wanted: set[str] | None = None) -> Iterator[dict]:
-    remaining = set(wanted) if wanted is not None else None
-    for n, line in iter_lines(uri):
-        frag = f"L{n}"
-        if remaining is not None:
-            if frag not in remaining:
-                continue
-            remaining.discard(frag)
-        if not line.strip():
-            if remaining is None:
-                continue
+    for n, line in selected_lines(uri, wanted):
         yield parse_line(source, uri, file_key, n, line)
-        if remaining is not None and not remaining:
-            return
 
 
 def parse_line(source: SourceConfig, uri: str, file_key: str, n: int, line: bytes) -> dict:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from trimodal.pipeline.readers.common import BOM, decode_utf8, error, iter_lines, open_stream, record
+from trimodal.pipeline.readers.common import BOM, decode_utf8, error, open_stream, record, selected_lines
 from trimodal.pipeline.sources import SourceConfig
 
 
@@ -37,15 +37,7 @@ def read(source: SourceConfig, uri: str, file_key: str, wanted: set[str] | None 
         else:
             yield record(source, file_key, uri, text=text)
         return
-    remaining = set(wanted) if wanted is not None else None
-    for n, line in iter_lines(uri):
-        frag = f"L{n}"
-        if remaining is not None:
-            if frag not in remaining:
-                continue
-            remaining.discard(frag)
-        elif not line.strip():
-            continue
+    for n, line in selected_lines(uri, wanted):
         key, origin = f"{file_key}/{n}", f"{uri}#L{n}"
         text = decode_utf8(line)
         if text is None:
@@ -54,5 +46,3 @@ def read(source: SourceConfig, uri: str, file_key: str, wanted: set[str] | None 
             yield error(source, key, origin, "empty_text", "blank line")
         else:
             yield record(source, key, origin, text=text)
-        if remaining is not None and not remaining:
-            return
