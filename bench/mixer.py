@@ -35,10 +35,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from trimodal.dataset.dataset import build_dataset  # noqa: E402
+from trimodal.dataset.manifest import Manifest  # noqa: E402
+from trimodal.dataset.shards import SCHEMA, write_shard  # noqa: E402
 from trimodal.mixer import Mixer  # noqa: E402
-from trimodal.pipeline.dataset import build_dataset  # noqa: E402
-from trimodal.pipeline.manifest import Manifest  # noqa: E402
-from trimodal.pipeline.shards import SCHEMA, write_shard  # noqa: E402
 
 SHARES = {"text": 0.60, "image": 0.25, "audio": 0.15}
 FPS = {
@@ -65,7 +65,9 @@ def make_samples(total_tokens: float, seed: int = 0) -> dict[str, list[dict]]:
             else:
                 text = rng.integers(0, 32000, int(rng.integers(8, 60)), dtype=np.int32)
                 image, audio = None, rng.integers(0, 1024, 2 * int(rng.integers(60, 300)), dtype=np.int32)
-            rows.append({"id": f"{name}/{i}", "source": name, "text": text, "image": image, "audio": audio, "origin": ""})
+            rows.append(
+                {"id": f"{name}/{i}", "source": name, "text": text, "image": image, "audio": audio, "origin": ""}
+            )
             budget -= len(text) + (0 if image is None else len(image)) + (0 if audio is None else len(audio))
         out[name] = rows
     return out
@@ -90,8 +92,9 @@ def write_mds(root: str, samples: dict) -> dict[str, str]:
     paths = {}
     for k, (name, rows) in enumerate(samples.items()):
         paths[name] = os.path.join(root, "mds", name)
-        with MDSWriter(out=paths[name], columns={"tokens": "ndarray:int32", "source": "int"},
-                       compression=None, size_limit="64mb") as w:
+        with MDSWriter(
+            out=paths[name], columns={"tokens": "ndarray:int32", "source": "int"}, compression=None, size_limit="64mb"
+        ) as w:
             for r in rows:
                 w.write({"tokens": codes_of(r), "source": k})
     return paths
@@ -101,7 +104,7 @@ def _litdata_item(args):
     path, i, k = args
     arr = np.load(path, mmap_mode="r")
     off = np.load(path.replace(".npy", ".off.npy"))
-    return {"tokens": np.array(arr[off[i]: off[i + 1]]), "source": k}
+    return {"tokens": np.array(arr[off[i] : off[i + 1]]), "source": k}
 
 
 def write_litdata(root: str, samples: dict) -> dict[str, str]:
@@ -114,8 +117,14 @@ def write_litdata(root: str, samples: dict) -> dict[str, str]:
         np.save(flat, np.concatenate(arrays))
         np.save(flat.replace(".npy", ".off.npy"), np.r_[0, np.cumsum([len(a) for a in arrays])])
         paths[name] = os.path.join(root, "litdata", name)
-        optimize(fn=_litdata_item, inputs=[(flat, i, k) for i in range(len(rows))], output_dir=paths[name],
-                 chunk_bytes="64MB", num_workers=1, verbose=False)
+        optimize(
+            fn=_litdata_item,
+            inputs=[(flat, i, k) for i in range(len(rows))],
+            output_dir=paths[name],
+            chunk_bytes="64MB",
+            num_workers=1,
+            verbose=False,
+        )
     return paths
 
 
@@ -136,14 +145,26 @@ def timed(items, seconds: float, count, warmup: int = 20) -> dict:
             break
     wall, cpu = time.perf_counter() - w0, time.process_time() - c0
     total = sum(per.values())
-    return {"tokens": total, "wall_s": wall, "cpu_s": cpu, "tokens_per_s": total / wall,
-            "tokens_per_cpu_s": total / cpu, "shares": {s: per.get(s, 0) / total for s in SHARES}}
+    return {
+        "tokens": total,
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "tokens_per_s": total / wall,
+        "tokens_per_cpu_s": total / cpu,
+        "shares": {s: per.get(s, 0) / total for s in SHARES},
+    }
 
 
 def run_mixer(paths: dict, seconds: float, seq_len: int, pack_pairs: bool) -> dict:
-    cfg = {"sources": [{"name": n, "dataset": p, "share": SHARES[n], **({"pack": True} if pack_pairs else {})}
-                       for n, p in paths.items()],
-           "seq_len": seq_len, "global_batch": 64, "seed": 0}
+    cfg = {
+        "sources": [
+            {"name": n, "dataset": p, "share": SHARES[n], **({"pack": True} if pack_pairs else {})}
+            for n, p in paths.items()
+        ],
+        "seq_len": seq_len,
+        "global_batch": 64,
+        "seed": 0,
+    }
     m = Mixer(cfg)
     tok0 = {n: st.tokens for n, st in m.streams.items()}
 
@@ -254,14 +275,17 @@ def write_big(root: str, gigabytes: float, shard_mb: int = 64) -> str:
         off = np.r_[0, np.cumsum(lens)].astype(np.int32)
         vals = rng.integers(0, 32000, int(off[-1]), dtype=np.int32)
         n = len(lens)
-        table = pa.table({
-            "id": pa.array([f"big/{k}/{i}" for i in range(n)]),
-            "source": pa.array(["big"] * n).dictionary_encode().cast(SCHEMA.field("source").type),
-            "text": pa.ListArray.from_arrays(pa.array(off), pa.array(vals)),
-            "image": pa.nulls(n, pa.list_(pa.int32())),
-            "audio": pa.nulls(n, pa.list_(pa.int32())),
-            "origin": pa.nulls(n, pa.string()),
-        }, schema=SCHEMA)
+        table = pa.table(
+            {
+                "id": pa.array([f"big/{k}/{i}" for i in range(n)]),
+                "source": pa.array(["big"] * n).dictionary_encode().cast(SCHEMA.field("source").type),
+                "text": pa.ListArray.from_arrays(pa.array(off), pa.array(vals)),
+                "image": pa.nulls(n, pa.list_(pa.int32())),
+                "audio": pa.nulls(n, pa.list_(pa.int32())),
+                "origin": pa.nulls(n, pa.string()),
+            },
+            schema=SCHEMA,
+        )
         entries.append(write_shard(path, f"part-{k:05d}", table))
         written += entries[-1]["bytes"]
         k += 1
@@ -270,15 +294,24 @@ def write_big(root: str, gigabytes: float, shard_mb: int = 64) -> str:
     return path
 
 
-def run_big(path: str, seconds: float, seq_len: int, drop_cache: bool, cache_files: int,
-            shuffle_window: int | None) -> None:
+def run_big(
+    path: str, seconds: float, seq_len: int, drop_cache: bool, cache_files: int, shuffle_window: int | None
+) -> None:
     shards = [os.path.join(path, "shards", f) for f in sorted(os.listdir(os.path.join(path, "shards")))]
     size = sum(os.path.getsize(s) for s in shards)
-    cfg = {"sources": [{"name": "big", "dataset": path, "share": 1}], "seq_len": seq_len, "global_batch": 64,
-           "seed": 0, "cache_files": cache_files, "shuffle_window": shuffle_window}
+    cfg = {
+        "sources": [{"name": "big", "dataset": path, "share": 1}],
+        "seq_len": seq_len,
+        "global_batch": 64,
+        "seed": 0,
+        "cache_files": cache_files,
+        "shuffle_window": shuffle_window,
+    }
     m = Mixer(cfg)
-    print(f"dataset {size / 2**30:.2f} GB in {len(shards)} shards; at most {cache_files} open (mapped); "
-          f"drop page cache every 1 s: {drop_cache}; shuffle_window {shuffle_window}")
+    print(
+        f"dataset {size / 2**30:.2f} GB in {len(shards)} shards; at most {cache_files} open (mapped); "
+        f"drop page cache every 1 s: {drop_cache}; shuffle_window {shuffle_window}"
+    )
     print(f"{'t (s)':>6}{'tokens (M)':>12}{'read (GB)':>11}{'RSS (MB)':>10}{'anon':>8}{'file':>8}")
     t0 = last = time.perf_counter()
     tokens = 0
@@ -295,8 +328,11 @@ def run_big(path: str, seconds: float, seq_len: int, drop_cache: bool, cache_fil
                     os.close(fd)
             r = _rss()
             if int(now - t0) % 5 == 0 or now - t0 >= seconds:
-                print(f"{now - t0:>6.0f}{tokens / 1e6:>12.1f}{tokens * 4 / 2**30:>11.2f}{r['VmRSS']:>10}"
-                      f"{r['RssAnon']:>8}{r['RssFile']:>8}", flush=True)
+                print(
+                    f"{now - t0:>6.0f}{tokens / 1e6:>12.1f}{tokens * 4 / 2**30:>11.2f}{r['VmRSS']:>10}"
+                    f"{r['RssAnon']:>8}{r['RssFile']:>8}",
+                    flush=True,
+                )
             if now - t0 >= seconds:
                 break
 
@@ -363,9 +399,12 @@ def main():
         if args.json:
             print(json.dumps(results, indent=1))
             return
-        print(f"{args.tokens / 1e6:.0f}M tokens in 3 sources, target token shares "
-              + "/".join(f"{100 * v:.0f}" for v in SHARES.values()) + f", seq_len {args.seq_len}, one core "
-              f"(core {args.core}); best of {args.repeats} x {args.seconds:.0f} s; whole run {setup:.0f} s")
+        print(
+            f"{args.tokens / 1e6:.0f}M tokens in 3 sources, target token shares "
+            + "/".join(f"{100 * v:.0f}" for v in SHARES.values())
+            + f", seq_len {args.seq_len}, one core "
+            f"(core {args.core}); best of {args.repeats} x {args.seconds:.0f} s; whole run {setup:.0f} s"
+        )
         print(f"{'loader':<46}{'Mtok/s wall':>12}{'Mtok/CPU-s':>12}   realized token shares")
         for name, r in results.items():
             shares = "/".join(f"{100 * v:.1f}" for v in r["shares"].values())

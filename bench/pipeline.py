@@ -58,17 +58,22 @@ def build(workdir: str, text_mb: float, images: int, image_size: int, clips: int
     for k in range(0, len(docs), per):
         p = os.path.join(text_dir, f"part-{k // per:03d}.jsonl")
         with open(p, "w", encoding="utf-8") as f:
-            f.writelines(json.dumps({"text": d}) + "\n" for d in docs[k:k + per])
+            f.writelines(json.dumps({"text": d}) + "\n" for d in docs[k : k + per])
         text_files.append(p)
     sample = os.path.join(workdir, "spm_train.txt")
     with open(sample, "w", encoding="utf-8") as f:
         f.writelines(d + "\n" for d in docs[:2000])
     spm = train_text_tokenizer([sample], os.path.join(workdir, "spm", "bench"), vocab_size=512)
     media = write_demo_corpus(workdir, n_text=0, n_images=images, n_audio=clips, image_size=image_size)["paths"]
-    return {"docs": docs, "text_files": text_files, "image_files": media["image_text"],
-            "audio_files": media["audio_text"], "spm": spm,
-            "image": init_codec("image", "small", os.path.join(workdir, "vq"), seed=0),
-            "audio": init_codec("audio", "small", os.path.join(workdir, "dac"), seed=0)}
+    return {
+        "docs": docs,
+        "text_files": text_files,
+        "image_files": media["image_text"],
+        "audio_files": media["audio_text"],
+        "spm": spm,
+        "image": init_codec("image", "small", os.path.join(workdir, "vq"), seed=0),
+        "audio": init_codec("audio", "small", os.path.join(workdir, "dac"), seed=0),
+    }
 
 
 def _raw(files: list[str], kind: str, name: str) -> list[dict]:
@@ -87,16 +92,20 @@ def bare(modality: str, kind: str, path: str, items: list, batch: int, options: 
     tok.encode(items[:batch])  # warm-up: first-call allocations, lazy imports
     t = time.perf_counter()
     for i in range(0, len(items), batch):
-        tok.encode(items[i:i + batch])
+        tok.encode(items[i : i + batch])
     return time.perf_counter() - t, tok
 
 
 def job(name: str, kind: str, files: list[str], modality_specs: dict, out: str) -> dict:
     from trimodal.pipeline.job import run_tokenize
 
-    cfg = {"sources": [{"name": name, "kind": kind, "paths": files}],
-           "tokenizers": modality_specs, "limits": {"max_audio_seconds": 60.0},
-           "output": {"uri": out, "mode": "restart"}, "progress": {"enabled": False}}
+    cfg = {
+        "sources": [{"name": name, "kind": kind, "paths": files}],
+        "tokenizers": modality_specs,
+        "limits": {"max_audio_seconds": 60.0},
+        "output": {"uri": out, "mode": "restart"},
+        "progress": {"enabled": False},
+    }
     return run_tokenize(cfg, quiet=True)
 
 
@@ -109,8 +118,13 @@ def marginal(name: str, kind: str, files: list[str], specs: dict, out: str, moda
     full = job(name, kind, files, specs, out)
     du = (full["tokens"][modality] - small["tokens"][modality]) * per_token
     dt = full["wall_seconds"] - small["wall_seconds"]
-    return {"rate": du / dt if dt > 0 else float("nan"), "e2e": full["tokens"][modality] * per_token / full["wall_seconds"],
-            "wall_small": small["wall_seconds"], "wall_full": full["wall_seconds"], "samples": full["samples"]}
+    return {
+        "rate": du / dt if dt > 0 else float("nan"),
+        "e2e": full["tokens"][modality] * per_token / full["wall_seconds"],
+        "wall_small": small["wall_seconds"],
+        "wall_full": full["wall_seconds"],
+        "samples": full["samples"],
+    }
 
 
 def main(argv=None) -> dict:
@@ -120,9 +134,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--image-size", type=int, default=128)
     ap.add_argument("--clips", type=int, default=96)
     ap.add_argument("--cpus", type=int, default=os.cpu_count() or 2)
-    ap.add_argument("--codec-threads", type=int, default=1,
-                    help="torch threads for the codecs, bare and in the job's actors alike (1 is fastest for the "
-                         "small codecs on a busy 2-core machine: idle OpenMP threads spin)")
+    ap.add_argument(
+        "--codec-threads",
+        type=int,
+        default=1,
+        help="torch threads for the codecs, bare and in the job's actors alike (1 is fastest for the "
+        "small codecs on a busy 2-core machine: idle OpenMP threads spin)",
+    )
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
@@ -138,12 +156,17 @@ def main(argv=None) -> dict:
     print(f"corpus + codecs built in {time.perf_counter() - t0:.1f} s under {work}", file=sys.stderr)
 
     from trimodal.pipeline.job_config import DEFAULT_BATCH
-    from trimodal.tokenizers.base import load_tokenizer
 
-    specs = {"text": {"kind": "sentencepiece", "path": c["spm"], "threads": args.cpus},
-             "image": {"kind": "vqmodel", "path": c["image"], "options": {"image_size": args.image_size},
-                       "threads": args.codec_threads},
-             "audio": {"kind": "dac", "path": c["audio"], "threads": args.codec_threads}}
+    specs = {
+        "text": {"kind": "sentencepiece", "path": c["spm"], "threads": args.cpus},
+        "image": {
+            "kind": "vqmodel",
+            "path": c["image"],
+            "options": {"image_size": args.image_size},
+            "threads": args.codec_threads,
+        },
+        "audio": {"kind": "dac", "path": c["audio"], "threads": args.codec_threads},
+    }
 
     # ---- bare calls, same batch sizes and threads as the job's actors
     secs, tok = bare("text", "sentencepiece", c["spm"], c["docs"], DEFAULT_BATCH["text"], {"num_threads": args.cpus})
@@ -163,23 +186,43 @@ def main(argv=None) -> dict:
     grid = itok.fingerprint()["code_grid"]
     afp = atok.fingerprint()
     runs = {
-        "text": marginal("bench_text", "text", c["text_files"], {"text": specs["text"]},
-                         os.path.join(work, "ds_text"), "text", 1.0),
-        "image": marginal("bench_images", "image_text", c["image_files"],
-                          {"text": specs["text"], "image": specs["image"]}, os.path.join(work, "ds_image"),
-                          "image", 1.0 / (grid[0] * grid[1])),
-        "audio": marginal("bench_audio", "audio_text", c["audio_files"],
-                          {"text": specs["text"], "audio": specs["audio"]}, os.path.join(work, "ds_audio"),
-                          "audio", 1.0 / (afp["levels"] * afp["frame_rate"])),
+        "text": marginal(
+            "bench_text", "text", c["text_files"], {"text": specs["text"]}, os.path.join(work, "ds_text"), "text", 1.0
+        ),
+        "image": marginal(
+            "bench_images",
+            "image_text",
+            c["image_files"],
+            {"text": specs["text"], "image": specs["image"]},
+            os.path.join(work, "ds_image"),
+            "image",
+            1.0 / (grid[0] * grid[1]),
+        ),
+        "audio": marginal(
+            "bench_audio",
+            "audio_text",
+            c["audio_files"],
+            {"text": specs["text"], "audio": specs["audio"]},
+            os.path.join(work, "ds_audio"),
+            "audio",
+            1.0 / (afp["levels"] * afp["frame_rate"]),
+        ),
     }
     ray.shutdown()
     results = {}
     for m, r in runs.items():
         unit = {"text": "tokens/s", "image": "images/s", "audio": "audio s/s"}[m]
-        results[m] = {"unit": unit, "bare": round(bare_rates[m], 2), "job": round(r["rate"], 2),
-                      "ratio": round(r["rate"] / bare_rates[m], 3), "target": TARGETS[m],
-                      "job_end_to_end": round(r["e2e"], 2), "wall_small_s": r["wall_small"],
-                      "wall_full_s": r["wall_full"], "samples": r["samples"]}
+        results[m] = {
+            "unit": unit,
+            "bare": round(bare_rates[m], 2),
+            "job": round(r["rate"], 2),
+            "ratio": round(r["rate"] / bare_rates[m], 3),
+            "target": TARGETS[m],
+            "job_end_to_end": round(r["e2e"], 2),
+            "wall_small_s": r["wall_small"],
+            "wall_full_s": r["wall_full"],
+            "samples": r["samples"],
+        }
     results["machine"] = {"cpus": args.cpus, "codec_threads": args.codec_threads, "load_avg": os.getloadavg()}
     if args.json:
         print(json.dumps(results, indent=1))
@@ -187,8 +230,10 @@ def main(argv=None) -> dict:
         print(f"{'':6} {'unit':>10} {'bare':>12} {'job':>12} {'ratio':>7} {'target':>7} {'job e2e':>12}")
         for m in ("text", "image", "audio"):
             r = results[m]
-            print(f"{m:6} {r['unit']:>10} {r['bare']:>12,.1f} {r['job']:>12,.1f} {r['ratio']:>7.2f} "
-                  f"{r['target']:>7.2f} {r['job_end_to_end']:>12,.1f}")
+            print(
+                f"{m:6} {r['unit']:>10} {r['bare']:>12,.1f} {r['job']:>12,.1f} {r['ratio']:>7.2f} "
+                f"{r['target']:>7.2f} {r['job_end_to_end']:>12,.1f}"
+            )
         print(f"(load average {os.getloadavg()[0]:.1f} on {args.cpus} CPUs; other work on the machine skews both)")
     return results
 

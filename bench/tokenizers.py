@@ -110,8 +110,9 @@ def bench_image(path: str | None, config: str, workdir: str, repeat: int, n: int
     items = make_images(n)
 
     def bare_pixels():
-        arrays = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB").resize((size, size), Image.BICUBIC))
-                  for b in items]
+        arrays = [
+            np.asarray(Image.open(io.BytesIO(b)).convert("RGB").resize((size, size), Image.BICUBIC)) for b in items
+        ]
         return np.stack(arrays)
 
     def bare_codec(pixels):
@@ -125,8 +126,10 @@ def bench_image(path: str | None, config: str, workdir: str, repeat: int, n: int
     tb, tw = race(lambda: bare_codec(bare_pixels()), lambda: tok.encode(items), repeat)
     cb, cw = race(lambda: bare_codec(pixels), lambda: tok.encode_pixels(pixels), repeat)
     what = f"{n} JPEGs ~500px -> {size}px, {label} codec, {device}"
-    return [row("image", what, "images/s", n, tb, tw),
-            row("image codec only", f"{n} x {size}px tensors", "images/s", n, cb, cw)]
+    return [
+        row("image", what, "images/s", n, tb, tw),
+        row("image codec only", f"{n} x {size}px tensors", "images/s", n, cb, cw),
+    ]
 
 
 # ----------------------------------------------------------------------------- audio
@@ -146,8 +149,9 @@ def make_clips(n: int, seconds: float, rate: int, seed: int = 0) -> list[bytes]:
     return out
 
 
-def bench_audio(path: str | None, config: str, workdir: str, repeat: int, n: int, seconds: float,
-                device: str) -> list[dict]:
+def bench_audio(
+    path: str | None, config: str, workdir: str, repeat: int, n: int, seconds: float, device: str
+) -> list[dict]:
     import soundfile as sf
     import torch
     from scipy.signal import resample_poly
@@ -183,29 +187,43 @@ def bench_audio(path: str | None, config: str, workdir: str, repeat: int, n: int
     cb, cw = race(lambda: bare_codec(waves), lambda: tok.encode_waveforms(tok_waves), repeat)
     total = n * seconds
     what = f"{n} x {seconds:g} s stereo WAV {src_rate} Hz -> {rate} Hz, {device}"
-    return [row("audio", what, "audio s/s", total, tb, tw),
-            row("audio codec only", f"{n} x {seconds:g} s at {rate} Hz", "audio s/s", total, cb, cw)]
+    return [
+        row("audio", what, "audio s/s", total, tb, tw),
+        row("audio codec only", f"{n} x {seconds:g} s at {rate} Hz", "audio s/s", total, cb, cw),
+    ]
 
 
 # ----------------------------------------------------------------------------- report
 
 
-def row(name: str, what: str, unit: str, amount: float, bare: tuple[float, float],
-        wrapper: tuple[float, float]) -> dict:
+def row(
+    name: str, what: str, unit: str, amount: float, bare: tuple[float, float], wrapper: tuple[float, float]
+) -> dict:
     (bw, bc), (ww, wc) = bare, wrapper
-    return {"tokenizer": name, "workload": what, "unit": unit, "bare": amount / bw, "wrapper": amount / ww,
-            "bare_s": bw, "wrapper_s": ww, "overhead_pct": 100.0 * (ww / bw - 1.0),
-            "bare_cpu_s": bc, "wrapper_cpu_s": wc, "cpu_overhead_pct": 100.0 * (wc / bc - 1.0)}
+    return {
+        "tokenizer": name,
+        "workload": what,
+        "unit": unit,
+        "bare": amount / bw,
+        "wrapper": amount / ww,
+        "bare_s": bw,
+        "wrapper_s": ww,
+        "overhead_pct": 100.0 * (ww / bw - 1.0),
+        "bare_cpu_s": bc,
+        "wrapper_cpu_s": wc,
+        "cpu_overhead_pct": 100.0 * (wc / bc - 1.0),
+    }
 
 
 def print_table(rows: list[dict]) -> None:
-    head = (f"{'tokenizer':<18} {'unit':<10} {'bare':>12} {'wrapper':>12} {'overhead':>9} {'cpu ovh':>8}"
-            f"  workload")
+    head = f"{'tokenizer':<18} {'unit':<10} {'bare':>12} {'wrapper':>12} {'overhead':>9} {'cpu ovh':>8}  workload"
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['tokenizer']:<18} {r['unit']:<10} {r['bare']:>12,.1f} {r['wrapper']:>12,.1f} "
-              f"{r['overhead_pct']:>+8.1f}% {r['cpu_overhead_pct']:>+7.1f}%  {r['workload']}")
+        print(
+            f"{r['tokenizer']:<18} {r['unit']:<10} {r['bare']:>12,.1f} {r['wrapper']:>12,.1f} "
+            f"{r['overhead_pct']:>+8.1f}% {r['cpu_overhead_pct']:>+7.1f}%  {r['workload']}"
+        )
 
 
 def main(argv=None) -> int:
@@ -220,9 +238,13 @@ def main(argv=None) -> int:
     p.add_argument("--images", type=int, default=16, help="images per batch")
     p.add_argument("--clips", type=int, default=4, help="audio clips per batch")
     p.add_argument("--seconds", type=float, default=4.0, help="seconds per audio clip")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch and SentencePiece threads (default: torch's default / all cores); 1 gives "
-                        "steadier figures on a shared machine")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch and SentencePiece threads (default: torch's default / all cores); 1 gives "
+        "steadier figures on a shared machine",
+    )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--json", action="store_true", help="print rows as JSON")
     args = p.parse_args(argv)
@@ -242,11 +264,14 @@ def main(argv=None) -> int:
         if "audio" in only:
             rows += bench_audio(args.audio_codec, args.config, work, args.repeat, args.clips, args.seconds, device)
     if args.json:
-        print(json.dumps({"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device,
-                          "rows": rows}, indent=2))
+        print(
+            json.dumps(
+                {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": device, "rows": rows},
+                indent=2,
+            )
+        )
     else:
-        print(f"cpus {os.cpu_count()}, torch threads {torch.get_num_threads()}, device {device}, "
-              f"best of {args.repeat}")
+        print(f"cpus {os.cpu_count()}, torch threads {torch.get_num_threads()}, device {device}, best of {args.repeat}")
         print_table(rows)
     return 0
 

@@ -40,19 +40,31 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch  # noqa: E402
 
 from trimodal.config import from_dict  # noqa: E402
+from trimodal.dataset.dataset import build_dataset  # noqa: E402
 from trimodal.model.config import ModelConfig, TrainConfig  # noqa: E402
 from trimodal.model.data import open_stream  # noqa: E402
 from trimodal.model.trainer import Trainer, WorkerContext  # noqa: E402
 from trimodal.model.transformer import count_params  # noqa: E402
-from trimodal.pipeline.dataset import build_dataset  # noqa: E402
 
 SHARES = {"text": 0.60, "image": 0.25, "audio": 0.15}
 FPS = {
     "text": {"kind": "sentencepiece", "name": "bench-text", "codebook_size": 32000, "levels": 1, "weights_sha256": "t"},
-    "image": {"kind": "vqmodel", "name": "bench-image", "codebook_size": 16384, "levels": 1, "code_grid": [16, 16],
-              "weights_sha256": "i"},
-    "audio": {"kind": "dac", "name": "bench-audio", "codebook_size": 1024, "levels": 4, "frame_rate": 50.0,
-              "weights_sha256": "a"},
+    "image": {
+        "kind": "vqmodel",
+        "name": "bench-image",
+        "codebook_size": 16384,
+        "levels": 1,
+        "code_grid": [16, 16],
+        "weights_sha256": "i",
+    },
+    "audio": {
+        "kind": "dac",
+        "name": "bench-audio",
+        "codebook_size": 1024,
+        "levels": 4,
+        "frame_rate": 50.0,
+        "weights_sha256": "a",
+    },
 }
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "A10G": 125.0}
 
@@ -73,8 +85,9 @@ def write_dataset(root: str, total_tokens: float, seed: int = 0) -> dict[str, st
             else:
                 text = rng.integers(0, 32000, int(rng.integers(8, 60)), dtype=np.int32)
                 audio = rng.integers(0, 1024, 4 * int(rng.integers(50, 200)), dtype=np.int32)
-            rows.append({"id": f"{name}/{i}", "source": name, "text": text, "image": image, "audio": audio,
-                         "origin": ""})
+            rows.append(
+                {"id": f"{name}/{i}", "source": name, "text": text, "image": image, "audio": audio, "origin": ""}
+            )
             budget -= len(text) + (0 if image is None else len(image)) + (0 if audio is None else len(audio))
         paths[name] = os.path.join(root, name)
         fps = {"text": FPS["text"], **({name: FPS[name]} if name != "text" else {})}
@@ -125,26 +138,46 @@ def main(argv=None):
         paths = write_dataset(data_dir, args.tokens)
     write_s = time.perf_counter() - t0
     if args.stream == "mixer":
-        mix = {"sources": [{"name": n, "dataset": p, "share": SHARES[n]} for n, p in paths.items()],
-               "seq_len": args.seq_len, "seed": 0}
+        mix = {
+            "sources": [{"name": n, "dataset": p, "share": SHARES[n]} for n, p in paths.items()],
+            "seq_len": args.seq_len,
+            "seed": 0,
+        }
     else:
-        mix = {"kind": "synthetic", "fingerprints": FPS, "seq_len": args.seq_len, "pool": 64,
-               "doc_len": args.seq_len // 3}
+        mix = {
+            "kind": "synthetic",
+            "fingerprints": FPS,
+            "seq_len": args.seq_len,
+            "pool": 64,
+            "doc_len": args.seq_len // 3,
+        }
     logical = args.batch * args.accum
     out_dir = os.path.join(work, f"run-{args.preset}-{args.stream}-{int(time.time())}")
-    cfg = from_dict(TrainConfig, {
-        "mix": mix, "output": out_dir, "steps": args.steps, "physical_batch": args.batch, "logical_batch": logical,
-        "checkpoint_every": 10 ** 9, "tensorboard": False, "compile": args.compile, "prefetch": 2,
-        "model": {"preset": args.preset, "attention": args.attention},
-        # the bench measures speed; no final checkpoint of a 1B model
-        "stop_at_step": args.steps, "optim": {"warmup_steps": 2}})
+    cfg = from_dict(
+        TrainConfig,
+        {
+            "mix": mix,
+            "output": out_dir,
+            "steps": args.steps,
+            "physical_batch": args.batch,
+            "logical_batch": logical,
+            "checkpoint_every": 10**9,
+            "tensorboard": False,
+            "compile": args.compile,
+            "prefetch": 2,
+            "model": {"preset": args.preset, "attention": args.attention},
+            # the bench measures speed; no final checkpoint of a 1B model
+            "stop_at_step": args.steps,
+            "optim": {"warmup_steps": 2},
+        },
+    )
     device = torch.device("cuda" if cuda else "cpu")
     trainer = Trainer(cfg, WorkerContext(device=device))
     trainer._checkpoint = lambda *a, **k: None  # speed only: skip the final checkpoint write
     trainer.run()
 
     recs = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
-    steps = [r for r in recs if "step_time_s" in r and "event" not in r][args.warmup:]
+    steps = [r for r in recs if "step_time_s" in r and "event" not in r][args.warmup :]
     start = next(r for r in recs if r.get("event") == "start")
     step_s = statistics.median(r["step_time_s"] for r in steps)
     tps = statistics.median(r["tokens_per_s"] for r in steps)
@@ -157,20 +190,32 @@ def main(argv=None):
     pairs = attention_pairs(mix, logical) * logical
     masked = 0.5 * tokens_per_step  # E[1 − α(t)] = 1/2 for the default linear schedule
     flops = 6 * n_params * tokens_per_step + 6 * mcfg.dim * vocab_size * masked + 12 * mcfg.n_layers * mcfg.dim * pairs
-    res = {"device": torch.cuda.get_device_name(0) if cuda else f"cpu ({torch.get_num_threads()} threads)",
-           "preset": args.preset, "params_non_embedding": n_params, "params_total": start["params"],
-           "vocab": vocab_size, "seq_len": args.seq_len, "physical_batch": args.batch, "accum": args.accum,
-           "stream": args.stream, "steps_timed": len(steps), "step_time_s": step_s, "tokens_per_s": tps,
-           "model_tflops_per_s": flops / step_s / 1e12, "data_wait_frac": wait,
-           "max_data_wait_frac": max(r["data_wait_frac"] for r in steps), "dataset_write_s": write_s,
-           "padding_frac": 1 - tokens_per_step / (logical * args.seq_len)}
+    res = {
+        "device": torch.cuda.get_device_name(0) if cuda else f"cpu ({torch.get_num_threads()} threads)",
+        "preset": args.preset,
+        "params_non_embedding": n_params,
+        "params_total": start["params"],
+        "vocab": vocab_size,
+        "seq_len": args.seq_len,
+        "physical_batch": args.batch,
+        "accum": args.accum,
+        "stream": args.stream,
+        "steps_timed": len(steps),
+        "step_time_s": step_s,
+        "tokens_per_s": tps,
+        "model_tflops_per_s": flops / step_s / 1e12,
+        "data_wait_frac": wait,
+        "max_data_wait_frac": max(r["data_wait_frac"] for r in steps),
+        "dataset_write_s": write_s,
+        "padding_frac": 1 - tokens_per_step / (logical * args.seq_len),
+    }
     if cuda:
         name = torch.cuda.get_device_name(0)
         peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
         if peak:
             res["mfu"] = res["model_tflops_per_s"] / peak
             res["peak_tflops"] = peak
-        res["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2 ** 30
+        res["max_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
     if args.json:
         print(json.dumps(res))
     else:

@@ -1,7 +1,7 @@
 """Typed config loading: unknown keys, wrong types and missing keys are named by dotted path."""
 
 from dataclasses import dataclass, field
-from typing import Literal, Optional
+from typing import Literal
 
 import pytest
 
@@ -24,7 +24,7 @@ class Inner:
 class Outer:
     sources: list[Inner]
     seq_len: int = 128
-    note: Optional[str] = None
+    note: str | None = None
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -34,15 +34,18 @@ def test_round_trip():
     assert to_dict(cfg)["sources"][0] == {"name": "a", "kind": "text", "share": 2.0}
 
 
-@pytest.mark.parametrize("data, match", [
-    ({"sources": [{"name": "a", "knd": "text"}]}, r"sources\[0\]\.knd: unknown key \(did you mean 'kind'\?\)"),
-    ({"sources": [{"name": "a", "kind": "video"}]}, r"sources\[0\]\.kind: 'video' is not one of"),
-    ({"sources": [{"kind": "text"}]}, r"sources\[0\]\.name: required key is missing"),
-    ({"sources": [], "seq_len": "long"}, r"seq_len: expected an integer"),
-    ({"sources": [{"name": "a", "share": -1}]}, r"sources\[0\]: share must be > 0"),
-    ({"sources": {"name": "a"}}, r"sources: expected a list"),
-    ({"sources": [], "extra": {"x": "y"}}, r"extra\.x: expected an integer"),
-])
+@pytest.mark.parametrize(
+    "data, match",
+    [
+        ({"sources": [{"name": "a", "knd": "text"}]}, r"sources\[0\]\.knd: unknown key \(did you mean 'kind'\?\)"),
+        ({"sources": [{"name": "a", "kind": "video"}]}, r"sources\[0\]\.kind: 'video' is not one of"),
+        ({"sources": [{"kind": "text"}]}, r"sources\[0\]\.name: required key is missing"),
+        ({"sources": [], "seq_len": "long"}, r"seq_len: expected an integer"),
+        ({"sources": [{"name": "a", "share": -1}]}, r"sources\[0\]: share must be > 0"),
+        ({"sources": {"name": "a"}}, r"sources: expected a list"),
+        ({"sources": [], "extra": {"x": "y"}}, r"extra\.x: expected an integer"),
+    ],
+)
 def test_errors_name_the_key(data, match):
     with pytest.raises(ConfigError, match=match):
         from_dict(Outer, data)

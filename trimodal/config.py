@@ -107,7 +107,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {type(value).__name__}")
-        kt, vt = (args or (Any, Any))
+        kt, vt = args or (Any, Any)
         return {k: _convert(vt, v, f"{key}.{k}") for k, v in value.items()}
     if tp is bool:
         if not isinstance(value, bool):

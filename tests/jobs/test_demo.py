@@ -13,8 +13,13 @@ from PIL import Image
 def test_demo_runs_the_whole_flow(tmp_path):
     workdir = tmp_path / "demo"
     env = dict(os.environ, RAY_ADDRESS="")  # its own Ray, not the test session's
-    proc = subprocess.run([sys.executable, "-m", "trimodal", "demo", "--workdir", str(workdir), "--steps", "30",
-                           "--json"], capture_output=True, text=True, env=env, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trimodal", "demo", "--workdir", str(workdir), "--steps", "30", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stderr[-4000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
 

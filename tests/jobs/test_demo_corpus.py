@@ -15,8 +15,11 @@ from trimodal.pipeline.sources import SourceConfig
 
 
 def _digests(corpus):
-    return {os.path.relpath(p, corpus["root"]): hashlib.sha256(open(p, "rb").read()).hexdigest()
-            for files in corpus["paths"].values() for p in files}
+    return {
+        os.path.relpath(p, corpus["root"]): hashlib.sha256(open(p, "rb").read()).hexdigest()
+        for files in corpus["paths"].values()
+        for p in files
+    }
 
 
 def _records(corpus):
@@ -108,8 +111,8 @@ def test_audio_matches_transcripts(tmp_path):
         elif " voice saying " in t:
             # Pitch of the first syllable by autocorrelation (lags for 70..400 Hz); the smallest
             # lag near the best one avoids octave errors.
-            seg = x[int(0.12 * rate):int(0.22 * rate)].astype(np.float64)
-            ac = np.correlate(seg, seg, "full")[len(seg) - 1:]
+            seg = x[int(0.12 * rate) : int(0.22 * rate)].astype(np.float64)
+            ac = np.correlate(seg, seg, "full")[len(seg) - 1 :]
             lo, hi = rate // 400, rate // 70
             lag = lo + int(np.nonzero(ac[lo:hi] > 0.85 * ac[lo:hi].max())[0][0])
             assert (rate / lag < 155) == (" low voice" in t), (t, rate / lag)

@@ -7,24 +7,35 @@ which must reproduce the uninterrupted loss curve. A one-worker run in this proc
 that the losses do not depend on the world size.
 """
 
-import json
-import os
-
 import numpy as np
 import pytest
 import torch
 
+from trimodal.dataset.dataset import build_dataset
 from trimodal.jobs.train import loss_curve, read_metrics, run_train
 from trimodal.model.checkpoint import list_checkpoints, load_model
 from trimodal.model.data import open_stream
 from trimodal.model.evaluate import elbo, unigram_entropy
-from trimodal.pipeline.dataset import build_dataset
 
 FPS = {
-    "text": {"kind": "sentencepiece", "name": "t", "modality": "text", "codebook_size": 100, "levels": 1,
-             "weights_sha256": "a"},
-    "image": {"kind": "vqmodel", "name": "i", "modality": "image", "codebook_size": 64, "levels": 1,
-              "code_grid": [4, 4], "image_size": 32, "weights_sha256": "b"},
+    "text": {
+        "kind": "sentencepiece",
+        "name": "t",
+        "modality": "text",
+        "codebook_size": 100,
+        "levels": 1,
+        "weights_sha256": "a",
+    },
+    "image": {
+        "kind": "vqmodel",
+        "name": "i",
+        "modality": "image",
+        "codebook_size": 64,
+        "levels": 1,
+        "code_grid": [4, 4],
+        "image_size": 32,
+        "weights_sha256": "b",
+    },
 }
 STEPS, CKPT, KILL = 150, 50, 120
 
@@ -34,25 +45,56 @@ def tiny_mix(tmp_path_factory):
     """8 text documents and 4 caption+image pairs: small enough to memorize."""
     root = tmp_path_factory.mktemp("trainmix")
     rng = np.random.default_rng(0)
-    text = [{"id": f"web/{i}", "source": "web", "text": rng.integers(0, 100, rng.integers(12, 20)).astype(np.int32),
-             "image": None, "audio": None, "origin": f"raw://web/{i}"} for i in range(8)]
-    pairs = [{"id": f"img/{i}", "source": "img", "text": rng.integers(0, 100, 4).astype(np.int32),
-              "image": rng.integers(0, 64, 16).astype(np.int32), "audio": None, "origin": f"raw://img/{i}"}
-             for i in range(4)]
+    text = [
+        {
+            "id": f"web/{i}",
+            "source": "web",
+            "text": rng.integers(0, 100, rng.integers(12, 20)).astype(np.int32),
+            "image": None,
+            "audio": None,
+            "origin": f"raw://web/{i}",
+        }
+        for i in range(8)
+    ]
+    pairs = [
+        {
+            "id": f"img/{i}",
+            "source": "img",
+            "text": rng.integers(0, 100, 4).astype(np.int32),
+            "image": rng.integers(0, 64, 16).astype(np.int32),
+            "audio": None,
+            "origin": f"raw://img/{i}",
+        }
+        for i in range(4)
+    ]
     build_dataset(str(root / "text"), text, {"text": FPS["text"]}, shard_rows=4)
     build_dataset(str(root / "image"), pairs, FPS, shard_rows=4)
-    return {"sources": [{"name": "text", "dataset": str(root / "text"), "share": 0.6},
-                        {"name": "image", "dataset": str(root / "image"), "share": 0.4}],
-            "seq_len": 48, "seed": 3}
+    return {
+        "sources": [
+            {"name": "text", "dataset": str(root / "text"), "share": 0.6},
+            {"name": "image", "dataset": str(root / "image"), "share": 0.4},
+        ],
+        "seq_len": 48,
+        "seed": 3,
+    }
 
 
 def config(mix, output, **kw):
-    cfg = {"mix": mix, "output": str(output), "steps": STEPS, "num_workers": 2, "physical_batch": 16,
-           "logical_batch": 32, "checkpoint_every": CKPT, "keep_checkpoints": 0, "tensorboard": False,
-           "optim": {"warmup_steps": 10, "weight_decay": 0.0},
-           # the reference batch and horizon are this run's: κ = 1, lr = lr_base
-           "hyper": {"lr_base": 1e-2, "base_batch_tokens": 32 * 48, "base_horizon_tokens": STEPS * 32 * 48},
-           "diffusion": {"cfg_drop_prob": 0.1}}
+    cfg = {
+        "mix": mix,
+        "output": str(output),
+        "steps": STEPS,
+        "num_workers": 2,
+        "physical_batch": 16,
+        "logical_batch": 32,
+        "checkpoint_every": CKPT,
+        "keep_checkpoints": 0,
+        "tensorboard": False,
+        "optim": {"warmup_steps": 10, "weight_decay": 0.0},
+        # the reference batch and horizon are this run's: κ = 1, lr = lr_base
+        "hyper": {"lr_base": 1e-2, "base_batch_tokens": 32 * 48, "base_horizon_tokens": STEPS * 32 * 48},
+        "diffusion": {"cfg_drop_prob": 0.1},
+    }
     cfg.update(kw)
     return cfg
 

@@ -9,36 +9,83 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from trimodal.pipeline.dataset import build_dataset
+from trimodal.dataset.dataset import build_dataset
 
 FPS = {
-    "text": {"kind": "sentencepiece", "name": "t", "modality": "text", "codebook_size": 100, "levels": 1,
-             "weights_sha256": "a"},
-    "image": {"kind": "vqmodel", "name": "i", "modality": "image", "codebook_size": 64, "levels": 1,
-              "code_grid": [4, 4], "image_size": 32, "weights_sha256": "b"},
-    "audio": {"kind": "dac", "name": "a", "modality": "audio", "codebook_size": 32, "levels": 2,
-              "sample_rate": 16000, "frame_rate": 62.5, "weights_sha256": "c"},
+    "text": {
+        "kind": "sentencepiece",
+        "name": "t",
+        "modality": "text",
+        "codebook_size": 100,
+        "levels": 1,
+        "weights_sha256": "a",
+    },
+    "image": {
+        "kind": "vqmodel",
+        "name": "i",
+        "modality": "image",
+        "codebook_size": 64,
+        "levels": 1,
+        "code_grid": [4, 4],
+        "image_size": 32,
+        "weights_sha256": "b",
+    },
+    "audio": {
+        "kind": "dac",
+        "name": "a",
+        "modality": "audio",
+        "codebook_size": 32,
+        "levels": 2,
+        "sample_rate": 16000,
+        "frame_rate": 62.5,
+        "weights_sha256": "c",
+    },
 }
 
 
 def text_rows(n, lo=1, hi=300, seed=0, source="web"):
     rng = np.random.default_rng(seed)
-    return [{"id": f"{source}/{i}", "source": source, "text": rng.integers(0, 100, rng.integers(lo, hi + 1)).astype(np.int32),
-             "image": None, "audio": None, "origin": f"raw://{source}/{i}"} for i in range(n)]
+    return [
+        {
+            "id": f"{source}/{i}",
+            "source": source,
+            "text": rng.integers(0, 100, rng.integers(lo, hi + 1)).astype(np.int32),
+            "image": None,
+            "audio": None,
+            "origin": f"raw://{source}/{i}",
+        }
+        for i in range(n)
+    ]
 
 
 def image_rows(n, grid=16, lo=1, hi=30, seed=1, source="img"):
     rng = np.random.default_rng(seed)
-    return [{"id": f"{source}/{i}", "source": source, "text": rng.integers(0, 100, rng.integers(lo, hi + 1)).astype(np.int32),
-             "image": rng.integers(0, 64, grid).astype(np.int32), "audio": None, "origin": f"raw://{source}/{i}"}
-            for i in range(n)]
+    return [
+        {
+            "id": f"{source}/{i}",
+            "source": source,
+            "text": rng.integers(0, 100, rng.integers(lo, hi + 1)).astype(np.int32),
+            "image": rng.integers(0, 64, grid).astype(np.int32),
+            "audio": None,
+            "origin": f"raw://{source}/{i}",
+        }
+        for i in range(n)
+    ]
 
 
 def audio_rows(n, lo=1, hi=40, frames=(5, 40), seed=2, source="speech"):
     rng = np.random.default_rng(seed)
-    return [{"id": f"{source}/{i}", "source": source, "text": rng.integers(0, 100, rng.integers(lo, hi + 1)).astype(np.int32),
-             "image": None, "audio": rng.integers(0, 32, 2 * rng.integers(*frames)).astype(np.int32),
-             "origin": f"raw://{source}/{i}"} for i in range(n)]
+    return [
+        {
+            "id": f"{source}/{i}",
+            "source": source,
+            "text": rng.integers(0, 100, rng.integers(lo, hi + 1)).astype(np.int32),
+            "image": None,
+            "audio": rng.integers(0, 32, 2 * rng.integers(*frames)).astype(np.int32),
+            "origin": f"raw://{source}/{i}",
+        }
+        for i in range(n)
+    ]
 
 
 def build(path, rows, fps=("text",), shard_rows=1000):

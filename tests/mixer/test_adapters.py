@@ -75,8 +75,14 @@ def _train_loop(config):
     m = rank_stream(config["cfg"])  # rank and world size from the Ray Train context
     ctx = ray.train.get_context()
     with open(f"{config['out']}/rank{ctx.get_world_rank()}.json", "w") as f:
-        json.dump({"world": m.world_size, "digests": [digest([next(m)]) for _ in range(3)],
-                   "tokens": [next(m)["tokens"].tolist()]}, f)
+        json.dump(
+            {
+                "world": m.world_size,
+                "digests": [digest([next(m)]) for _ in range(3)],
+                "tokens": [next(m)["tokens"].tolist()],
+            },
+            f,
+        )
 
 
 def test_ray_train_workers_build_their_rank_streams(mix_data, ray_cluster, tmp_path):
@@ -86,9 +92,12 @@ def test_ray_train_workers_build_their_rank_streams(mix_data, ray_cluster, tmp_p
     from tests.mixer.resume_child import digest
 
     cfg = mix_cfg(mix_data, global_batch=4)
-    trainer = TorchTrainer(_train_loop, train_loop_config={"cfg": cfg, "out": str(tmp_path)},
-                           scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
-                           run_config=RunConfig(storage_path=str(tmp_path / "ray")))
+    trainer = TorchTrainer(
+        _train_loop,
+        train_loop_config={"cfg": cfg, "out": str(tmp_path)},
+        scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 0.5}),
+        run_config=RunConfig(storage_path=str(tmp_path / "ray")),
+    )
     trainer.fit()
     ranks = [json.load(open(tmp_path / f"rank{r}.json")) for r in range(2)]
     assert [r["world"] for r in ranks] == [2, 2]

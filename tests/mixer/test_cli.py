@@ -8,7 +8,7 @@ from click.testing import CliRunner
 
 from tests.mixer.conftest import FPS, mix_cfg, text_rows
 from trimodal.cli import cli, main
-from trimodal.pipeline.dataset import build_dataset
+from trimodal.dataset.dataset import build_dataset
 
 
 def write_mix(tmp_path, cfg, name="mix.yaml"):

@@ -43,7 +43,7 @@ def check_batch(b, vocab):
             starts = np.r_[0, np.nonzero(np.diff(s))[0] + 1]
             for a, z in zip(starts, np.r_[starts[1:], len(real)]):
                 assert pos[i][a:z].tolist() == list(range(z - a))
-        assert (pos[i][len(real):] == 0).all()
+        assert (pos[i][len(real) :] == 0).all()
 
 
 def pieces(batches):
@@ -141,11 +141,18 @@ def test_every_sample_exactly_once_per_epoch(mix_data, pack_pairs):
 
 def test_text_longer_than_a_row_is_split_and_pairs_never_cut(tmp_path):
     long_text = build(tmp_path / "long", text_rows(20, lo=300, hi=500))
-    pairs = build(tmp_path / "pairs", image_rows(30, grid=40) + image_rows(10, grid=200, source="big"),
-                  fps=("text", "image"))
-    cfg = {"sources": [{"name": "long", "dataset": long_text, "share": 1, "pack": False},
-                       {"name": "pairs", "dataset": pairs, "share": 1, "pack": True}],
-           "seq_len": 128, "global_batch": 4, "seed": 0}
+    pairs = build(
+        tmp_path / "pairs", image_rows(30, grid=40) + image_rows(10, grid=200, source="big"), fps=("text", "image")
+    )
+    cfg = {
+        "sources": [
+            {"name": "long", "dataset": long_text, "share": 1, "pack": False},
+            {"name": "pairs", "dataset": pairs, "share": 1, "pack": True},
+        ],
+        "seq_len": 128,
+        "global_batch": 4,
+        "seed": 0,
+    }
     m = Mixer(cfg, with_docs=True)
     batches = take(m, 40)
     for b in batches:
@@ -165,8 +172,11 @@ def test_text_longer_than_a_row_is_split_and_pairs_never_cut(tmp_path):
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(w=st.lists(st.integers(1, 20), min_size=3, max_size=3), seq_len=st.sampled_from([64, 128, 200]),
-       unit=st.sampled_from(["tokens", "positions"]))
+@given(
+    w=st.lists(st.integers(1, 20), min_size=3, max_size=3),
+    seq_len=st.sampled_from([64, 128, 200]),
+    unit=st.sampled_from(["tokens", "positions"]),
+)
 def test_every_prefix_within_one_sequence_of_the_target(mix_data, w, seq_len, unit):
     shares = dict(zip(["text", "image", "audio"], w))
     total_w = sum(w)
@@ -237,9 +247,15 @@ def test_sources_filtered_from_one_dataset(tmp_path):
     rows = text_rows(700, source="web") + image_rows(300, source="img") + text_rows(50, source="other", seed=9)
     order = np.random.default_rng(0).permutation(len(rows))
     path = build(tmp_path / "both", [rows[i] for i in order], fps=("text", "image"), shard_rows=400)
-    cfg = {"sources": [{"name": "t", "dataset": path, "share": 0.6, "dataset_sources": ["web"], "max_epochs": 1},
-                       {"name": "i", "dataset": path, "share": 0.4, "dataset_sources": ["img"], "max_epochs": 1}],
-           "seq_len": 128, "global_batch": 4, "seed": 0}
+    cfg = {
+        "sources": [
+            {"name": "t", "dataset": path, "share": 0.6, "dataset_sources": ["web"], "max_epochs": 1},
+            {"name": "i", "dataset": path, "share": 0.4, "dataset_sources": ["img"], "max_epochs": 1},
+        ],
+        "seq_len": 128,
+        "global_batch": 4,
+        "seed": 0,
+    }
     m = Mixer(cfg, with_docs=True)
     got = pieces(list(m))
     for name, corpus, n in (("t", "web", 700), ("i", "img", 300)):
@@ -275,7 +291,7 @@ def test_utilization_and_pad_fraction_match_the_batches(mix_data):
 
 def test_sources_with_different_tokenizers_are_refused(tmp_path, mix_data):
     other = dict(FPS["text"], codebook_size=200, weights_sha256="zz", name="t2")
-    from trimodal.pipeline.dataset import build_dataset
+    from trimodal.dataset.dataset import build_dataset
 
     build_dataset(str(tmp_path / "t2"), text_rows(10), {"text": other})
     cfg = mix_cfg(mix_data)
@@ -294,8 +310,14 @@ def test_codes_outside_the_codebook_are_caught_and_named(tmp_path):
     rows = text_rows(5)
     rows[3]["text"] = np.array([1, 2, 150], np.int32)  # codebook is 100
     path = build(tmp_path / "bad", rows)
-    m = Mixer({"sources": [{"name": "bad", "dataset": path, "share": 1, "max_epochs": 1}], "seq_len": 64,
-               "global_batch": 5, "seed": 0})
+    m = Mixer(
+        {
+            "sources": [{"name": "bad", "dataset": path, "share": 1, "max_epochs": 1}],
+            "seq_len": 64,
+            "global_batch": 5,
+            "seed": 0,
+        }
+    )
     with pytest.raises(IntegrityError, match="web/3"):
         list(m)
 
@@ -317,8 +339,13 @@ def test_block_shuffle_reads_each_record_batch_whole(tmp_path):
     """shuffle_window: every sample still once per epoch, but a record batch is fetched about
     once per epoch instead of about once per sample (8 record batches, a cache of 4)."""
     path = build(tmp_path / "short", text_rows(4096, lo=1, hi=20), shard_rows=512)
-    cfg = {"sources": [{"name": "text", "dataset": path, "share": 1, "max_epochs": 1}],
-           "seq_len": 256, "global_batch": 4, "seed": 3, "cache_batches": 4}
+    cfg = {
+        "sources": [{"name": "text", "dataset": path, "share": 1, "max_epochs": 1}],
+        "seq_len": 256,
+        "global_batch": 4,
+        "seed": 3,
+        "cache_batches": 4,
+    }
     m = Mixer(cfg, with_docs=True)
     docs = sum(1 for e, g, a, z in pieces(take(m, 10))["text"] if a == 0)
     assert m.streams["text"].reader.fetches > docs / 3  # global order: a fetch every few samples

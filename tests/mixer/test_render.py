@@ -13,14 +13,31 @@ sp = V.special
 
 
 def render(kind, reverse, text, image=None, audio=None, start=0, stop=None):
-    n = int(doc_lengths(np.array([kind]), {"text": np.array([len(text)]),
-                                           "image": np.array([-1 if image is None else len(image)]),
-                                           "audio": np.array([-1 if audio is None else len(audio)])})[0])
+    n = int(
+        doc_lengths(
+            np.array([kind]),
+            {
+                "text": np.array([len(text)]),
+                "image": np.array([-1 if image is None else len(image)]),
+                "audio": np.array([-1 if audio is None else len(audio)]),
+            },
+        )[0]
+    )
     stop = n if stop is None else stop
     tok = np.full(stop - start, -1, np.int32)
     mod = np.full(stop - start, -1, np.int8)
-    R.write(tok, mod, 0, start, stop, kind, reverse, np.asarray(text, np.int32),
-            None if image is None else np.asarray(image, np.int32), None if audio is None else np.asarray(audio, np.int32))
+    R.write(
+        tok,
+        mod,
+        0,
+        start,
+        stop,
+        kind,
+        reverse,
+        np.asarray(text, np.int32),
+        None if image is None else np.asarray(image, np.int32),
+        None if audio is None else np.asarray(audio, np.int32),
+    )
     return tok.tolist(), mod.tolist()
 
 
@@ -45,7 +62,18 @@ def test_audio_codes_map_to_their_level():
     t0 = V.range("text")[0]
     l0, l1 = V.range("audio", 0)[0], V.range("audio", 1)[0]
     tok, mod = render(AUDIO, False, [7], audio=[3, 3, 31, 0])  # frame-major: f0 (l0, l1), f1 (l0, l1)
-    assert tok == [sp("<bos>"), sp("<t2s>"), t0 + 7, sp("<boa>"), l0 + 3, l1 + 3, l0 + 31, l1 + 0, sp("<eoa>"), sp("<eos>")]
+    assert tok == [
+        sp("<bos>"),
+        sp("<t2s>"),
+        t0 + 7,
+        sp("<boa>"),
+        l0 + 3,
+        l1 + 3,
+        l0 + 31,
+        l1 + 0,
+        sp("<eoa>"),
+        sp("<eos>"),
+    ]
     assert mod == [S, S, T, S, A, A, A, A, S, S]
     assert V.ids_to_codes("audio", np.array(tok[4:8])).tolist() == [3, 3, 31, 0]
 
@@ -103,6 +131,6 @@ def test_batch_renderer_equals_the_general_writer():
         assert (tok[1] == V.pad_id).all() and (seg[1] == 0).all()
         k = 0
         for d, (s, rev, a, z) in enumerate(segs, 1):
-            assert seg[0, k: k + z - a].tolist() == [d] * (z - a)
-            assert pos[0, k: k + z - a].tolist() == list(range(z - a))
+            assert seg[0, k : k + z - a].tolist() == [d] * (z - a)
+            assert pos[0, k : k + z - a].tolist() == list(range(z - a))
             k += z - a

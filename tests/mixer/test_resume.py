@@ -15,8 +15,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def test_resume_at_random_steps_in_a_fresh_process(mix_data, tmp_path):
-    cfg = mix_cfg(mix_data, global_batch=8, schedule=[{"step": 25, "shares": {"text": 0.2}}],
-                  source_opts={"image": {"reverse_prob": 0.5}, "audio": {"max_epochs": 3}})
+    cfg = mix_cfg(
+        mix_data,
+        global_batch=8,
+        schedule=[{"step": 25, "shares": {"text": 0.2}}],
+        source_opts={"image": {"reverse_prob": 0.5}, "audio": {"max_epochs": 3}},
+    )
     rng = np.random.default_rng(int.from_bytes(os.urandom(4), "little"))
     stops = sorted(set(rng.integers(0, 120, 5).tolist()))
     nxt = 6
@@ -31,10 +35,15 @@ def test_resume_at_random_steps_in_a_fresh_process(mix_data, tmp_path):
             step += 1
         world = int(rng.choice([1, 2, 4, 8]))
         cases.append({"state": json.loads(json.dumps(m.state_dict())), "world": world})
-        want.append(ref_digests[s: s + nxt])
+        want.append(ref_digests[s : s + nxt])
     job = tmp_path / "job.json"
     job.write_text(json.dumps({"cfg": cfg, "cases": cases, "next": nxt}))
-    out = subprocess.run([sys.executable, "-m", "tests.mixer.resume_child", str(job)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "tests.mixer.resume_child", str(job)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout) == want, f"stops {stops}"

@@ -7,12 +7,12 @@ import pyarrow as pa
 import pytest
 
 from tests.mixer.conftest import FPS, audio_rows, build, mix_cfg, text_rows
+from trimodal.dataset.dataset import Dataset
+from trimodal.dataset.manifest import Manifest
+from trimodal.dataset.shards import SCHEMA, rows_to_table, table_tokens
 from trimodal.errors import IntegrityError
 from trimodal.mixer import Mixer
 from trimodal.mixer.shard_reader import ShardReader
-from trimodal.pipeline.dataset import Dataset
-from trimodal.pipeline.manifest import Manifest
-from trimodal.pipeline.shards import SCHEMA, rows_to_table, table_tokens
 
 
 def write_irregular(path, rows, chunk):
@@ -25,16 +25,25 @@ def write_irregular(path, rows, chunk):
     data = sink.getvalue().to_pybytes()
     (path / "shards").mkdir(parents=True)
     (path / "shards" / "part-00000.arrow").write_bytes(data)
-    entry = {"path": "shards/part-00000.arrow", "rows": len(rows), "tokens": table_tokens(table),
-             "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "by_source": {}}
+    entry = {
+        "path": "shards/part-00000.arrow",
+        "rows": len(rows),
+        "tokens": table_tokens(table),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "by_source": {},
+    }
     Manifest(fingerprints={"text": FPS["text"], "audio": FPS["audio"]}, shards=[entry]).save(str(path))
     return str(path)
 
 
 def expected(rows, g):
     r = rows[g]
-    return [r["text"].tolist(), None if r["image"] is None else r["image"].tolist(),
-            None if r["audio"] is None else r["audio"].tolist()]
+    return [
+        r["text"].tolist(),
+        None if r["image"] is None else r["image"].tolist(),
+        None if r["audio"] is None else r["audio"].tolist(),
+    ]
 
 
 @pytest.mark.parametrize("chunk", [1024, 333])
@@ -48,8 +57,8 @@ def test_random_access_matches_the_rows(tmp_path, chunk):
     batches = 7 if chunk == 1024 else -(-len(rows) // chunk)
     g = np.random.default_rng(0).permutation(len(rows))
     for lo in range(0, len(g), 2):  # windows of 2 samples, a cache of 4 batches: evictions
-        s, b, r, lens = reader.lookup(g[lo: lo + 2])
-        for k, gi in enumerate(g[lo: lo + 2].tolist()):
+        s, b, r, lens = reader.lookup(g[lo : lo + 2])
+        for k, gi in enumerate(g[lo : lo + 2].tolist()):
             want = expected(rows, gi)
             assert lens[k].tolist() == [-1 if w is None else len(w) for w in want] + [1]
             got = reader.codes(int(s[k]), int(b[k]), int(r[k]))

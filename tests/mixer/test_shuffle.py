@@ -36,8 +36,12 @@ def test_uniform_is_in_unit_interval_and_balanced():
 
 
 @settings(max_examples=40, deadline=None)
-@given(n=st.integers(1, 6000), block=st.sampled_from([1, 7, 64, 1024]), window=st.integers(1, 9),
-       key=st.integers(0, 2**64 - 1))
+@given(
+    n=st.integers(1, 6000),
+    block=st.sampled_from([1, 7, 64, 1024]),
+    window=st.integers(1, 9),
+    key=st.integers(0, 2**64 - 1),
+)
 def test_block_order_visits_every_sample_once(n, block, window, key):
     o = BlockOrder(n, key, block, window)
     g = o(np.arange(o.domain))
@@ -51,6 +55,6 @@ def test_block_order_has_locality_and_is_still_shuffled():
     g = o(np.arange(o.domain))
     g = g[g >= 0]
     for lo in range(0, len(g) - 512, 4096):  # any stretch of positions touches at most 4 blocks
-        assert len(np.unique(g[lo: lo + 512] // 1024)) <= 4
+        assert len(np.unique(g[lo : lo + 512] // 1024)) <= 4
     assert (g[:-1] + 1 == g[1:]).mean() < 0.01  # neighbours are not neighbours on disk
     assert len(np.unique(g[:4096] // 1024)) == 4 and np.ptp(np.unique(g[:4096] // 1024)) > 4  # blocks far apart

@@ -8,10 +8,15 @@ from trimodal.tokenizers.vocab import MODALITY_IDS, Vocabulary
 # Fingerprints only need the fields that lay out the vocabulary.
 FPS = {
     "text": {"kind": "sentencepiece", "name": "t", "codebook_size": 40, "levels": 1, "weights_sha256": "t"},
-    "image": {"kind": "vqmodel", "name": "i", "codebook_size": 16, "levels": 1, "code_grid": [2, 2],
-              "weights_sha256": "i"},
-    "audio": {"kind": "dac", "name": "a", "codebook_size": 8, "levels": 2, "frame_rate": 4.0,
-              "weights_sha256": "a"},
+    "image": {
+        "kind": "vqmodel",
+        "name": "i",
+        "codebook_size": 16,
+        "levels": 1,
+        "code_grid": [2, 2],
+        "weights_sha256": "i",
+    },
+    "audio": {"kind": "dac", "name": "a", "codebook_size": 8, "levels": 2, "frame_rate": 4.0, "weights_sha256": "a"},
 }
 
 
@@ -23,15 +28,19 @@ def vocab():
 def pack(vocab, docs, L):
     """Pack documents [(tokens, modalities)] into one row of length L, with segment ids and
     positions reset per document; the rest is padding."""
-    row = {"tokens": np.full(L, vocab.pad_id, np.int64), "modality": np.zeros(L, np.int64),
-           "segment_ids": np.zeros(L, np.int64), "positions": np.zeros(L, np.int64)}
+    row = {
+        "tokens": np.full(L, vocab.pad_id, np.int64),
+        "modality": np.zeros(L, np.int64),
+        "segment_ids": np.zeros(L, np.int64),
+        "positions": np.zeros(L, np.int64),
+    }
     i = 0
     for s, (toks, mods) in enumerate(docs, start=1):
         n = len(toks)
-        row["tokens"][i:i + n] = toks
-        row["modality"][i:i + n] = mods
-        row["segment_ids"][i:i + n] = s
-        row["positions"][i:i + n] = np.arange(n)
+        row["tokens"][i : i + n] = toks
+        row["modality"][i : i + n] = mods
+        row["segment_ids"][i : i + n] = s
+        row["positions"][i : i + n] = np.arange(n)
         i += n
     assert i <= L
     return row
@@ -47,8 +56,13 @@ def text_doc(vocab, ids):
 def t2i_doc(vocab, caption, codes):
     S, T, I = MODALITY_IDS["special"], MODALITY_IDS["text"], MODALITY_IDS["image"]
     tl, il = vocab.range("text")[0], vocab.range("image")[0]
-    toks = ([vocab.special("<bos>"), vocab.special("<t2i>")] + [tl + int(c) for c in caption]
-            + [vocab.special("<boi>")] + [il + int(c) for c in codes] + [vocab.special("<eoi>"), vocab.special("<eos>")])
+    toks = (
+        [vocab.special("<bos>"), vocab.special("<t2i>")]
+        + [tl + int(c) for c in caption]
+        + [vocab.special("<boi>")]
+        + [il + int(c) for c in codes]
+        + [vocab.special("<eoi>"), vocab.special("<eos>")]
+    )
     mods = [S, S] + [T] * len(caption) + [S] + [I] * len(codes) + [S, S]
     return toks, mods
 

@@ -13,15 +13,22 @@ from trimodal.model.optim import build_optimizer, lr_factor
 
 
 def test_kappa_hyperparameters_match_the_formula():
-    h = HyperConfig(base_batch_tokens=2 ** 18, base_horizon_tokens=1e10, gamma=0.44, lr_base=3e-4,
-                    betas_base=[0.9, 0.95], eps_base=1e-8, s_crit=100.0)
+    h = HyperConfig(
+        base_batch_tokens=2**18,
+        base_horizon_tokens=1e10,
+        gamma=0.44,
+        lr_base=3e-4,
+        betas_base=[0.9, 0.95],
+        eps_base=1e-8,
+        s_crit=100.0,
+    )
     B, L, D = 512, 2048, 4e10  # 512 sequences of 2048 tokens = 2^20 tokens; 4× the base horizon
     d = derive(h, B, L, D)
-    kappa = (1e10 / 4e10) ** 0.44 * (2 ** 20 / 2 ** 18)
+    kappa = (1e10 / 4e10) ** 0.44 * (2**20 / 2**18)
     assert d.kappa == pytest.approx(kappa)
-    assert d.kappa == pytest.approx(4 * 0.25 ** 0.44)
+    assert d.kappa == pytest.approx(4 * 0.25**0.44)
     assert d.lr == pytest.approx(3e-4 * math.sqrt(kappa))
-    assert d.betas == pytest.approx((0.9 ** kappa, 0.95 ** kappa))
+    assert d.betas == pytest.approx((0.9**kappa, 0.95**kappa))
     assert d.eps == pytest.approx(1e-8 / math.sqrt(kappa))
     assert d.critical_batch_sequences == pytest.approx(4e10 / (2048 * 100))
     assert d.warnings == []  # 512 < B_crit ≈ 195k

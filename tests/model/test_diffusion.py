@@ -40,7 +40,7 @@ def hand_ce(V, target):
 HAND_WEIGHT = {  # w(t) = −α′(t)/(1 − α(t)) written out per schedule
     ("linear", None): lambda t: 1 / t,
     ("cosine", None): lambda t: (math.pi / 2) * math.sin(math.pi * t / 2) / (1 - math.cos(math.pi * t / 2)),
-    ("polynomial", 3.0): lambda t: 3 * t ** 2 / t ** 3,
+    ("polynomial", 3.0): lambda t: 3 * t**2 / t**3,
     ("log-linear", None): lambda t: (1 - 0.01) / ((1 - 0.01) * t),
 }
 
@@ -61,8 +61,8 @@ def test_loss_equals_hand_computed_value(vocab, batch, name, exponent):
     cfg = DiffusionConfig(schedule=_sched_cfg(name, exponent), cfg_drop_prob=0.0)
     loss_fn = DiffusionLoss(cfg, vocab)
     masked = torch.zeros(2, 12, dtype=torch.bool)
-    masked[0, [1, 3]] = True          # two text tokens of the text document
-    masked[1, [2, 5, 7]] = True       # one caption token, two image codes
+    masked[0, [1, 3]] = True  # two text tokens of the text document
+    masked[1, [2, 5, 7]] = True  # one caption token, two image codes
     t = torch.tensor([0.3, 0.8])
     out = loss_fn(FixedLogits(vocab.size), batch, t=t, masked=masked, dropped=torch.zeros_like(masked))
 
@@ -88,8 +88,9 @@ def test_schedule_derivative_and_endpoints(name):
     numeric = (s.alpha(t + h) - s.alpha(t - h)) / (2 * h)
     assert torch.allclose(s.alpha_prime(t), numeric, rtol=1e-5, atol=1e-8)
     assert float(s.alpha(torch.tensor(0.0, dtype=torch.float64))) == pytest.approx(1.0)
-    assert float(s.alpha(torch.tensor(1.0, dtype=torch.float64))) == pytest.approx(0.01 if name == "log-linear" else 0.0,
-                                                                                    abs=1e-12)
+    assert float(s.alpha(torch.tensor(1.0, dtype=torch.float64))) == pytest.approx(
+        0.01 if name == "log-linear" else 0.0, abs=1e-12
+    )
     assert torch.all(s.alpha_prime(t) < 0)
 
 
@@ -114,21 +115,23 @@ def test_mask_probability_follows_the_schedule(vocab, batch):
 
 
 def test_per_modality_schedule(vocab, batch):
-    cfg = DiffusionConfig(schedule=ScheduleConfig(name="linear"),
-                          modality_schedules={"image": ScheduleConfig(name="polynomial", exponent=3.0)},
-                          cfg_drop_prob=0.0)
+    cfg = DiffusionConfig(
+        schedule=ScheduleConfig(name="linear"),
+        modality_schedules={"image": ScheduleConfig(name="polynomial", exponent=3.0)},
+        cfg_drop_prob=0.0,
+    )
     loss_fn = DiffusionLoss(cfg, vocab)
     noise = Noise(token=torch.zeros(2, 12), doc=torch.ones(2, 13))
     c = loss_fn.corrupt(batch, t=torch.tensor([0.5, 0.5]), noise=noise)
     is_img = batch["modality"] == MODALITY_IDS["image"]
     is_txt = batch["modality"] == MODALITY_IDS["text"]
-    assert torch.allclose(c.weight[is_img], torch.tensor(3 / 0.5))   # p/t
-    assert torch.allclose(c.weight[is_txt], torch.tensor(1 / 0.5))   # 1/t
+    assert torch.allclose(c.weight[is_img], torch.tensor(3 / 0.5))  # p/t
+    assert torch.allclose(c.weight[is_txt], torch.tensor(1 / 0.5))  # 1/t
 
 
 def test_stratified_t_covers_every_stratum_and_ranks_tile_it():
     n = 16
-    g = lambda: torch.Generator().manual_seed(7)  # noqa: E731: the same shared draw on every rank
+    g = lambda: torch.Generator().manual_seed(7)  # the same shared draw on every rank
     full = stratified_t(n, 0, n, "stratified", g())
     idx = torch.arange(n)
     assert torch.all((full >= idx / n) & (full < (idx + 1) / n))
@@ -179,9 +182,9 @@ def test_cfg_dropout_hides_the_condition_of_pairs_only(vocab):
     c = loss_fn.corrupt(batch, t=torch.tensor([0.5]), noise=noise)
     seg, mod = batch["segment_ids"][0], batch["modality"][0]
     caption = (seg == 2) & (mod == MODALITY_IDS["text"])
-    assert torch.equal(c.dropped[0], caption)                 # the caption of the t2i document only
+    assert torch.equal(c.dropped[0], caption)  # the caption of the t2i document only
     assert torch.all(c.noisy[0][caption] == vocab.mask_id)
-    assert not c.maskable[0][caption].any()                   # out of the loss and of the count
+    assert not c.maskable[0][caption].any()  # out of the loss and of the count
     assert c.maskable[0][(seg == 1) & (mod == MODALITY_IDS["text"])].all()  # text-only doc untouched
     noise = Noise(token=torch.ones(1, L), doc=torch.ones(1, L + 1))
     assert not loss_fn.corrupt(batch, t=torch.tensor([0.5]), noise=noise).dropped.any()
@@ -200,8 +203,10 @@ def test_micro_batches_sum_to_the_whole_batch(vocab):
     from trimodal.model.config import ModelConfig
     from trimodal.model.transformer import Transformer
 
-    rows = [pack(vocab, [text_doc(vocab, np.random.randint(0, 40, 6)), t2i_doc(vocab, [1, 2], [3, 4, 5, 6])], 24)
-            for _ in range(4)]
+    rows = [
+        pack(vocab, [text_doc(vocab, np.random.randint(0, 40, 6)), t2i_doc(vocab, [1, 2], [3, 4, 5, 6])], 24)
+        for _ in range(4)
+    ]
     batch = {k: torch.from_numpy(v) for k, v in stack(rows).items()}
     model = Transformer(ModelConfig(preset="tiny"), vocab.size)
     loss_fn = DiffusionLoss(DiffusionConfig(), vocab)
@@ -210,6 +215,7 @@ def test_micro_batches_sum_to_the_whole_batch(vocab):
     total = 0.0
     for sl in (slice(0, 2), slice(2, 4)):
         b, cc = {k: v[sl] for k, v in batch.items()}, c.rows(sl)
-        total += float(loss_fn.from_logits(model(cc.noisy, b["positions"], b["segment_ids"], predict=cc.masked),
-                                           b, cc).loss_sum)
+        total += float(
+            loss_fn.from_logits(model(cc.noisy, b["positions"], b["segment_ids"], predict=cc.masked), b, cc).loss_sum
+        )
     assert total / float(c.maskable.sum()) == pytest.approx(float(whole.loss), rel=1e-5)

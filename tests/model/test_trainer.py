@@ -18,10 +18,19 @@ from .conftest import FPS
 
 
 def config(output, **kw):
-    cfg = {"mix": {"kind": "synthetic", "fingerprints": FPS, "seq_len": 32, "pool": 12, "seed": 0},
-           "output": str(output), "steps": 8, "physical_batch": 4, "logical_batch": 8, "checkpoint_every": 4,
-           "keep_checkpoints": 0, "tensorboard": False, "prefetch": 1,
-           "optim": {"warmup_steps": 2}, "hyper": {"lr_base": 3e-3, "base_batch_tokens": 256, "base_horizon_tokens": 2048}}
+    cfg = {
+        "mix": {"kind": "synthetic", "fingerprints": FPS, "seq_len": 32, "pool": 12, "seed": 0},
+        "output": str(output),
+        "steps": 8,
+        "physical_batch": 4,
+        "logical_batch": 8,
+        "checkpoint_every": 4,
+        "keep_checkpoints": 0,
+        "tensorboard": False,
+        "prefetch": 1,
+        "optim": {"warmup_steps": 2},
+        "hyper": {"lr_base": 3e-3, "base_batch_tokens": 256, "base_horizon_tokens": 2048},
+    }
     cfg.update(kw)
     return cfg
 
@@ -35,9 +44,14 @@ def test_kill_and_resume_replays_the_same_loss_curve(tmp_path):
     cfg_path = tmp_path / "run.yaml"
     cfg_path.write_text(yaml.safe_dump(config(run, kill_at_step=6)))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.run([sys.executable, "-m", "trimodal", "train", str(cfg_path), "--in-process"],
-                          env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -9, proc.stderr[-2000:]      # SIGKILLed after step 6
+    proc = subprocess.run(
+        [sys.executable, "-m", "trimodal", "train", str(cfg_path), "--in-process"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == -9, proc.stderr[-2000:]  # SIGKILLed after step 6
     assert [s for s, _ in list_checkpoints(str(run))] == [4]  # steps 5 and 6 were lost with the process
     assert max(loss_curve(str(run))) == 6
 
@@ -62,16 +76,17 @@ def test_micro_batching_does_not_change_the_losses(tmp_path):
 
 def test_checkpoints_and_summary_on_s3(s3_bucket, tmp_path):
     uri = f"s3://{s3_bucket}/runs/r1"
-    out = run_train(config(uri, steps=3, checkpoint_every=2, keep_checkpoints=1, log_dir=str(tmp_path / "logs")),
-                    in_process=True)
-    assert [s for s, _ in list_checkpoints(uri)] == [3]          # step 2 pruned, keep 1
+    out = run_train(
+        config(uri, steps=3, checkpoint_every=2, keep_checkpoints=1, log_dir=str(tmp_path / "logs")), in_process=True
+    )
+    assert [s for s, _ in list_checkpoints(uri)] == [3]  # step 2 pruned, keep 1
     assert read_summary(uri)["final_loss"] == pytest.approx(out["final_loss"])
     ck = out["checkpoint"]
     state = read_json(ck, "state.json")
     assert state["step"] == 3 and state["mixer"] == {"position": 24}
     model, vocab, cfg = load_model(uri)
     assert vocab.size == model.vocab_size and cfg.steps == 3
-    from trimodal.pipeline.storage import resolve
+    from trimodal.dataset.storage import resolve
 
     lines = resolve(uri).join("metrics.jsonl").read_bytes().decode().splitlines()
     assert any(json.loads(l_).get("step") == 3 for l_ in lines)  # a copy of the metrics beside the checkpoints
@@ -92,14 +107,26 @@ def test_logged_hyperparameters_and_metrics(tmp_path):
 def test_training_stops_cleanly_when_the_data_runs_out(tmp_path):
     import numpy as np
 
-    from trimodal.pipeline.dataset import build_dataset
+    from trimodal.dataset.dataset import build_dataset
 
     rng = np.random.default_rng(0)
-    rows = [{"id": f"t/{i}", "source": "t", "text": rng.integers(0, 40, 30).astype(np.int32), "image": None,
-             "audio": None, "origin": ""} for i in range(20)]
+    rows = [
+        {
+            "id": f"t/{i}",
+            "source": "t",
+            "text": rng.integers(0, 40, 30).astype(np.int32),
+            "image": None,
+            "audio": None,
+            "origin": "",
+        }
+        for i in range(20)
+    ]
     build_dataset(str(tmp_path / "ds"), rows, {"text": FPS["text"]})
-    mix = {"sources": [{"name": "t", "dataset": str(tmp_path / "ds"), "share": 1.0, "max_epochs": 1}],
-           "seq_len": 32, "seed": 0}
+    mix = {
+        "sources": [{"name": "t", "dataset": str(tmp_path / "ds"), "share": 1.0, "max_epochs": 1}],
+        "seq_len": 32,
+        "seed": 0,
+    }
     out = run_train(config(tmp_path / "run", mix=mix, steps=50, checkpoint_every=100), in_process=True)
     # 20 documents of 32 tokens (with <bos>/<eos>) fill about 20 packed rows of 32: 3 steps of 8
     assert 2 <= out["step"] < 50

@@ -1,7 +1,6 @@
 """The transformer: attention stays inside documents, positions drive RoPE, the sparse head,
 presets' sizes."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -34,8 +33,8 @@ def test_no_attention_leak_across_documents(vocab):
         y2 = m(x2["tokens"][None], x2["positions"][None], x2["segment_ids"][None])[0]
     doc_a = x1["segment_ids"] == 1
     doc_b = x1["segment_ids"] == 2
-    torch.testing.assert_close(y1[doc_a], y2[doc_a], rtol=0, atol=1e-6)   # first document unaffected
-    assert (y1[doc_b] - y2[doc_b]).abs().max() > 1e-3                   # while the changed one did change
+    torch.testing.assert_close(y1[doc_a], y2[doc_a], rtol=0, atol=1e-6)  # first document unaffected
+    assert (y1[doc_b] - y2[doc_b]).abs().max() > 1e-3  # while the changed one did change
 
 
 def test_a_document_gives_the_same_logits_wherever_it_is_packed(vocab):
@@ -50,7 +49,7 @@ def test_a_document_gives_the_same_logits_wherever_it_is_packed(vocab):
         yp = m(packed["tokens"][None], packed["positions"][None], packed["segment_ids"][None])[0]
         ya = m(alone["tokens"][None], alone["positions"][None], alone["segment_ids"][None])[0]
     n = len(b[0])
-    torch.testing.assert_close(yp[len(a[0]):len(a[0]) + n], ya[:n], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(yp[len(a[0]) : len(a[0]) + n], ya[:n], rtol=1e-5, atol=1e-5)
 
 
 def test_positions_matter(vocab):
@@ -65,8 +64,8 @@ def test_positions_matter(vocab):
 def test_padding_is_never_attended(vocab):
     seg = torch.tensor([[1, 1, 2, 2, 0, 0]])
     mask = segment_mask(seg)[0, 0]
-    assert not mask[:4, 4:].any()                 # real queries never see padding keys
-    assert mask[4, 4] and not mask[4, 5]          # a padding query sees only itself (finite softmax)
+    assert not mask[:4, 4:].any()  # real queries never see padding keys
+    assert mask[4, 4] and not mask[4, 5]  # a padding query sees only itself (finite softmax)
     assert mask[0, 1] and not mask[0, 2]
 
 

@@ -10,9 +10,9 @@ import os
 import pytest
 
 from tests.fixtures.datasets import PLANTED, read_rows
+from trimodal.dataset.dataset import Dataset
+from trimodal.dataset.quarantine import read_quarantine
 from trimodal.errors import ConfigError, IntegrityError
-from trimodal.pipeline.dataset import Dataset
-from trimodal.pipeline.quarantine import read_quarantine
 from trimodal.pipeline.retokenize import run_retokenize
 
 
@@ -24,11 +24,30 @@ def retokenized(tiny_dataset, audio_codec_path_alt, ray_cluster, tmp_path_factor
     out = str(tmp_path_factory.mktemp("retok") / "ds")
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf), pytest.raises(SystemExit) as exit_:
-        main(["retokenize", tiny_dataset["uri"], "--modality", "audio", "--tokenizer", f"dac:{audio_codec_path_alt}",
-              "--out", out, "--address", ray_cluster, "--json", "--quiet"])
+        main(
+            [
+                "retokenize",
+                tiny_dataset["uri"],
+                "--modality",
+                "audio",
+                "--tokenizer",
+                f"dac:{audio_codec_path_alt}",
+                "--out",
+                out,
+                "--address",
+                ray_cluster,
+                "--json",
+                "--quiet",
+            ]
+        )
     assert exit_.value.code == 0
-    cfg = {"dataset": tiny_dataset["uri"], "modality": "audio", "out": out,
-           "tokenizer": {"kind": "dac", "path": audio_codec_path_alt}, "progress": {"enabled": False}}
+    cfg = {
+        "dataset": tiny_dataset["uri"],
+        "modality": "audio",
+        "out": out,
+        "tokenizer": {"kind": "dac", "path": audio_codec_path_alt},
+        "progress": {"enabled": False},
+    }
     return {"uri": out, "config": cfg, "summary": json.loads(buf.getvalue())}
 
 
@@ -99,8 +118,14 @@ def test_rerun_resumes_everything(retokenized, ray_cluster):
 
 def test_refuses_to_overwrite_its_parent(tiny_dataset, audio_codec_path_alt):
     with pytest.raises(ConfigError, match="out"):
-        run_retokenize({"dataset": tiny_dataset["uri"], "modality": "audio", "out": tiny_dataset["uri"],
-                        "tokenizer": {"kind": "dac", "path": audio_codec_path_alt}})
+        run_retokenize(
+            {
+                "dataset": tiny_dataset["uri"],
+                "modality": "audio",
+                "out": tiny_dataset["uri"],
+                "tokenizer": {"kind": "dac", "path": audio_codec_path_alt},
+            }
+        )
 
 
 def test_tokenizer_argument_forms(audio_codec_path_alt, image_codec_dir):
@@ -112,4 +137,7 @@ def test_tokenizer_argument_forms(audio_codec_path_alt, image_codec_dir):
     with pytest.raises(ConfigError, match="--kind"):
         parse_tokenizer(f"dac:{audio_codec_path_alt}", "vqmodel")
     assert parse_options(("max_seconds=12.5", "resample=bilinear", "jpeg_draft=false")) == {
-        "max_seconds": 12.5, "resample": "bilinear", "jpeg_draft": False}
+        "max_seconds": 12.5,
+        "resample": "bilinear",
+        "jpeg_draft": False,
+    }

@@ -8,19 +8,35 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from trimodal.dataset.schema import list_column as codes_column
 from trimodal.pipeline.assemble import Assembler, split_points
-from trimodal.pipeline.encode import RECORD_SCHEMA, codes_column
+from trimodal.pipeline.encode import RECORD_SCHEMA
 
 
 def _block(key: str, seqs: list[int], end: int | None = None) -> pa.Table:
-    rows = [{"key": key, "seq": s, "end": False, "id": f"{key}/{s}", "source": "src", "origin": f"{key}#{s}",
-             "text": None, "image": None, "audio": None, "reason": "empty_text" if s % 5 == 4 else None,
-             "message": None} for s in seqs]
+    rows = [
+        {
+            "key": key,
+            "seq": s,
+            "end": False,
+            "id": f"{key}/{s}",
+            "source": "src",
+            "origin": f"{key}#{s}",
+            "text": None,
+            "image": None,
+            "audio": None,
+            "reason": "empty_text" if s % 5 == 4 else None,
+            "message": None,
+        }
+        for s in seqs
+    ]
     if end is not None:
         rows.append({"key": key, "seq": end, "end": True, "source": "src", "origin": key})
     t = pa.Table.from_pylist(rows, schema=RECORD_SCHEMA)
-    return t.drop_columns(["text"]).append_column("text_codes", codes_column(
-        [None if r.get("end") else np.arange(r["seq"] % 3 + 1, dtype=np.int32) for r in rows]))
+    return t.drop_columns(["text"]).append_column(
+        "text_codes",
+        codes_column([None if r.get("end") else np.arange(r["seq"] % 3 + 1, dtype=np.int32) for r in rows]),
+    )
 
 
 def test_blocks_in_any_order_with_duplicates_give_each_input_once_in_seq_order():
@@ -36,14 +52,14 @@ def test_blocks_in_any_order_with_duplicates_give_each_input_once_in_seq_order()
     for key, n in counts.items():
         seqs = list(range(n))
         for i in range(0, n, 4):
-            blocks.append(_block(key, seqs[i:i + 4]))
+            blocks.append(_block(key, seqs[i : i + 4]))
         blocks.append(_block(key, [], end=n))
     # A retried task re-emits some blocks (sentinel included) and Ray may reorder everything.
     rng = random.Random(0)
     blocks += [blocks[1], blocks[2], blocks[-1]]
     rng.shuffle(blocks)
     # Batches may also mix inputs.
-    mixed = [pa.concat_tables(blocks[i:i + 3]) for i in range(0, len(blocks), 3)]
+    mixed = [pa.concat_tables(blocks[i : i + 3]) for i in range(0, len(blocks), 3)]
     asm = Assembler(list(counts), finalize)
     for b in mixed:
         asm.add(b)

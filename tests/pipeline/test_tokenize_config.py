@@ -14,9 +14,11 @@ def _cfg(tmp_path, **over) -> dict:
     model.write_bytes(b"x")
     docs = tmp_path / "a.jsonl"
     docs.write_text('{"text": "hi"}\n')
-    cfg = {"sources": [{"name": "docs", "kind": "text", "paths": [str(docs)]}],
-           "tokenizers": {"text": {"kind": "sentencepiece", "path": str(model)}},
-           "output": {"uri": str(tmp_path / "out")}}
+    cfg = {
+        "sources": [{"name": "docs", "kind": "text", "paths": [str(docs)]}],
+        "tokenizers": {"text": {"kind": "sentencepiece", "path": str(model)}},
+        "output": {"uri": str(tmp_path / "out")},
+    }
     cfg.update(over)
     return cfg
 
@@ -42,14 +44,17 @@ def test_yaml_round_trip_and_unknown_key(tmp_path):
         from_dict(JobConfig, bad)
 
 
-@pytest.mark.parametrize("over, key", [
-    ({"sources": []}, "sources"),
-    ({"output": {"uri": "x", "shard_rows": 0}}, "shard_rows"),
-    ({"ray": {"num_cpus_per_actor": -1}}, "num_cpus_per_actor"),
-    ({"ray": {"actors": {"text": 0}}}, "actors.text"),
-    ({"progress": {"interval_s": -2}}, "interval_s"),
-    ({"limits": {"image_resolution": 0}}, "image_resolution"),
-])
+@pytest.mark.parametrize(
+    "over, key",
+    [
+        ({"sources": []}, "sources"),
+        ({"output": {"uri": "x", "shard_rows": 0}}, "shard_rows"),
+        ({"ray": {"num_cpus_per_actor": -1}}, "num_cpus_per_actor"),
+        ({"ray": {"actors": {"text": 0}}}, "actors.text"),
+        ({"progress": {"interval_s": -2}}, "interval_s"),
+        ({"limits": {"image_resolution": 0}}, "image_resolution"),
+    ],
+)
 def test_ranges_are_checked(tmp_path, over, key):
     with pytest.raises(ConfigError, match=key):
         from_dict(JobConfig, _cfg(tmp_path, **over))
@@ -77,8 +82,16 @@ def test_limits_and_fields_become_tokenizer_options(tmp_path):
     limits = Limits(max_text_tokens=100, max_audio_seconds=12.5, image_resolution=128, max_image_pixels=10_000)
     p = str(tmp_path)
     assert TokenizerSpec("sentencepiece", p, threads=3, device="cuda").load_options("text", limits) == {
-        "num_threads": 3, "max_tokens": 100}
+        "num_threads": 3,
+        "max_tokens": 100,
+    }
     assert TokenizerSpec("vqmodel", p, batch_size=4, device="cuda").load_options("image", limits) == {
-        "batch_size": 4, "device": "cuda", "image_size": 128, "max_pixels": 10_000}
+        "batch_size": 4,
+        "device": "cuda",
+        "image_size": 128,
+        "max_pixels": 10_000,
+    }
     assert TokenizerSpec("dac", p, levels=2, options={"max_seconds": 5.0}).load_options("audio", limits) == {
-        "n_levels": 2, "max_seconds": 5.0}
+        "n_levels": 2,
+        "max_seconds": 5.0,
+    }

@@ -21,8 +21,9 @@ from tests.fixtures.datasets import job_config, read_rows
 from trimodal.pipeline.job import run_tokenize
 
 
-def test_sigkilled_driver_then_rerun_equals_clean_run(tiny_dataset, tiny_corpus, tokenizer_specs, ray_cluster,
-                                                      tmp_path):
+def test_sigkilled_driver_then_rerun_equals_clean_run(
+    tiny_dataset, tiny_corpus, tokenizer_specs, ray_cluster, tmp_path
+):
     # The text sources only (no codec actors to start, which is most of a tiny job's time): the
     # kill is in the driver, and the codec stages run the same driver code.
     corpus = copy.deepcopy(tiny_corpus)
@@ -34,15 +35,20 @@ def test_sigkilled_driver_then_rerun_equals_clean_run(tiny_dataset, tiny_corpus,
     path.write_text(yaml.safe_dump(cfg))
     n_inputs = sum(len(s["paths"]) for s in cfg["sources"])
     env = dict(os.environ, TRIMODAL_FAULTS=json.dumps({"kill_before_marker": 3}))
-    proc = subprocess.run([sys.executable, "-m", "trimodal.jobs.tokenize", str(path), "--address", ray_cluster,
-                           "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "trimodal.jobs.tokenize", str(path), "--address", ray_cluster, "--quiet"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
 
     # Killed mid-job: no manifest, some markers, and shards of at least one unmarked input.
     assert not (out / "manifest.json").exists()
     markers = {p.stem for p in (out / "_progress").glob("*.json")} - {"job"}
     assert 2 <= len(markers) < n_inputs
-    shard_keys = {p.name[len("part-"):].rsplit("-", 1)[0] for p in (out / "shards").glob("*.arrow")}
+    shard_keys = {p.name[len("part-") :].rsplit("-", 1)[0] for p in (out / "shards").glob("*.arrow")}
     assert shard_keys - markers, "the kill should leave shards of an input without a marker"
 
     s = run_tokenize(copy.deepcopy(cfg), address=ray_cluster, quiet=True)
@@ -59,9 +65,13 @@ def test_sigkilled_driver_then_rerun_equals_clean_run(tiny_dataset, tiny_corpus,
     clean_manifest = json.loads(open(os.path.join(tiny_dataset["uri"], "manifest.json")).read())
     resumed_manifest = json.loads((out / "manifest.json").read_text())
     keys = {i["key"] for i in resumed_manifest["inputs"]}
-    expect = [(e["path"], e["sha256"]) for e in clean_manifest["shards"]
-              if e["path"][len("shards/part-"):].rsplit("-", 1)[0] in keys]
+    expect = [
+        (e["path"], e["sha256"])
+        for e in clean_manifest["shards"]
+        if e["path"][len("shards/part-") :].rsplit("-", 1)[0] in keys
+    ]
     assert [(e["path"], e["sha256"]) for e in resumed_manifest["shards"]] == expect
     # No orphans: every shard file on disk is in the manifest.
     assert sorted(p.name for p in (out / "shards").glob("*.arrow")) == sorted(
-        e["path"].split("/")[-1] for e in resumed_manifest["shards"])
+        e["path"].split("/")[-1] for e in resumed_manifest["shards"]
+    )

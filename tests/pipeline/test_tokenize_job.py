@@ -14,10 +14,10 @@ import pytest
 
 from tests.fixtures.datasets import PLANTED, PLANTED_GOOD, job_config, read_rows
 from trimodal.config import from_dict
-from trimodal.pipeline.dataset import Dataset
+from trimodal.dataset.dataset import Dataset
+from trimodal.dataset.quarantine import read_quarantine
 from trimodal.pipeline.job import run_tokenize
 from trimodal.pipeline.job_config import JobConfig
-from trimodal.pipeline.quarantine import read_quarantine
 from trimodal.pipeline.readers import list_inputs, read_input, read_origin
 from trimodal.pipeline.sources import SourceConfig
 
@@ -131,12 +131,13 @@ def test_changed_job_refuses_old_progress(tiny_dataset):
         run_tokenize(cfg, quiet=True)
 
 
-def test_s3_input_and_output_with_a_codec_actor_killed(tiny_dataset, tiny_corpus, tokenizer_specs, ray_cluster,
-                                                       s3_bucket, tmp_path, monkeypatch):
+def test_s3_input_and_output_with_a_codec_actor_killed(
+    tiny_dataset, tiny_corpus, tokenizer_specs, ray_cluster, s3_bucket, tmp_path, monkeypatch
+):
     """Image-text corpus and dataset on S3 (moto server); the image actor's process is SIGKILLed
     after its first batch. Ray restarts it and retries the batch: same rows and codes as the
     local run of the same inputs."""
-    from trimodal.pipeline.storage import boto3_client
+    from trimodal.dataset.storage import boto3_client
 
     root = tiny_corpus["root"]
     client = boto3_client()
@@ -151,8 +152,9 @@ def test_s3_input_and_output_with_a_codec_actor_killed(tiny_dataset, tiny_corpus
             s3_paths.append(f"s3://{s3_bucket}/corpus/{rel}")
         src["paths"] = s3_paths
     flag = tmp_path / "killed.pid"
-    monkeypatch.setenv("TRIMODAL_FAULTS", json.dumps(
-        {"kill_actor": {"modality": "image", "flag": str(flag), "after_calls": 0}}))
+    monkeypatch.setenv(
+        "TRIMODAL_FAULTS", json.dumps({"kill_actor": {"modality": "image", "flag": str(flag), "after_calls": 0}})
+    )
     out = f"s3://{s3_bucket}/datasets/tiny"
     s = run_tokenize(job_config(corpus, specs, out), address=ray_cluster, quiet=True)
     pid = int(flag.read_text())
@@ -173,9 +175,12 @@ def test_unreadable_input_is_reported_and_retried(tmp_path, text_tokenizer_path,
     good.write_text("".join(json.dumps({"text": f"document number {i}"}) + "\n" for i in range(5)))
     broken = tmp_path / "broken.jsonl.gz"
     broken.write_bytes(b"this is not gzip data at all")
-    cfg = {"sources": [{"name": "docs", "kind": "text", "paths": [str(good), str(broken)]}],
-           "tokenizers": {"text": {"kind": "sentencepiece", "path": text_tokenizer_path}},
-           "output": {"uri": str(tmp_path / "ds")}, "progress": {"enabled": False}}
+    cfg = {
+        "sources": [{"name": "docs", "kind": "text", "paths": [str(good), str(broken)]}],
+        "tokenizers": {"text": {"kind": "sentencepiece", "path": text_tokenizer_path}},
+        "output": {"uri": str(tmp_path / "ds")},
+        "progress": {"enabled": False},
+    }
     s = run_tokenize(copy.deepcopy(cfg), address=ray_cluster, quiet=True)
     assert s["samples"] == 5
     assert [f["uri"] for f in s["failed_inputs"]] == [str(broken)]

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
+from trimodal.dataset.storage import resolve
 from trimodal.errors import ConfigError
 from trimodal.pipeline.resume import MarkerStore, input_key
-from trimodal.pipeline.storage import resolve
 
 
 @pytest.fixture(params=["local", "s3"])

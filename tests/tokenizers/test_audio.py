@@ -4,11 +4,10 @@ odd inputs through the real codec, fingerprints."""
 import numpy as np
 import pytest
 
+from tests.tokenizers.test_media_audio import encode_audio, tone
 from trimodal.errors import ConfigError, SampleError
 from trimodal.tokenizers.audio import DACTokenizer
 from trimodal.tokenizers.base import from_storage, load_tokenizer, to_storage
-
-from tests.tokenizers.test_media_audio import encode_audio, tone
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +34,10 @@ def test_round_trip_shapes_and_ranges(tok):
 
 def test_codes_do_not_depend_on_batch_neighbours(tok):
     rng = np.random.default_rng(0)
-    clips = [(tone(s, freq=f) + 0.05 * rng.standard_normal(int(s * 16000)).astype(np.float32), 16000)
-             for s, f in [(1.0, 300), (1.6, 500), (0.2, 700)]]
+    clips = [
+        (tone(s, freq=f) + 0.05 * rng.standard_normal(int(s * 16000)).astype(np.float32), 16000)
+        for s, f in [(1.0, 300), (1.6, 500), (0.2, 700)]
+    ]
     together = tok.encode(clips)
     assert [c.shape[1] for c in together] == [32, 50, 7]
     for a, b in zip(together, tok.encode(clips)):
@@ -82,7 +83,13 @@ def test_odd_audio_encodes(tok):
 
 def test_bad_items_are_isolated_and_named(tok):
     good = (tone(0.5), 16000)
-    batch = [good, encode_audio(np.zeros(0, np.float32), 16000), b"junk bytes", encode_audio(tone(), 16000)[:9000], good]
+    batch = [
+        good,
+        encode_audio(np.zeros(0, np.float32), 16000),
+        b"junk bytes",
+        encode_audio(tone(), 16000)[:9000],
+        good,
+    ]
     names = ["ok-0", "empty-1", "junk-2", "cut-3", "ok-4"]
     out = tok.encode_each(batch, names=names)
     reasons = [o.reason if isinstance(o, SampleError) else "ok" for o in out]
@@ -109,8 +116,16 @@ def test_decode_refuses_out_of_range_codes(tok):
 
 def test_fingerprint_changes_with_weights(tok, audio_codec_path_alt):
     fp = tok.fingerprint()
-    for key in ("kind", "name", "codebook_size", "levels", "sample_rate", "frame_rate", "weights_sha256",
-                "library_version"):
+    for key in (
+        "kind",
+        "name",
+        "codebook_size",
+        "levels",
+        "sample_rate",
+        "frame_rate",
+        "weights_sha256",
+        "library_version",
+    ):
         assert fp[key], key
     assert fp["kind"] == "dac" and fp["frame_rate"] == 16000 / 512
     alt = load_tokenizer("dac", audio_codec_path_alt)
@@ -130,8 +145,8 @@ def test_load_errors_are_config_errors(tmp_path):
 
 def test_forward_passes_are_capped_on_cpu(audio_codec_path, tok):
     assert tok.max_batch_samples == (1 << 22) // 32  # small codec: encoder_dim 32
-    assert tok.pass_size(16384) == 8 and tok.pass_size(65536) == 2 and tok.pass_size(10 ** 6) == 1
+    assert tok.pass_size(16384) == 8 and tok.pass_size(65536) == 2 and tok.pass_size(10**6) == 1
     uncapped = DACTokenizer(audio_codec_path, max_batch_samples=0, batch_size=3, device="cpu")
-    assert uncapped.pass_size(10 ** 6) == 3
+    assert uncapped.pass_size(10**6) == 3
     with pytest.raises(ConfigError, match="max_batch_samples"):
         DACTokenizer(audio_codec_path, max_batch_samples=-1)

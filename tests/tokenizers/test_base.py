@@ -5,8 +5,7 @@ import numpy as np
 import pytest
 
 from trimodal.errors import ConfigError, SampleError
-from trimodal.tokenizers.base import (Tokenizer, encode_safe, fingerprint_id, from_storage, load_tokenizer,
-                                      to_storage)
+from trimodal.tokenizers.base import Tokenizer, encode_safe, fingerprint_id, from_storage, load_tokenizer, to_storage
 
 
 class Upper(Tokenizer):
@@ -68,7 +67,9 @@ def test_text_kind_does_not_import_torch(text_tokenizer_path):
     import subprocess
     import sys
 
-    code = ("import sys; from trimodal.tokenizers.base import load_tokenizer; "
-            f"t = load_tokenizer('sentencepiece', {text_tokenizer_path!r}); t.encode(['hi there']); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from trimodal.tokenizers.base import load_tokenizer; "
+        f"t = load_tokenizer('sentencepiece', {text_tokenizer_path!r}); t.encode(['hi there']); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

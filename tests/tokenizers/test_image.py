@@ -7,11 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.tokenizers.test_media_image import jpeg_bytes, png_bytes, two_halves
 from trimodal.errors import ConfigError, SampleError
 from trimodal.tokenizers.base import from_storage, load_tokenizer, to_storage
 from trimodal.tokenizers.codecs import init_codec
-
-from tests.tokenizers.test_media_image import jpeg_bytes, png_bytes, two_halves
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +24,7 @@ def pictures(n: int, seed: int = 0) -> list[bytes]:
     for i in range(n):
         a = np.zeros((48 + 8 * i, 64, 3), np.uint8)
         a[:] = rng.integers(0, 255, 3)
-        a[10:30, 5 + i: 40 + i] = rng.integers(0, 255, 3)
+        a[10:30, 5 + i : 40 + i] = rng.integers(0, 255, 3)
         out.append(png_bytes(Image.fromarray(a)) if i % 2 else jpeg_bytes(Image.fromarray(a)))
     return out
 

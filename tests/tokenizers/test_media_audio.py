@@ -69,15 +69,18 @@ def test_silence_is_valid():
     assert y.shape == (8000,) and not y.any()
 
 
-@pytest.mark.parametrize("name, data, reason", [
-    ("empty.wav", b"", "empty_audio"),
-    ("zero.wav", encode_audio(np.zeros(0, np.float32), 16000), "empty_audio"),
-    ("garbage.wav", b"definitely not audio, just some text bytes", "corrupt_audio"),
-    ("cut-header.flac", encode_audio(tone(), 16000, "FLAC")[:30], "corrupt_audio"),
-    ("cut-middle.flac", encode_audio(tone(), 16000, "FLAC")[:3000], "corrupt_audio"),
-    ("cut-middle.wav", encode_audio(tone(), 16000, subtype="PCM_16")[:16000], "truncated_audio"),
-    ("song.m4a", b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00M4A mp42isom" + bytes(100), "unsupported_audio"),
-])
+@pytest.mark.parametrize(
+    "name, data, reason",
+    [
+        ("empty.wav", b"", "empty_audio"),
+        ("zero.wav", encode_audio(np.zeros(0, np.float32), 16000), "empty_audio"),
+        ("garbage.wav", b"definitely not audio, just some text bytes", "corrupt_audio"),
+        ("cut-header.flac", encode_audio(tone(), 16000, "FLAC")[:30], "corrupt_audio"),
+        ("cut-middle.flac", encode_audio(tone(), 16000, "FLAC")[:3000], "corrupt_audio"),
+        ("cut-middle.wav", encode_audio(tone(), 16000, subtype="PCM_16")[:16000], "truncated_audio"),
+        ("song.m4a", b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00M4A mp42isom" + bytes(100), "unsupported_audio"),
+    ],
+)
 def test_bad_audio_names_the_input(name, data, reason):
     with pytest.raises(SampleError) as e:
         media.prepare_audio(data, 16000, name)
@@ -85,13 +88,16 @@ def test_bad_audio_names_the_input(name, data, reason):
     assert "0x" not in str(e.value)  # no object addresses in quarantine messages
 
 
-@pytest.mark.parametrize("item, reason", [
-    ((np.zeros((2, 0), np.float32), 16000), "empty_audio"),
-    ((np.array([0.1, np.nan, 0.2], np.float32), 16000), "nonfinite_audio"),
-    ((np.zeros(100, np.float32), 0), "corrupt_audio"),
-    ((np.zeros((2, 2, 2), np.float32), 16000), "corrupt_audio"),
-    ("a string", "corrupt_audio"),
-])
+@pytest.mark.parametrize(
+    "item, reason",
+    [
+        ((np.zeros((2, 0), np.float32), 16000), "empty_audio"),
+        ((np.array([0.1, np.nan, 0.2], np.float32), 16000), "nonfinite_audio"),
+        ((np.zeros(100, np.float32), 0), "corrupt_audio"),
+        ((np.zeros((2, 2, 2), np.float32), 16000), "corrupt_audio"),
+        ("a string", "corrupt_audio"),
+    ],
+)
 def test_bad_waveforms(item, reason):
     with pytest.raises(SampleError) as e:
         media.prepare_audio(item, 16000, "clip-7")

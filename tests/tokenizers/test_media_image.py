@@ -29,7 +29,7 @@ def two_halves(w=80, h=40) -> Image.Image:
     """Left half red, right half blue: any rotation or mirroring is visible."""
     a = np.zeros((h, w, 3), np.uint8)
     a[:, : w // 2] = (255, 0, 0)
-    a[:, w // 2:] = (0, 0, 255)
+    a[:, w // 2 :] = (0, 0, 255)
     return Image.fromarray(a)
 
 

@@ -47,14 +47,17 @@ def test_utf8_bytes_are_accepted(tok):
     np.testing.assert_array_equal(tok.encode([s.encode("utf-8")])[0], tok.encode([s])[0])
 
 
-@pytest.mark.parametrize("bad, reason", [
-    ("", "empty_text"),
-    ("   \n\t ", "empty_text"),
-    (None, "empty_text"),
-    (b"caf\xe9 latin-1", "non_utf8"),
-    ("lone surrogate \udcff here", "non_utf8"),
-    (42, "bad_text"),
-])
+@pytest.mark.parametrize(
+    "bad, reason",
+    [
+        ("", "empty_text"),
+        ("   \n\t ", "empty_text"),
+        (None, "empty_text"),
+        (b"caf\xe9 latin-1", "invalid_utf8"),
+        ("lone surrogate \udcff here", "invalid_utf8"),
+        (42, "bad_text"),
+    ],
+)
 def test_bad_text_is_isolated_and_named(tok, bad, reason):
     names = ["doc-ok-1", "doc-bad", "doc-ok-2"]
     out = tok.encode_each(["good text", bad, "more good text"], names=names)
@@ -68,8 +71,7 @@ def test_bad_text_is_isolated_and_named(tok, bad, reason):
 
 def test_max_tokens_rejects_instead_of_truncating(text_tokenizer_path):
     tok = SentencePieceTokenizer(text_tokenizer_path, max_tokens=5)
-    out = tok.encode_each(["short", "a much longer text that certainly needs more than five pieces"],
-                          names=["a", "b"])
+    out = tok.encode_each(["short", "a much longer text that certainly needs more than five pieces"], names=["a", "b"])
     assert isinstance(out[0], np.ndarray)
     assert isinstance(out[1], SampleError) and out[1].reason == "text_too_long" and "'b'" in str(out[1])
     with pytest.raises(ConfigError, match="max_tokens"):
@@ -92,8 +94,9 @@ def test_fingerprint_names_what_changes_codes(tmp_path, text_corpus_path, tok):
     assert fp["kind"] == "sentencepiece" and fp["modality"] == "text" and fp["levels"] == 1
     assert fp["codebook_size"] == 512 and fp["model_type"] == "bpe" and fp["byte_fallback"] is True
     assert fp["library"] == "sentencepiece" and fp["library_version"]
-    uni = SentencePieceTokenizer(train_text_tokenizer([text_corpus_path], str(tmp_path / "uni"), 512,
-                                                      model_type="unigram"))
+    uni = SentencePieceTokenizer(
+        train_text_tokenizer([text_corpus_path], str(tmp_path / "uni"), 512, model_type="unigram")
+    )
     small = SentencePieceTokenizer(train_text_tokenizer([text_corpus_path], str(tmp_path / "s400"), 400))
     ids = {tok.fingerprint_id(), uni.fingerprint_id(), small.fingerprint_id()}
     assert len(ids) == 3
@@ -142,10 +145,26 @@ def run_cli(args, capsys):
 
 def test_cli_train_text_jsonl(tmp_path, capsys):
     corpus = tmp_path / "docs.jsonl"
-    corpus.write_text("".join(json.dumps({"content": line}) + "\n" for line in make_text_corpus(800, seed=3)),
-                      encoding="utf-8")
-    code, out, _ = run_cli(["tokenizer", "train-text", str(corpus), "--field", "content", "--vocab-size", "400",
-                            "--model-type", "unigram", "--out", str(tmp_path / "m" / "uni"), "--json"], capsys)
+    corpus.write_text(
+        "".join(json.dumps({"content": line}) + "\n" for line in make_text_corpus(800, seed=3)), encoding="utf-8"
+    )
+    code, out, _ = run_cli(
+        [
+            "tokenizer",
+            "train-text",
+            str(corpus),
+            "--field",
+            "content",
+            "--vocab-size",
+            "400",
+            "--model-type",
+            "unigram",
+            "--out",
+            str(tmp_path / "m" / "uni"),
+            "--json",
+        ],
+        capsys,
+    )
     assert code == 0
     result = json.loads(out)
     assert result["path"] == str(tmp_path / "m" / "uni.model")
@@ -156,6 +175,8 @@ def test_cli_train_text_jsonl(tmp_path, capsys):
 
 def test_cli_train_text_bad_vocab_size_exits_2(tmp_path, capsys):
     (tmp_path / "tiny.txt").write_text("ab ab ab\n", encoding="utf-8")
-    code, _, err = run_cli(["tokenizer", "train-text", str(tmp_path / "tiny.txt"), "--vocab-size", "100000",
-                            "--out", str(tmp_path / "x")], capsys)
+    code, _, err = run_cli(
+        ["tokenizer", "train-text", str(tmp_path / "tiny.txt"), "--vocab-size", "100000", "--out", str(tmp_path / "x")],
+        capsys,
+    )
     assert code == 2 and "vocab_size" in err

@@ -9,8 +9,14 @@ from trimodal.tokenizers.vocab import MODALITY_IDS, NUM_SPECIALS, Vocabulary
 
 FPS = {
     "text": {"kind": "sentencepiece", "name": "spm", "codebook_size": 500, "levels": 1, "weights_sha256": "t" * 64},
-    "image": {"kind": "vqmodel", "name": "vq", "codebook_size": 1024, "levels": 1, "code_grid": [8, 8],
-              "weights_sha256": "i" * 64},
+    "image": {
+        "kind": "vqmodel",
+        "name": "vq",
+        "codebook_size": 1024,
+        "levels": 1,
+        "code_grid": [8, 8],
+        "weights_sha256": "i" * 64,
+    },
     "audio": {"kind": "dac", "name": "dac", "codebook_size": 1024, "levels": 4, "weights_sha256": "a" * 64},
 }
 
@@ -32,8 +38,20 @@ def test_layout_is_contiguous_and_disjoint():
 
 def test_specials_are_distinct_and_cover_tasks():
     v = Vocabulary.from_fingerprints(FPS)
-    names = ["<pad>", "<mask>", "<bos>", "<eos>", "<boi>", "<eoi>", "<boa>", "<eoa>",
-             "<t2i>", "<i2t>", "<t2s>", "<s2t>"]
+    names = [
+        "<pad>",
+        "<mask>",
+        "<bos>",
+        "<eos>",
+        "<boi>",
+        "<eoi>",
+        "<boa>",
+        "<eoa>",
+        "<t2i>",
+        "<i2t>",
+        "<t2s>",
+        "<s2t>",
+    ]
     ids = [v.special(n) for n in names]
     assert len(set(ids)) == len(ids) and all(0 <= i < NUM_SPECIALS for i in ids)
     assert v.pad_id == 0 and v.mask_id == v.special("<mask>")

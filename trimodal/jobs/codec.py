@@ -21,7 +21,13 @@ def codec():
 
 @codec.command("init")
 @click.argument("kind", type=click.Choice(["image", "audio"]))
-@click.option("--config", "config", type=click.Choice(sorted(set(CONFIGS["image"]) | set(CONFIGS["audio"]))), default="small", show_default=True)
+@click.option(
+    "--config",
+    "config",
+    type=click.Choice(sorted(set(CONFIGS["image"]) | set(CONFIGS["audio"]))),
+    default="small",
+    show_default=True,
+)
 @click.option("--out", required=True, help="Output directory (audio: a .pth path is also accepted).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -33,11 +39,14 @@ def init(kind, config, out, seed, as_json):
     path = init_codec(kind, config, out, seed=seed)
     fp = load_tokenizer({"image": "vqmodel", "audio": "dac"}[kind], path, device="cpu").fingerprint()
     if as_json:
-        click.echo(json.dumps({"kind": kind, "config": config, "seed": seed, "path": path, "fingerprint": fp},
-                              sort_keys=True))
+        click.echo(
+            json.dumps({"kind": kind, "config": config, "seed": seed, "path": path, "fingerprint": fp}, sort_keys=True)
+        )
     else:
-        click.echo(f"wrote {kind} codec '{config}' (seed {seed}) to {path}; "
-                   f"{fp['codebook_size']} codes x {fp['levels']} level(s), sha256 {fp['weights_sha256'][:12]}")
+        click.echo(
+            f"wrote {kind} codec '{config}' (seed {seed}) to {path}; "
+            f"{fp['codebook_size']} codes x {fp['levels']} level(s), sha256 {fp['weights_sha256'][:12]}"
+        )
 
 
 def detect_kind(path: str) -> str:
@@ -52,14 +61,20 @@ def detect_kind(path: str) -> str:
         return "dac"
     if path.endswith(".model") and os.path.isfile(path):
         return "sentencepiece"
-    raise ConfigError(f"--kind: cannot tell the codec kind of {path} (expected a VQModel directory with "
-                      f"config.json, a DAC .pth or a SentencePiece .model); pass --kind")
+    raise ConfigError(
+        f"--kind: cannot tell the codec kind of {path} (expected a VQModel directory with "
+        f"config.json, a DAC .pth or a SentencePiece .model); pass --kind"
+    )
 
 
 @codec.command("info")
 @click.argument("path", type=click.Path(exists=True))
-@click.option("--kind", type=click.Choice(["vqmodel", "dac", "sentencepiece"]), default=None,
-              help="Tokenizer kind (default: guessed from PATH).")
+@click.option(
+    "--kind",
+    type=click.Choice(["vqmodel", "dac", "sentencepiece"]),
+    default=None,
+    help="Tokenizer kind (default: guessed from PATH).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def info(path, kind, as_json):
     """Print what a codec at PATH is: kind, codebook, levels, rates or grid, size, fingerprint."""
@@ -70,16 +85,25 @@ def info(path, kind, as_json):
     fp = tok.fingerprint()
     model = getattr(tok, "model", None)
     params = sum(p.numel() for p in model.parameters()) if model is not None else None
-    result = {"path": path, "kind": kind, "parameters": params, "fingerprint_id": tok.fingerprint_id(),
-              "fingerprint": fp}
+    result = {
+        "path": path,
+        "kind": kind,
+        "parameters": params,
+        "fingerprint_id": tok.fingerprint_id(),
+        "fingerprint": fp,
+    }
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
         return
     click.echo(f"{path}: {kind} ({fp['modality']}), {fp['codebook_size']} codes x {fp['levels']} level(s)")
     if "code_grid" in fp:
-        click.echo(f"  image {fp['image_size']}x{fp['image_size']} -> code grid {fp['code_grid'][0]}x{fp['code_grid'][1]}")
+        click.echo(
+            f"  image {fp['image_size']}x{fp['image_size']} -> code grid {fp['code_grid'][0]}x{fp['code_grid'][1]}"
+        )
     if "sample_rate" in fp:
-        click.echo(f"  {fp['sample_rate']} Hz, {fp['frame_rate']:g} frames/s, {fp['levels']} of {fp['model_levels']} levels")
+        click.echo(
+            f"  {fp['sample_rate']} Hz, {fp['frame_rate']:g} frames/s, {fp['levels']} of {fp['model_levels']} levels"
+        )
     if params is not None:
         click.echo(f"  {params / 1e6:.2f}M parameters")
     click.echo(f"  weights sha256 {fp['weights_sha256']}, {fp['library']} {fp['library_version']}")

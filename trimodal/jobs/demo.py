@@ -44,31 +44,42 @@ def build_inputs(workdir: str, seed: int, quiet: bool) -> dict:
     t0 = _stage("corpus: text documents, captioned shapes, described audio clips", quiet)
     corpus = write_demo_corpus(workdir, seed=seed)
     text_files = corpus_text_files(corpus, os.path.join(workdir, "tokenizers"))
-    text_model = train_text_tokenizer(text_files, os.path.join(workdir, "tokenizers", "text"), vocab_size=512,
-                                      model_type="bpe", seed=seed)
+    text_model = train_text_tokenizer(
+        text_files, os.path.join(workdir, "tokenizers", "text"), vocab_size=512, model_type="bpe", seed=seed
+    )
     image_codec = init_codec("image", "small", os.path.join(workdir, "codecs", "image"), seed=seed)
     audio_codec = init_codec("audio", "small", os.path.join(workdir, "codecs", "audio"), seed=seed)
     if not quiet:
-        click.echo(f"corpus {corpus['counts']} in {corpus['root']}\ntext tokenizer {text_model}\n"
-                   f"codecs {image_codec}, {audio_codec} ({time.monotonic() - t0:.1f}s)", err=True)
-    return {"sources": corpus["sources"],
-            "tokenizers": {"text": {"kind": "sentencepiece", "path": text_model},
-                           "image": {"kind": "vqmodel", "path": image_codec},
-                           "audio": {"kind": "dac", "path": audio_codec}}}
+        click.echo(
+            f"corpus {corpus['counts']} in {corpus['root']}\ntext tokenizer {text_model}\n"
+            f"codecs {image_codec}, {audio_codec} ({time.monotonic() - t0:.1f}s)",
+            err=True,
+        )
+    return {
+        "sources": corpus["sources"],
+        "tokenizers": {
+            "text": {"kind": "sentencepiece", "path": text_model},
+            "image": {"kind": "vqmodel", "path": image_codec},
+            "audio": {"kind": "dac", "path": audio_codec},
+        },
+    }
 
 
 def tokenize_stage(workdir: str, inputs: dict, quiet: bool) -> dict:
-    from trimodal.jobs.inspect import format_summary
-    from trimodal.pipeline.dataset import Dataset, summarize
     from trimodal.config import from_yaml
+    from trimodal.dataset.dataset import Dataset, summarize
+    from trimodal.jobs.inspect import format_summary
     from trimodal.pipeline.job import run_tokenize
     from trimodal.pipeline.job_config import JobConfig
 
     t0 = _stage("tokenize (Ray Data, local Ray)", quiet)
     dataset = os.path.join(workdir, "dataset")
-    config = {"sources": inputs["sources"], "tokenizers": inputs["tokenizers"],
-              "output": {"uri": dataset, "shard_rows": 256},
-              "limits": {"max_audio_seconds": 10.0}}
+    config = {
+        "sources": inputs["sources"],
+        "tokenizers": inputs["tokenizers"],
+        "output": {"uri": dataset, "shard_rows": 256},
+        "limits": {"max_audio_seconds": 10.0},
+    }
     # Run from the YAML written here, exactly as `trimodal tokenize tokenize.yaml` would.
     path = _write_yaml(os.path.join(workdir, "tokenize.yaml"), config)
     summary = run_tokenize(from_yaml(JobConfig, path), quiet=quiet)
@@ -84,10 +95,15 @@ def mix_stage(workdir: str, dataset: str, seq_len: int, seed: int, quiet: bool) 
     from trimodal.mixer.preview import format_preview, preview_mix
 
     _stage("mix preview", quiet)
-    mix = {"seq_len": seq_len, "seed": seed,
-           "sources": [{"name": "text", "dataset": dataset, "share": 0.4, "dataset_sources": ["demo_text"]},
-                       {"name": "image_text", "dataset": dataset, "share": 0.3, "dataset_sources": ["demo_images"]},
-                       {"name": "audio_text", "dataset": dataset, "share": 0.3, "dataset_sources": ["demo_audio"]}]}
+    mix = {
+        "seq_len": seq_len,
+        "seed": seed,
+        "sources": [
+            {"name": "text", "dataset": dataset, "share": 0.4, "dataset_sources": ["demo_text"]},
+            {"name": "image_text", "dataset": dataset, "share": 0.3, "dataset_sources": ["demo_images"]},
+            {"name": "audio_text", "dataset": dataset, "share": 0.3, "dataset_sources": ["demo_audio"]},
+        ],
+    }
     _write_yaml(os.path.join(workdir, "mix.yaml"), mix)
     result = preview_mix(mix, steps=200, global_batch=16, plot=os.path.join(workdir, "mix_shares.png"))
     if not quiet:
@@ -101,15 +117,28 @@ def train_stage(workdir: str, mix: dict, tokenizers: dict, steps: int, seed: int
 
     _stage(f"train a tiny masked diffusion model ({steps} steps, Ray Train, 2 CPU workers)", quiet)
     run = os.path.join(workdir, "run")
-    config = {"mix": {k: v for k, v in mix.items() if k != "preview"}, "output": run, "steps": steps,
-              "physical_batch": 8, "logical_batch": 16, "num_workers": 2, "cpus_per_worker": 0.5,
-              "model": {"preset": "tiny"}, "optim": {"warmup_steps": max(1, steps // 20)},
-              "hyper": {"lr_base": 3e-3, "base_batch_tokens": 16 * mix["seq_len"],
-                        "base_horizon_tokens": float(steps * 16 * mix["seq_len"]),
-                        # A toy horizon: S_crit scaled down so the demo batch stays under B_crit.
-                        "s_crit": max(1.0, steps / 16)},
-              "checkpoint_every": max(1, steps // 2), "log_every": 10, "seed": seed,
-              "tokenizers": tokenizers}
+    config = {
+        "mix": {k: v for k, v in mix.items() if k != "preview"},
+        "output": run,
+        "steps": steps,
+        "physical_batch": 8,
+        "logical_batch": 16,
+        "num_workers": 2,
+        "cpus_per_worker": 0.5,
+        "model": {"preset": "tiny"},
+        "optim": {"warmup_steps": max(1, steps // 20)},
+        "hyper": {
+            "lr_base": 3e-3,
+            "base_batch_tokens": 16 * mix["seq_len"],
+            "base_horizon_tokens": float(steps * 16 * mix["seq_len"]),
+            # A toy horizon: S_crit scaled down so the demo batch stays under B_crit.
+            "s_crit": max(1.0, steps / 16),
+        },
+        "checkpoint_every": max(1, steps // 2),
+        "log_every": 10,
+        "seed": seed,
+        "tokenizers": tokenizers,
+    }
     _write_yaml(os.path.join(workdir, "train.yaml"), config)
     return run_train(config, resume=latest_checkpoint(run) is not None)
 
@@ -119,8 +148,11 @@ def generate_stage(workdir: str, checkpoint: str, seed: int, quiet: bool) -> dic
 
     _stage("generate one sample per modality", quiet)
     samples = os.path.join(workdir, "samples")
-    jobs = {"text": ("the", "text.txt"), "t2i": ("a red circle in the top left", "image.png"),
-            "t2s": ("a rising tone", "audio.wav")}
+    jobs = {
+        "text": ("the", "text.txt"),
+        "t2i": ("a red circle in the top left", "image.png"),
+        "t2s": ("a rising tone", "audio.wav"),
+    }
     out = {}
     for task, (prompt, name) in jobs.items():
         info = run_generate(checkpoint, task, prompt, os.path.join(samples, name), steps=16, seed=seed)
@@ -131,10 +163,21 @@ def generate_stage(workdir: str, checkpoint: str, seed: int, quiet: bool) -> dic
 
 
 @click.command("demo")
-@click.option("--workdir", default="trimodal-demo", show_default=True, type=click.Path(file_okay=False),
-              help="Where the corpus, dataset, run and samples go.")
+@click.option(
+    "--workdir",
+    default="trimodal-demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the corpus, dataset, run and samples go.",
+)
 @click.option("--steps", default=300, show_default=True, type=click.IntRange(min=1), help="Training steps.")
-@click.option("--seq-len", default=320, show_default=True, type=click.IntRange(min=32), help="Sequence length (320 fits the corpus's longest audio pair).")
+@click.option(
+    "--seq-len",
+    default=320,
+    show_default=True,
+    type=click.IntRange(min=32),
+    help="Sequence length (320 fits the corpus's longest audio pair).",
+)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--fresh", is_flag=True, help="Delete the work directory first instead of reusing it.")
 @click.option("--quiet", is_flag=True, help="Only the final summary.")
@@ -168,7 +211,9 @@ def demo(workdir, steps, seq_len, seed, fresh, quiet, as_json):
         "workdir": workdir,
         "wall_s": round(time.monotonic() - t0, 1),
         "dataset": tok["output"],
-        "samples": tok["samples"], "tokens": tok["tokens"], "quarantined": tok["quarantined"],
+        "samples": tok["samples"],
+        "tokens": tok["tokens"],
+        "quarantined": tok["quarantined"],
         "mix": mix["preview"],
         "train": {k: train[k] for k in ("step", "first_loss", "final_loss", "checkpoint", "log_dir")},
         "generated": {m: info["out"] for m, info in samples.items()},
@@ -178,6 +223,9 @@ def demo(workdir, steps, seq_len, seed, fresh, quiet, as_json):
     if as_json:
         click.echo(json.dumps(summary, default=str))
     else:
-        click.secho(f"\ndemo done in {summary['wall_s']}s: {tok['samples']} samples tokenized; loss "
-                    f"{train['first_loss']:.3f} -> {train['final_loss']:.3f} over {train['step']} steps; "
-                    f"samples in {os.path.join(workdir, 'samples')}", bold=True)
+        click.secho(
+            f"\ndemo done in {summary['wall_s']}s: {tok['samples']} samples tokenized; loss "
+            f"{train['first_loss']:.3f} -> {train['final_loss']:.3f} over {train['step']} steps; "
+            f"samples in {os.path.join(workdir, 'samples')}",
+            bold=True,
+        )

@@ -33,29 +33,50 @@ import tarfile
 
 import numpy as np
 
+from trimodal.dataset.storage import atomic_local_path, write_local_atomic
+
 SAMPLE_RATE = 16000
 IMAGES_PER_SHARD = 32
 CLIPS_PER_SHARD = 24
 TEXT_FILES = 4
 
 COLOURS = {
-    "red": (220, 30, 30), "green": (30, 170, 60), "blue": (30, 70, 220), "yellow": (240, 210, 20),
-    "orange": (245, 140, 20), "purple": (140, 50, 170), "black": (15, 15, 15), "pink": (240, 120, 180),
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (30, 70, 220),
+    "yellow": (240, 210, 20),
+    "orange": (245, 140, 20),
+    "purple": (140, 50, 170),
+    "black": (15, 15, 15),
+    "pink": (240, 120, 180),
 }
 BACKGROUNDS = {"white": (250, 250, 250), "grey": (128, 128, 128), "light blue": (190, 220, 250)}
 SHAPES = ("circle", "square", "triangle")
 POSITIONS = {  # name -> (column, row) on a 3x3 grid
-    "top left": (0, 0), "top": (1, 0), "top right": (2, 0), "left": (0, 1), "center": (1, 1),
-    "right": (2, 1), "bottom left": (0, 2), "bottom": (1, 2), "bottom right": (2, 2),
+    "top left": (0, 0),
+    "top": (1, 0),
+    "top right": (2, 0),
+    "left": (0, 1),
+    "center": (1, 1),
+    "right": (2, 1),
+    "bottom left": (0, 2),
+    "bottom": (1, 2),
+    "bottom right": (2, 2),
 }
 NUMBER_WORDS = {1: "one", 2: "two", 3: "three", 4: "four"}
 TONES = (220, 330, 440, 550, 660, 880)
 VOWELS = {  # first three formants (Hz) of adult vowels
-    "ah": (730, 1090, 2440), "ee": (270, 2290, 3010), "oo": (300, 870, 2240), "eh": (530, 1840, 2480),
+    "ah": (730, 1090, 2440),
+    "ee": (270, 2290, 3010),
+    "oo": (300, 870, 2240),
+    "eh": (530, 1840, 2480),
     "oh": (570, 840, 2410),
 }
-CHORDS = {"a major chord": (261.6, 329.6, 392.0), "a minor chord": (261.6, 311.1, 392.0),
-          "a low chord": (130.8, 164.8, 196.0)}
+CHORDS = {
+    "a major chord": (261.6, 329.6, 392.0),
+    "a minor chord": (261.6, 311.1, 392.0),
+    "a low chord": (130.8, 164.8, 196.0),
+}
 
 
 # ---------------------------------------------------------------- text
@@ -73,13 +94,13 @@ def _sentence(rng: random.Random) -> str:
         f"A {size} {colour} {shape} is drawn next to a {other} {shape2}.",
         f"{colour.capitalize()} is a warm colour, and the {shape} looks bright against the background.",
         f"If you turn the {shape} around, it still looks like a {shape}.",
-        f"A square has four equal sides, while a triangle has three corners.",
-        f"A circle is round and has no corners at all.",
+        "A square has four equal sides, while a triangle has three corners.",
+        "A circle is round and has no corners at all.",
         f"The tone at {hz} hertz rises slowly and then fades away.",
         f"We heard {NUMBER_WORDS[n]} short beep{'s' if n > 1 else ''} at {hz} hertz.",
-        f"A burst of white noise sounds like wind or rain.",
+        "A burst of white noise sounds like wind or rain.",
         f"The chord had three notes, and the lowest note was {rng.choice(TONES[:3])} hertz.",
-        f"Higher tones sound thin and sharp, and lower tones sound deep and soft.",
+        "Higher tones sound thin and sharp, and lower tones sound deep and soft.",
         f"She painted a {colour} {shape} in the {pos} and a {other} one below it.",
         f"The sound started low and rose to {hz} hertz in about one second.",
         f"In this picture the background is {rng.choice(sorted(BACKGROUNDS))} and the shape is {colour}.",
@@ -96,7 +117,7 @@ def demo_documents(n: int, seed: int = 0) -> list[str]:
 # ---------------------------------------------------------------- images
 
 
-def _draw(shape: str, colour: tuple, background: tuple, cell: tuple[int, int], big: bool, size: int) -> "Image":
+def _draw(shape: str, colour: tuple, background: tuple, cell: tuple[int, int], big: bool, size: int) -> PIL.Image.Image:  # noqa: F821
     from PIL import Image, ImageDraw
 
     img = Image.new("RGB", (size, size), background)
@@ -131,8 +152,14 @@ def demo_images(n: int, seed: int = 0, size: int = 64) -> list[tuple[str, bytes,
         img.save(buf, format="JPEG" if ext == "jpg" else "PNG", **({"quality": 95} if ext == "jpg" else {}))
         where = "in the center" if pos == "center" else f"in the {pos}" if " " in pos else f"at the {pos}"
         caption = f"a {'large' if big else 'small'} {colour} {shape} {where} on a {bg} background"
-        out.append((ext, buf.getvalue(), caption,
-                    {"shape": shape, "colour": colour, "background": bg, "position": pos, "large": big}))
+        out.append(
+            (
+                ext,
+                buf.getvalue(),
+                caption,
+                {"shape": shape, "colour": colour, "background": bg, "position": pos, "large": big},
+            )
+        )
     return out
 
 
@@ -192,7 +219,7 @@ def _clip(rng: random.Random, nrng: np.random.Generator) -> tuple[np.ndarray, st
     elif kind in ("rise", "fall"):
         lo, hi = rng.choice([(220, 880), (330, 660), (220, 440)])
         f0, f1 = (lo, hi) if kind == "rise" else (hi, lo)
-        phase = 2 * math.pi * (f0 * t + (f1 - f0) * t ** 2 / (2 * dur))
+        phase = 2 * math.pi * (f0 * t + (f1 - f0) * t**2 / (2 * dur))
         x = np.sin(phase)
         text = f"a {'rising' if kind == 'rise' else 'falling'} tone from {f0} to {f1} hertz"
     elif kind == "beeps":
@@ -201,7 +228,7 @@ def _clip(rng: random.Random, nrng: np.random.Generator) -> tuple[np.ndarray, st
         for b in range(n):
             s = int((0.1 + b * 0.3) * SAMPLE_RATE)
             seg = _fade(np.sin(2 * math.pi * hz * _t(0.15)))
-            x[s:s + len(seg)] = seg[: max(0, len(x) - s)]
+            x[s : s + len(seg)] = seg[: max(0, len(x) - s)]
         text = f"{NUMBER_WORDS[n]} short beep{'s' if n > 1 else ''} at {hz} hertz"
     elif kind == "chord":
         name = rng.choice(sorted(CHORDS))
@@ -209,7 +236,7 @@ def _clip(rng: random.Random, nrng: np.random.Generator) -> tuple[np.ndarray, st
         text = name
     else:
         x = nrng.standard_normal(len(t)) * 0.3
-        x[int(0.6 * len(t)):] = 0
+        x[int(0.6 * len(t)) :] = 0
         text = "a short burst of white noise"
     x = _fade(0.5 * np.asarray(x, dtype=np.float64))
     return x.astype(np.float32), text
@@ -236,19 +263,18 @@ def demo_clips(n: int, seed: int = 0) -> list[tuple[str, bytes, str]]:
 
 def _tar(path: str, members: list[tuple[str, bytes]]) -> None:
     """A tar whose bytes depend only on `members` (fixed mtime, owner, mode)."""
-    tmp = f"{path}.tmp"
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tf:
+    with atomic_local_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tf:
         for name, data in members:
             info = tarfile.TarInfo(name)
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             info.uid = info.gid = 0
             info.uname = info.gname = ""
             tf.addfile(info, io.BytesIO(data))
-    os.replace(tmp, path)
 
 
-def write_demo_corpus(workdir: str, n_text: int = 400, n_images: int = 96, n_audio: int = 48, seed: int = 0,
-                      image_size: int = 64) -> dict:
+def write_demo_corpus(
+    workdir: str, n_text: int = 400, n_images: int = 96, n_audio: int = 48, seed: int = 0, image_size: int = 64
+) -> dict:
     """Write the corpus under ``<workdir>/corpus`` (existing files are overwritten) and return::
 
         {"root": ".../corpus",
@@ -270,7 +296,7 @@ def write_demo_corpus(workdir: str, n_text: int = 400, n_images: int = 96, n_aud
         nfiles = max(1, min(TEXT_FILES, n_text))
         per = math.ceil(n_text / nfiles)
         for f in range(nfiles):
-            chunk = docs[f * per:(f + 1) * per]
+            chunk = docs[f * per : (f + 1) * per]
             if not chunk:
                 break
             if f == nfiles - 1 and nfiles > 1:
@@ -280,9 +306,10 @@ def write_demo_corpus(workdir: str, n_text: int = 400, n_images: int = 96, n_aud
                 data = gzip.compress("".join(t + "\n" for t in chunk).encode("utf-8"), mtime=0)
             else:
                 path = os.path.join(d, f"docs-{f:05d}.jsonl")
-                data = "".join(json.dumps({"id": f"doc-{f * per + i:06d}", "text": t}) + "\n"
-                               for i, t in enumerate(chunk)).encode("utf-8")
-            _write(path, data)
+                data = "".join(
+                    json.dumps({"id": f"doc-{f * per + i:06d}", "text": t}) + "\n" for i, t in enumerate(chunk)
+                ).encode("utf-8")
+            write_local_atomic(path, data)
             paths["text"].append(path)
 
     if n_images:
@@ -295,7 +322,7 @@ def write_demo_corpus(workdir: str, n_text: int = 400, n_images: int = 96, n_aud
             # The last of several shards carries its captions only in .json members.
             json_only = nshards > 1 and shard == nshards - 1
             members = []
-            for i, (ext, data, caption, fields) in enumerate(images[s:s + IMAGES_PER_SHARD], start=s):
+            for i, (ext, data, caption, fields) in enumerate(images[s : s + IMAGES_PER_SHARD], start=s):
                 key = f"{i:06d}"
                 members.append((f"{key}.{ext}", data))
                 if not json_only:
@@ -311,7 +338,7 @@ def write_demo_corpus(workdir: str, n_text: int = 400, n_images: int = 96, n_aud
         clips = demo_clips(n_audio, seed)
         for s in range(0, n_audio, CLIPS_PER_SHARD):
             members = []
-            for i, (ext, data, text) in enumerate(clips[s:s + CLIPS_PER_SHARD], start=s):
+            for i, (ext, data, text) in enumerate(clips[s : s + CLIPS_PER_SHARD], start=s):
                 key = f"{i:06d}"
                 members += [(f"{key}.{ext}", data), (f"{key}.txt", text.encode())]
             path = os.path.join(d, f"shard-{s // CLIPS_PER_SHARD:05d}.tar")
@@ -319,13 +346,6 @@ def write_demo_corpus(workdir: str, n_text: int = 400, n_images: int = 96, n_aud
             paths["audio_text"].append(path)
     counts = {"text": n_text, "image_text": n_images, "audio_text": n_audio}
     return {"root": root, "paths": paths, "counts": counts, "sources": demo_sources(paths)}
-
-
-def _write(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
 
 
 def demo_sources(paths: dict) -> list[dict]:

@@ -36,8 +36,10 @@ def _tokenizer(modality: str, cfg, vocab, overrides: dict):
         ref = cfg.tokenizers[modality]
         kind, path, options = ref.kind, ref.path, dict(ref.options)
     else:
-        raise ConfigError(f"tokenizers.{modality}: the checkpoint's config names no {modality} tokenizer; "
-                          f"pass --tokenizer {modality}=KIND:PATH")
+        raise ConfigError(
+            f"tokenizers.{modality}: the checkpoint's config names no {modality} tokenizer; "
+            f"pass --tokenizer {modality}=KIND:PATH"
+        )
     tok = load_tokenizer(kind, path, **options)
     vocab.check(modality, tok.fingerprint(), what=f"tokenizer {path}")
     return tok
@@ -57,10 +59,21 @@ def target_length(task: str, vocab, length: int | None, seconds: float | None) -
     return int(length or 32)
 
 
-def run_generate(checkpoint: str, task: str, prompt: str, out: str, steps: int = 16, temperature: float = 1.0,
-                 remasking: str = "low_confidence", cfg_scale: float = 1.0, length: int | None = None,
-                 seconds: float | None = None, seed: int = 0, tokenizers: dict | None = None,
-                 device: str = "cpu") -> dict:
+def run_generate(
+    checkpoint: str,
+    task: str,
+    prompt: str,
+    out: str,
+    steps: int = 16,
+    temperature: float = 1.0,
+    remasking: str = "low_confidence",
+    cfg_scale: float = 1.0,
+    length: int | None = None,
+    seconds: float | None = None,
+    seed: int = 0,
+    tokenizers: dict | None = None,
+    device: str = "cpu",
+) -> dict:
     """Generate one sample into `out` (.png / .wav / .txt); returns what was written."""
     import torch
 
@@ -88,15 +101,33 @@ def run_generate(checkpoint: str, task: str, prompt: str, out: str, steps: int =
     tpl = build_template(vocab, task, prompt_ids, n)
     schedule = DiffusionLoss(cfg.diffusion, vocab).schedule_for(modality)
     torch.manual_seed(seed)
-    ids = sample(model, vocab, tpl, steps=steps, temperature=temperature, remasking=remasking,
-                 cfg_scale=cfg_scale, schedule=schedule, seed=seed)
+    ids = sample(
+        model,
+        vocab,
+        tpl,
+        steps=steps,
+        temperature=temperature,
+        remasking=remasking,
+        cfg_scale=cfg_scale,
+        schedule=schedule,
+        seed=seed,
+    )
     codes = from_storage(modality, vocab.ids_to_codes(modality, ids), vocab.fingerprints[modality])
     media = target_tok.decode([codes])[0]
 
     parent = os.path.dirname(os.path.abspath(out))
     os.makedirs(parent, exist_ok=True)
-    info = {"task": task, "out": os.path.abspath(out), "prompt": prompt, "target_tokens": int(n), "steps": steps,
-            "temperature": temperature, "remasking": remasking, "cfg_scale": cfg_scale, "seed": seed}
+    info = {
+        "task": task,
+        "out": os.path.abspath(out),
+        "prompt": prompt,
+        "target_tokens": int(n),
+        "steps": steps,
+        "temperature": temperature,
+        "remasking": remasking,
+        "cfg_scale": cfg_scale,
+        "seed": seed,
+    }
     if modality == "image":
         media.save(out, format="PNG")
         info["size"] = list(media.size)
@@ -126,28 +157,68 @@ def _parse_overrides(values) -> dict:
 
 @click.command("generate")
 @click.argument("checkpoint")
-@click.option("--task", type=click.Choice(sorted(TARGET)), required=True,
-              help="t2i: text → image (PNG); t2s: text → speech (WAV); text: continue the prompt.")
+@click.option(
+    "--task",
+    type=click.Choice(sorted(TARGET)),
+    required=True,
+    help="t2i: text → image (PNG); t2s: text → speech (WAV); text: continue the prompt.",
+)
 @click.option("--prompt", default="", help="Conditioning text.")
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="Output file.")
 @click.option("--steps", default=16, show_default=True, help="Unmasking steps.")
 @click.option("--temperature", default=1.0, show_default=True, help="Sampling temperature (0: argmax).")
-@click.option("--remasking", type=click.Choice(["low_confidence", "random"]), default="low_confidence",
-              show_default=True, help="Which predictions stay masked after each step.")
+@click.option(
+    "--remasking",
+    type=click.Choice(["low_confidence", "random"]),
+    default="low_confidence",
+    show_default=True,
+    help="Which predictions stay masked after each step.",
+)
 @click.option("--cfg-scale", default=1.0, show_default=True, help="Classifier-free guidance scale (1: off).")
 @click.option("--length", default=32, show_default=True, help="Text tokens to generate (task text).")
 @click.option("--seconds", default=1.0, show_default=True, help="Audio length (task t2s).")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--tokenizer", "tokenizers", multiple=True, metavar="MODALITY=KIND:PATH",
-              help="Use this tokenizer instead of the one the run's config names.")
+@click.option(
+    "--tokenizer",
+    "tokenizers",
+    multiple=True,
+    metavar="MODALITY=KIND:PATH",
+    help="Use this tokenizer instead of the one the run's config names.",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
-def generate(checkpoint, task, prompt, out, steps, temperature, remasking, cfg_scale, length, seconds, seed,
-             tokenizers, device, as_json):
+def generate(
+    checkpoint,
+    task,
+    prompt,
+    out,
+    steps,
+    temperature,
+    remasking,
+    cfg_scale,
+    length,
+    seconds,
+    seed,
+    tokenizers,
+    device,
+    as_json,
+):
     """Generate one sample from CHECKPOINT (a checkpoint or a run directory)."""
-    info = run_generate(checkpoint, task, prompt, out, steps=steps, temperature=temperature, remasking=remasking,
-                        cfg_scale=cfg_scale, length=length, seconds=seconds, seed=seed,
-                        tokenizers=_parse_overrides(tokenizers), device=device)
+    info = run_generate(
+        checkpoint,
+        task,
+        prompt,
+        out,
+        steps=steps,
+        temperature=temperature,
+        remasking=remasking,
+        cfg_scale=cfg_scale,
+        length=length,
+        seconds=seconds,
+        seed=seed,
+        tokenizers=_parse_overrides(tokenizers),
+        device=device,
+    )
     if as_json:
         click.echo(json.dumps(info))
     else:

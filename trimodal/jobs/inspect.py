@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from trimodal.pipeline.dataset import Dataset, summarize
+from trimodal.dataset.dataset import Dataset, summarize
 
 
 def _human_bytes(n: int) -> str:
@@ -19,9 +19,11 @@ def _human_bytes(n: int) -> str:
 
 
 def format_summary(s: dict) -> str:
-    lines = [f"dataset   {s['uri']}",
-             f"samples   {s['samples']:,} in {s['shards']} shards, {_human_bytes(s['bytes'])}",
-             "tokens    " + "  ".join(f"{m} {n:,}" for m, n in s["tokens"].items())]
+    lines = [
+        f"dataset   {s['uri']}",
+        f"samples   {s['samples']:,} in {s['shards']} shards, {_human_bytes(s['bytes'])}",
+        "tokens    " + "  ".join(f"{m} {n:,}" for m, n in s["tokens"].items()),
+    ]
     if s["by_source"]:
         lines.append("")
         lines.append(f"{'source':<20}{'samples':>10}{'text':>12}{'image':>12}{'audio':>12}")
@@ -40,8 +42,10 @@ def format_summary(s: dict) -> str:
         if fp.get("frame_rate"):
             extra.append(f"{fp['frame_rate']:.2f} frames/s")
         weights = (fp.get("weights_sha256") or "")[:12]
-        lines.append(f"  {modality:<6} {fp.get('kind')} {fp.get('name', '')}: {fp.get('codebook_size')} codes"
-                     f" x {fp.get('levels', 1)} levels {' '.join(extra)} sha256 {weights}")
+        lines.append(
+            f"  {modality:<6} {fp.get('kind')} {fp.get('name', '')}: {fp.get('codebook_size')} codes"
+            f" x {fp.get('levels', 1)} levels {' '.join(extra)} sha256 {weights}"
+        )
     lines.append("")
     if s["quarantine"]:
         lines.append(f"quarantine {s['quarantined']:,}: " + ", ".join(f"{r} {n}" for r, n in s["quarantine"].items()))
@@ -71,7 +75,9 @@ def inspect_cmd(dataset: str, as_json: bool, verify: bool):
     else:
         click.echo(format_summary(s))
         if verify:
-            click.echo("verify    " + ("all shards match the manifest" if not problems else f"{len(problems)} bad shard(s)"))
+            click.echo(
+                "verify    " + ("all shards match the manifest" if not problems else f"{len(problems)} bad shard(s)")
+            )
             for p in problems:
                 click.echo(f"  {p}", err=True)
     if problems:

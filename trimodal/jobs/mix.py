@@ -24,10 +24,16 @@ def mix():
 @mix.command("preview")
 @click.argument("mix_yaml", type=click.Path(dir_okay=False))
 @click.option("--steps", type=click.IntRange(min=1), default=100, show_default=True, help="Global batches to plan.")
-@click.option("--global-batch", type=click.IntRange(min=1), default=None,
-              help="Sequences per global batch (default: the mix's, else 64).")
+@click.option(
+    "--global-batch",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Sequences per global batch (default: the mix's, else 64).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (history included).")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of realized shares over steps.")
+@click.option(
+    "--plot", type=click.Path(dir_okay=False), default=None, help="Write a PNG of realized shares over steps."
+)
 def preview(mix_yaml: str, steps: int, global_batch: int | None, as_json: bool, plot: str | None):
     """Realized token and position shares vs targets over STEPS global batches."""
     from trimodal.mixer.preview import format_preview, preview_mix
@@ -54,9 +60,15 @@ def check(mix_yaml: str, vocab_out: str | None, as_json: bool):
     vocab = build_vocabulary(datasets, cfg.vocab)
     if vocab_out:
         vocab.save(vocab_out)
-    out = {"vocab_size": vocab.size,
-           "ranges": {m: list(vocab.range(m)) for m in ("special", "text", "image", "audio") if m == "special" or vocab.has(m)},
-           "sources": {n: {"dataset": ds.uri, "samples": ds.num_rows, "shards": len(ds.shards)} for n, ds in datasets.items()}}
+    out = {
+        "vocab_size": vocab.size,
+        "ranges": {
+            m: list(vocab.range(m)) for m in ("special", "text", "image", "audio") if m == "special" or vocab.has(m)
+        },
+        "sources": {
+            n: {"dataset": ds.uri, "samples": ds.num_rows, "shards": len(ds.shards)} for n, ds in datasets.items()
+        },
+    }
     if as_json:
         click.echo(json.dumps(out, indent=1))
         return

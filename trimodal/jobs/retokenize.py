@@ -13,9 +13,10 @@ import json
 
 import click
 
+from trimodal.dataset.schema import TOKENIZER_KINDS
 from trimodal.errors import ConfigError
 
-KINDS = ("sentencepiece", "vqmodel", "dac")
+KINDS = tuple(TOKENIZER_KINDS)
 
 
 def parse_tokenizer(value: str, kind: str | None) -> tuple[str, str]:
@@ -46,10 +47,15 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
 
 @click.command("retokenize")
 @click.argument("dataset")
-@click.option("--modality", required=True, type=click.Choice(["text", "image", "audio"]),
-              help="The modality to re-encode.")
-@click.option("--tokenizer", "tokenizer", required=True, help="KIND:PATH, or a PATH with --kind "
-                                                              "(kinds: sentencepiece, vqmodel, dac).")
+@click.option(
+    "--modality", required=True, type=click.Choice(["text", "image", "audio"]), help="The modality to re-encode."
+)
+@click.option(
+    "--tokenizer",
+    "tokenizer",
+    required=True,
+    help="KIND:PATH, or a PATH with --kind (kinds: sentencepiece, vqmodel, dac).",
+)
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Tokenizer kind, when --tokenizer is a bare path.")
 @click.option("--out", required=True, help="The new dataset (local path or s3://).")
 @click.option("--batch-size", type=int, default=None, help="Rows per encode call.")
@@ -63,20 +69,51 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--strict", is_flag=True, help="Exit 4 if any input could not be read again.")
 @click.option("--quiet", is_flag=True, help="No progress lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
-def retokenize(dataset, modality, tokenizer, kind, out, batch_size, levels, device, threads, options, actors,
-               address, restart, strict, quiet, as_json):
+def retokenize(
+    dataset,
+    modality,
+    tokenizer,
+    kind,
+    out,
+    batch_size,
+    levels,
+    device,
+    threads,
+    options,
+    actors,
+    address,
+    restart,
+    strict,
+    quiet,
+    as_json,
+):
     """Re-encode MODALITY of DATASET with a new tokenizer into a new dataset."""
     from trimodal.config import from_dict
     from trimodal.pipeline.progress import format_summary
     from trimodal.pipeline.retokenize import RetokenizeConfig, run_retokenize
 
     kind, path = parse_tokenizer(tokenizer, kind)
-    spec = {"kind": kind, "path": path, "batch_size": batch_size, "levels": levels, "device": device,
-            "threads": threads, "options": parse_options(options)}
-    cfg = from_dict(RetokenizeConfig, {
-        "dataset": dataset, "modality": modality, "out": out, "mode": "restart" if restart else "resume",
-        "tokenizer": {k: v for k, v in spec.items() if v is not None},
-        "ray": {"actors": {modality: actors}}, "progress": {"enabled": not quiet}})
+    spec = {
+        "kind": kind,
+        "path": path,
+        "batch_size": batch_size,
+        "levels": levels,
+        "device": device,
+        "threads": threads,
+        "options": parse_options(options),
+    }
+    cfg = from_dict(
+        RetokenizeConfig,
+        {
+            "dataset": dataset,
+            "modality": modality,
+            "out": out,
+            "mode": "restart" if restart else "resume",
+            "tokenizer": {k: v for k, v in spec.items() if v is not None},
+            "ray": {"actors": {modality: actors}},
+            "progress": {"enabled": not quiet},
+        },
+    )
     result = run_retokenize(cfg, address=address, quiet=quiet)
     click.echo(json.dumps(result, indent=1, sort_keys=True) if as_json else format_summary(result))
     if strict and result["failed_inputs"]:

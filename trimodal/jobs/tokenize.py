@@ -21,8 +21,9 @@ from trimodal.cli import main as cli_main
 
 @click.command("tokenize")
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--address", default=None, help="Ray cluster to join (default: config ray.address, RAY_ADDRESS, "
-                                             "else a local Ray).")
+@click.option(
+    "--address", default=None, help="Ray cluster to join (default: config ray.address, RAY_ADDRESS, else a local Ray)."
+)
 @click.option("--out", "out", default=None, help="Override output.uri.")
 @click.option("--restart", is_flag=True, help="Discard earlier progress in the output and start over.")
 @click.option("--strict", is_flag=True, default=None, help="Exit 4 if any input could not be read.")

@@ -18,10 +18,10 @@ import uuid
 import click
 
 from trimodal.config import from_dict, from_yaml, load_yaml, to_dict
+from trimodal.dataset.storage import is_s3, resolve
 from trimodal.errors import ConfigError
 from trimodal.model.checkpoint import latest_checkpoint
 from trimodal.model.config import TrainConfig
-from trimodal.pipeline.storage import is_s3, resolve
 
 
 def load_train_config(config) -> TrainConfig:
@@ -36,9 +36,14 @@ def load_train_config(config) -> TrainConfig:
         cfg = from_yaml(TrainConfig, config)
     if not is_s3(cfg.output):
         cfg = dataclasses.replace(cfg, output=resolve(cfg.output).uri)
-    cfg = dataclasses.replace(cfg, mix=_absolute_mix(cfg.mix), tokenizers={
-        m: dataclasses.replace(ref, path=ref.path if is_s3(ref.path) else os.path.abspath(ref.path))
-        for m, ref in cfg.tokenizers.items()})
+    cfg = dataclasses.replace(
+        cfg,
+        mix=_absolute_mix(cfg.mix),
+        tokenizers={
+            m: dataclasses.replace(ref, path=ref.path if is_s3(ref.path) else os.path.abspath(ref.path))
+            for m, ref in cfg.tokenizers.items()
+        },
+    )
     from trimodal.model.trainer import log_dir_for
 
     return dataclasses.replace(cfg, log_dir=log_dir_for(cfg))
@@ -54,8 +59,9 @@ def _absolute_mix(mix):
         return uri if uri is None or is_s3(uri) else os.path.abspath(uri)
 
     if isinstance(mix.get("sources"), list):
-        mix["sources"] = [dict(s, dataset=fix(s["dataset"])) if isinstance(s, dict) and "dataset" in s else s
-                          for s in mix["sources"]]
+        mix["sources"] = [
+            dict(s, dataset=fix(s["dataset"])) if isinstance(s, dict) and "dataset" in s else s for s in mix["sources"]
+        ]
     if mix.get("vocab"):
         mix["vocab"] = fix(mix["vocab"])
     return mix
@@ -72,8 +78,10 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
     cfg = load_train_config(config)
     existing = latest_checkpoint(cfg.output)
     if existing and not resume:
-        raise ConfigError(f"output: {cfg.output} already holds checkpoints (newest {existing}); "
-                          "pass --resume to continue that run, or choose a new output")
+        raise ConfigError(
+            f"output: {cfg.output} already holds checkpoints (newest {existing}); "
+            "pass --resume to continue that run, or choose a new output"
+        )
     if in_process:
         if cfg.num_workers != 1:
             cfg = dataclasses.replace(cfg, num_workers=1, kill_rank=0)
@@ -91,12 +99,14 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
     trainer = TorchTrainer(
         ray_train_loop,
         train_loop_config={"train": to_dict(cfg), "threads": max(1, int(cfg.cpus_per_worker))},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         # Ray keeps only its own run state here: checkpoints are ours, under `output`.
-        run_config=RunConfig(name=f"train-{uuid.uuid4().hex[:8]}", storage_path=os.path.join(cfg.log_dir, "ray"),
-                             failure_config=FailureConfig(max_failures=cfg.max_failures)),
+        run_config=RunConfig(
+            name=f"train-{uuid.uuid4().hex[:8]}",
+            storage_path=os.path.join(cfg.log_dir, "ray"),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
     )
     result = trainer.fit()
     if result.error:
@@ -140,5 +150,7 @@ def train(config, address, resume, in_process, as_json):
     if as_json:
         click.echo(json.dumps(out, default=str))
     else:
-        click.echo(f"trained to step {out['step']}: loss {out['first_loss']:.4f} -> {out['final_loss']:.4f}; "
-                   f"checkpoint {out['checkpoint']}; metrics in {out['log_dir']}")
+        click.echo(
+            f"trained to step {out['step']}: loss {out['first_loss']:.4f} -> {out['final_loss']:.4f}; "
+            f"checkpoint {out['checkpoint']}; metrics in {out['log_dir']}"
+        )

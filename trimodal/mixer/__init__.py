@@ -10,8 +10,16 @@ from trimodal.mixer.mixer import Mixer
 from trimodal.mixer.preview import preview_mix
 from trimodal.mixer.ray_worker import rank_stream
 
-__all__ = ["MixConfig", "SourceConfig", "ScheduleEntry", "load_mix", "Mixer", "MixerDataset",
-           "preview_mix", "rank_stream"]
+__all__ = [
+    "MixConfig",
+    "SourceConfig",
+    "ScheduleEntry",
+    "load_mix",
+    "Mixer",
+    "MixerDataset",
+    "preview_mix",
+    "rank_stream",
+]
 
 
 def __getattr__(name):

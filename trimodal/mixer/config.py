@@ -87,8 +87,10 @@ class MixConfig:
             raise ConfigError(f"share_unit: must be tokens or positions, got {self.share_unit!r}")
         most = min(self.cache_batches, self.cache_batches_remote) // 2
         if self.shuffle_window is not None and not 1 <= self.shuffle_window <= most:
-            raise ConfigError(f"shuffle_window: must be in [1, {most}] (half the batch caches: the blocks "
-                              f"in flight must stay cached), got {self.shuffle_window}")
+            raise ConfigError(
+                f"shuffle_window: must be in [1, {most}] (half the batch caches: the blocks "
+                f"in flight must stay cached), got {self.shuffle_window}"
+            )
         for key in ("cache_batches", "cache_batches_remote", "cache_files"):
             if getattr(self, key) < 4:
                 raise ConfigError(f"{key}: must be >= 4, got {getattr(self, key)}")

@@ -23,11 +23,12 @@ is completed with all-padding rows (segment id 0 everywhere) and iteration stops
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow.fs as pafs
 
+from trimodal.dataset.storage import filesystem_for
 from trimodal.errors import ConfigError, IntegrityError
 from trimodal.mixer.config import load_mix
 from trimodal.mixer.packer import SourceStream
@@ -35,7 +36,6 @@ from trimodal.mixer.render import Renderer
 from trimodal.mixer.scheduler import Scheduler, normalize
 from trimodal.mixer.shard_reader import ShardReader
 from trimodal.mixer.sources import build_vocabulary, open_datasets, source_tokens
-from trimodal.pipeline.storage import filesystem_for
 
 STATE_FORMAT = 1
 
@@ -50,8 +50,9 @@ class Mixer:
     as (source, epoch, sample index, start, stop), for audits and tests.
     """
 
-    def __init__(self, cfg, rank: int = 0, world_size: int = 1, *, worker: int = 0, num_workers: int = 1,
-                 with_docs: bool = False):
+    def __init__(
+        self, cfg, rank: int = 0, world_size: int = 1, *, worker: int = 0, num_workers: int = 1, with_docs: bool = False
+    ):
         cfg = load_mix(cfg)
         if cfg.global_batch is None:
             raise ConfigError("global_batch: required to build a stream (sequences per global batch, all ranks)")
@@ -74,9 +75,12 @@ class Mixer:
         for s in cfg.sources:
             ds = self.datasets[s.name]
             remote = not isinstance(filesystem_for(ds.uri), pafs.LocalFileSystem)
-            reader = ShardReader(ds, cache_files=cfg.cache_files,
-                                 cache_batches=cfg.cache_batches_remote if remote else cfg.cache_batches,
-                                 sources=s.dataset_sources)
+            reader = ShardReader(
+                ds,
+                cache_files=cfg.cache_files,
+                cache_batches=cfg.cache_batches_remote if remote else cfg.cache_batches,
+                sources=s.dataset_sources,
+            )
             tokens = source_tokens(ds, s.dataset_sources)
             pack = s.pack if s.pack is not None else not (tokens.get("image", 0) or tokens.get("audio", 0))
             self.streams[s.name] = SourceStream(s, reader, cfg.seq_len, cfg.seed, pack, cfg.shuffle_window)
@@ -126,7 +130,7 @@ class Mixer:
         self.step += 1
         return plans
 
-    def advance(self, steps: int, on_step: Callable[["Mixer"], None] | None = None) -> int:
+    def advance(self, steps: int, on_step: Callable[[Mixer], None] | None = None) -> int:
         """Plan `steps` global batches without rendering them (fast-forward, previews).
         Returns the number of batches planned (fewer if the stream ended)."""
         done = 0
@@ -145,8 +149,9 @@ class Mixer:
             self._check(tokens, modality, plans)
         out = {"tokens": tokens, "modality": modality, "segment_ids": segment_ids, "positions": positions}
         if self.with_docs:
-            out["docs"] = [[] if row is None else [(row[0], seg[0], seg[1], seg[7], seg[8]) for seg in row[1]]
-                           for row in plans]
+            out["docs"] = [
+                [] if row is None else [(row[0], seg[0], seg[1], seg[7], seg[8]) for seg in row[1]] for row in plans
+            ]
         return out
 
     def _check(self, tokens: np.ndarray, modality: np.ndarray, plans: list) -> None:
@@ -167,8 +172,10 @@ class Mixer:
             if col < at:
                 break
         _, g, s, b, r = seg[:5]
-        raise IntegrityError(f"source {name!r}: sample {reader.sample_id(s, b, r)!r} in {reader.shard_uri(s)} "
-                             f"has codes outside its tokenizer's codebook (corrupt shard or wrong fingerprint)")
+        raise IntegrityError(
+            f"source {name!r}: sample {reader.sample_id(s, b, r)!r} in {reader.shard_uri(s)} "
+            f"has codes outside its tokenizer's codebook (corrupt shard or wrong fingerprint)"
+        )
 
     # iteration ------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict]:
@@ -182,7 +189,7 @@ class Mixer:
                 raise StopIteration
             if step % self.num_workers == self.worker:
                 lo = self.rank * self.per_rank
-                return self._render(plans[lo: lo + self.per_rank])
+                return self._render(plans[lo : lo + self.per_rank])
 
     def next_global(self) -> dict:
         """The next whole global batch [global_batch, seq_len], whatever this mixer's rank."""
@@ -205,9 +212,17 @@ class Mixer:
         sched = self.scheduler.state()
         sources.update({n: v for n, v in self._retired["sources"].items() if n not in sources})
         sched.update({n: v for n, v in self._retired["scheduler"].items() if n not in sched})
-        return {"format": STATE_FORMAT, "seed": self.cfg.seed, "seq_len": self.seq_len,
-                "share_unit": self.cfg.share_unit, "step": self.step, "pad_rows": self.pad_rows,
-                "ended": self.ended, "scheduler": sched, "sources": sources}
+        return {
+            "format": STATE_FORMAT,
+            "seed": self.cfg.seed,
+            "seq_len": self.seq_len,
+            "share_unit": self.cfg.share_unit,
+            "step": self.step,
+            "pad_rows": self.pad_rows,
+            "ended": self.ended,
+            "scheduler": sched,
+            "sources": sources,
+        }
 
     def load_state_dict(self, d: dict) -> None:
         if not d:
@@ -216,14 +231,18 @@ class Mixer:
             raise ConfigError(f"mixer state: format {d.get('format')!r}, this trimodal reads {STATE_FORMAT}")
         for key in ("seed", "seq_len", "share_unit"):
             if d[key] != getattr(self.cfg, key):
-                raise ConfigError(f"{key}: the saved mixer state was made with {d[key]!r}, the mix says "
-                                  f"{getattr(self.cfg, key)!r}; the stream cannot be continued")
+                raise ConfigError(
+                    f"{key}: the saved mixer state was made with {d[key]!r}, the mix says "
+                    f"{getattr(self.cfg, key)!r}; the stream cannot be continued"
+                )
         for name, st in d["sources"].items():
             if name in self.streams:
                 self.streams[name].load(st)
         self.scheduler.load({n: v for n, v in d["scheduler"].items() if n in self.streams})
-        self._retired = {"sources": {n: v for n, v in d["sources"].items() if n not in self.streams},
-                         "scheduler": {n: v for n, v in d["scheduler"].items() if n not in self.streams}}
+        self._retired = {
+            "sources": {n: v for n, v in d["sources"].items() if n not in self.streams},
+            "scheduler": {n: v for n, v in d["scheduler"].items() if n not in self.streams},
+        }
         self.step, self.pad_rows, self.ended = int(d["step"]), int(d["pad_rows"]), bool(d["ended"])
 
     # reporting ------------------------------------------------------------------------
@@ -244,13 +263,25 @@ class Mixer:
                 "expected": self.scheduler.target[n] / tsum if tsum else 0.0,
                 "positions_share": st.rows / rows if rows else 0.0,
                 "tokens_share": st.tokens / tokens if tokens else 0.0,
-                "rows": st.rows, "tokens": st.tokens, "docs": st.docs,
+                "rows": st.rows,
+                "tokens": st.tokens,
+                "docs": st.docs,
                 "utilization": st.tokens / (st.rows * L) if st.rows else 0.0,
-                "epochs": st.epochs(), "exhausted": st.exhausted, "pack": st.pack,
+                "epochs": st.epochs(),
+                "exhausted": st.exhausted,
+                "pack": st.pack,
                 "skipped": dict(st.skipped),
             }
-        return {"step": self.step, "rows": rows, "pad_rows": self.pad_rows, "seq_len": L,
-                "global_batch": self.global_batch, "share_unit": self.cfg.share_unit,
-                "tokens": tokens, "positions": positions,
-                "pad_fraction": 1.0 - tokens / positions if positions else 0.0,
-                "ended": self.ended, "sources": sources}
+        return {
+            "step": self.step,
+            "rows": rows,
+            "pad_rows": self.pad_rows,
+            "seq_len": L,
+            "global_batch": self.global_batch,
+            "share_unit": self.cfg.share_unit,
+            "tokens": tokens,
+            "positions": positions,
+            "pad_fraction": 1.0 - tokens / positions if positions else 0.0,
+            "ended": self.ended,
+            "sources": sources,
+        }

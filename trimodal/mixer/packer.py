@@ -26,19 +26,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from trimodal.dataset.shards import BATCH_ROWS as BLOCK_ROWS
 from trimodal.errors import IntegrityError
 from trimodal.mixer.config import SourceConfig
 from trimodal.mixer.render import BOTH, TEXT, doc_kinds, doc_lengths
 from trimodal.mixer.shard_reader import ShardReader
-from trimodal.pipeline.shards import BATCH_ROWS as BLOCK_ROWS
 from trimodal.mixer.shuffle import BlockOrder, GlobalOrder, derive_key, uniform
 
 MAX_WINDOW = 1024  # documents whose order, location and length are computed at once (vectorized)
 
 
 class SourceStream:
-    def __init__(self, cfg: SourceConfig, reader: ShardReader, seq_len: int, seed: int, pack: bool,
-                 shuffle_window: int | None = None):
+    def __init__(
+        self,
+        cfg: SourceConfig,
+        reader: ShardReader,
+        seq_len: int,
+        seed: int,
+        pack: bool,
+        shuffle_window: int | None = None,
+    ):
         self.cfg, self.reader, self.seq_len, self.seed, self.pack = cfg, reader, seq_len, seed, pack
         self.name = cfg.name
         self.n = reader.num_rows
@@ -66,14 +73,24 @@ class SourceStream:
 
     # state -----------------------------------------------------------------------------
     def state(self) -> dict:
-        return {"epoch": self.epoch, "pos": self.pos, "offset": self.offset, "rows": self.rows,
-                "tokens": self.tokens, "docs": self.docs, "skipped": dict(self.skipped),
-                "exhausted": self.exhausted, "samples": self.n}
+        return {
+            "epoch": self.epoch,
+            "pos": self.pos,
+            "offset": self.offset,
+            "rows": self.rows,
+            "tokens": self.tokens,
+            "docs": self.docs,
+            "skipped": dict(self.skipped),
+            "exhausted": self.exhausted,
+            "samples": self.n,
+        }
 
     def load(self, d: dict) -> None:
         if int(d.get("samples", self.n)) != self.n:
-            raise IntegrityError(f"source {self.name!r}: the saved state was made on {d['samples']} samples, "
-                                 f"dataset {self.reader.uri} now has {self.n}; its order cannot be continued")
+            raise IntegrityError(
+                f"source {self.name!r}: the saved state was made on {d['samples']} samples, "
+                f"dataset {self.reader.uri} now has {self.n}; its order cannot be continued"
+            )
         self.epoch, self.pos, self.offset = int(d["epoch"]), int(d["pos"]), int(d["offset"])
         self.rows, self.tokens, self.docs = int(d["rows"]), int(d["tokens"]), int(d["docs"])
         self.skipped = {"too_long": 0, "unsupported": 0, **{k: int(v) for k, v in d["skipped"].items()}}
@@ -113,7 +130,9 @@ class SourceStream:
         if (lens[:, 0] < 0).any():
             raise IntegrityError(f"source {self.name!r}: a sample of {self.reader.uri} has a null text column")
         if self.cfg.reverse_prob > 0:
-            rev = (uniform(derive_key(self.seed, self.name, self.epoch, "reverse"), g) < self.cfg.reverse_prob) & (kinds != TEXT)
+            rev = (uniform(derive_key(self.seed, self.name, self.epoch, "reverse"), g) < self.cfg.reverse_prob) & (
+                kinds != TEXT
+            )
         else:
             rev = np.zeros(len(g), dtype=bool)
         self._posn, self._g, self._s, self._b, self._r = posn.tolist(), g.tolist(), s.tolist(), b.tolist(), r.tolist()
@@ -133,8 +152,10 @@ class SourceStream:
         while fill < L:
             if self.pos >= self.domain:
                 if self._whole_epoch and not self._epoch_docs:
-                    raise IntegrityError(f"source {self.name!r}: no sample of {self.reader.uri} is usable "
-                                         f"(dataset_sources {self.cfg.dataset_sources}, seq_len {L})")
+                    raise IntegrityError(
+                        f"source {self.name!r}: no sample of {self.reader.uri} is usable "
+                        f"(dataset_sources {self.cfg.dataset_sources}, seq_len {L})"
+                    )
                 self._whole_epoch, self._epoch_docs = True, 0
                 if max_epochs is not None and self.epoch + 1 >= max_epochs:
                     self.exhausted = True
@@ -154,8 +175,10 @@ class SourceStream:
                     self.skipped["unsupported" if kind == BOTH else "too_long"] += 1
                     skips += 1
                     if skips > self.n:
-                        raise IntegrityError(f"source {self.name!r}: no sample of {self.reader.uri} fits "
-                                             f"seq_len {L} (pairs longer than the sequence are skipped)")
+                        raise IntegrityError(
+                            f"source {self.name!r}: no sample of {self.reader.uri} fits "
+                            f"seq_len {L} (pairs longer than the sequence are skipped)"
+                        )
                 elif n > L - fill:
                     break  # close the row; the pair opens the next one
                 else:
@@ -166,8 +189,19 @@ class SourceStream:
                 take = min(n - self.offset, L - fill)
                 if self.offset == 0:
                     self.docs += 1
-                segs.append((self.epoch, self._g[i], self._s[i], self._b[i], self._r[i], kind, False,
-                             self.offset, self.offset + take))
+                segs.append(
+                    (
+                        self.epoch,
+                        self._g[i],
+                        self._s[i],
+                        self._b[i],
+                        self._r[i],
+                        kind,
+                        False,
+                        self.offset,
+                        self.offset + take,
+                    )
+                )
                 fill += take
                 self.offset += take
                 if self.offset < n:

@@ -18,8 +18,14 @@ DEFAULT_GLOBAL_BATCH = 64
 MAX_POINTS = 400  # history points kept for the plot
 
 
-def preview_mix(cfg: MixConfig | dict | str, steps: int, *, global_batch: int | None = None,
-                plot: str | None = None, progress: bool = False) -> dict:
+def preview_mix(
+    cfg: MixConfig | dict | str,
+    steps: int,
+    *,
+    global_batch: int | None = None,
+    plot: str | None = None,
+    progress: bool = False,
+) -> dict:
     """Plan `steps` global batches of the mix; return stats() plus `history` (and write a PNG
     of realized shares over steps to `plot`)."""
     cfg = load_mix(cfg)
@@ -64,12 +70,16 @@ def format_preview(result: dict) -> str:
     for n, s in result["sources"].items():
         skipped = ", ".join(f"{k} {v}" for k, v in s["skipped"].items() if v) or "-"
         flag = " (exhausted)" if s["exhausted"] else ""
-        lines.append(f"{n[:15]:<16}{s['share']:>8.3f}{s['expected']:>10.4f}{s['tokens_share']:>9.4f}"
-                     f"{s['positions_share']:>11.4f}{s['utilization']:>7.2f}{s['epochs']:>9.3f}{s['docs']:>10}  "
-                     f"{skipped}{flag}")
-    lines.append(f"steps {result['step']} x global batch {result['global_batch']} x seq_len {result['seq_len']}; "
-                 f"shares count {result['share_unit']}; pad fraction {100 * result['pad_fraction']:.2f}%"
-                 + ("; stream ended (all sources exhausted)" if result["ended"] else ""))
+        lines.append(
+            f"{n[:15]:<16}{s['share']:>8.3f}{s['expected']:>10.4f}{s['tokens_share']:>9.4f}"
+            f"{s['positions_share']:>11.4f}{s['utilization']:>7.2f}{s['epochs']:>9.3f}{s['docs']:>10}  "
+            f"{skipped}{flag}"
+        )
+    lines.append(
+        f"steps {result['step']} x global batch {result['global_batch']} x seq_len {result['seq_len']}; "
+        f"shares count {result['share_unit']}; pad fraction {100 * result['pad_fraction']:.2f}%"
+        + ("; stream ended (all sources exhausted)" if result["ended"] else "")
+    )
     return "\n".join(lines)
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 from trimodal.mixer.mixer import Mixer
 
 
-def rank_stream(mix_cfg, rank: int | None = None, world_size: int | None = None, state: dict | None = None,
-                **kwargs) -> Mixer:
+def rank_stream(
+    mix_cfg, rank: int | None = None, world_size: int | None = None, state: dict | None = None, **kwargs
+) -> Mixer:
     """The Mixer for this worker's rank (from `ray.train.get_context()` when not given),
     positioned at `state` if one is passed."""
     if rank is None or world_size is None:

@@ -29,7 +29,12 @@ KIND_NAMES = {TEXT: "text", IMAGE: "image-text", AUDIO: "audio-text", BOTH: "ima
 PAIR_OVERHEAD = 5  # <bos> <task> <boX> <eoX> <eos>
 TEXT_OVERHEAD = 2  # <bos> <eos>
 
-_SPECIAL, _TEXT, _IMAGE, _AUDIO = MODALITY_IDS["special"], MODALITY_IDS["text"], MODALITY_IDS["image"], MODALITY_IDS["audio"]
+_SPECIAL, _TEXT, _IMAGE, _AUDIO = (
+    MODALITY_IDS["special"],
+    MODALITY_IDS["text"],
+    MODALITY_IDS["image"],
+    MODALITY_IDS["audio"],
+)
 _PAD = MODALITY_IDS["pad"]
 
 
@@ -95,7 +100,11 @@ class Renderer:
 
     def parts(self, kind: int, reverse: bool, text, image, audio) -> list:
         """[(tag, special id or None, codes or None, base)], in document order."""
-        if self.text_base is None or (kind == IMAGE and self.image_base is None) or (kind == AUDIO and not self.audio_levels):
+        if (
+            self.text_base is None
+            or (kind == IMAGE and self.image_base is None)
+            or (kind == AUDIO and not self.audio_levels)
+        ):
             raise IntegrityError(f"a {KIND_NAMES[kind]} sample has codes for a modality the vocabulary lacks")
         tp = (_TEXT, None, text, self.text_base)
         if kind == TEXT:
@@ -144,7 +153,7 @@ class Renderer:
                             lo = 1
                         hi = stop if stop <= nt + 1 else nt + 1
                         if hi > lo:
-                            pieces.append(vals[o0 + lo - 1: o0 + hi - 1])
+                            pieces.append(vals[o0 + lo - 1 : o0 + hi - 1])
                             tags.append(_TEXT)
                             lens.append(hi - lo)
                         if stop == nt + 2:
@@ -155,10 +164,10 @@ class Renderer:
                         moff, mvals, _ = cols[1 if kind == IMAGE else 2]
                         m0 = int(moff[r])
                         nm = int(moff[r + 1]) - m0
-                        media = mvals[m0: m0 + nm]
+                        media = mvals[m0 : m0 + nm]
                         if kind == AUDIO:
                             media = media + self._audio_offsets(nm)
-                        text = vals[o0: o0 + nt]
+                        text = vals[o0 : o0 + nt]
                         mtag = _IMAGE if kind == IMAGE else _AUDIO
                         h, mid, t = heads[kind, rev]
                         if rev:  # <bos> <x2t> <boX> media <eoX> text <eos>
@@ -185,9 +194,10 @@ class Renderer:
         tokens += self._base_by_tag[modality]
         segment_ids = np.repeat(np.array(dseg, dtype=np.int32), dlen)
         positions = self._arange(B * L)[: B * L] - np.repeat(
-            np.fromiter(itertools.accumulate(dlen[:-1], initial=0), dtype=np.int32, count=len(dlen)), dlen)
+            np.fromiter(itertools.accumulate(dlen[:-1], initial=0), dtype=np.int32, count=len(dlen)), dlen
+        )
         for a in pad_at:
-            positions[a: a - a % L + L] = 0
+            positions[a : a - a % L + L] = 0
         shape = (B, L)
         return tokens.reshape(shape), modality.reshape(shape), segment_ids.reshape(shape), positions.reshape(shape)
 
@@ -201,8 +211,19 @@ class Renderer:
             self._aranges = np.arange(max(n + 1, 2 * len(self._aranges)), dtype=np.int32)
         return self._aranges
 
-    def write(self, tokens: np.ndarray, modality: np.ndarray, at: int, start: int, stop: int,
-              kind: int, reverse: bool, text, image, audio) -> None:
+    def write(
+        self,
+        tokens: np.ndarray,
+        modality: np.ndarray,
+        at: int,
+        start: int,
+        stop: int,
+        kind: int,
+        reverse: bool,
+        text,
+        image,
+        audio,
+    ) -> None:
         """Write document tokens [start, stop) into tokens[at:], modality[at:] (1-D row views)."""
         p = 0
         for tag, sid, codes, base in self.parts(kind, reverse, text, image, audio):
@@ -213,10 +234,10 @@ class Renderer:
                 if codes is None:
                     tokens[o] = sid
                 elif tag == _AUDIO:
-                    tokens[o: o + hi - lo] = codes[lo - p: hi - p] + self._audio_offsets(hi - p)[lo - p:]
+                    tokens[o : o + hi - lo] = codes[lo - p : hi - p] + self._audio_offsets(hi - p)[lo - p :]
                 else:
-                    np.add(codes[lo - p: hi - p], base, out=tokens[o: o + hi - lo])
-                modality[o: o + hi - lo] = tag
+                    np.add(codes[lo - p : hi - p], base, out=tokens[o : o + hi - lo])
+                modality[o : o + hi - lo] = tag
             p += n
             if p >= stop:
                 break

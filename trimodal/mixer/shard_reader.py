@@ -23,13 +23,13 @@ from collections import OrderedDict
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.fs as pafs
 
+from trimodal.dataset.dataset import Dataset
+from trimodal.dataset.schema import MODALITIES
+from trimodal.dataset.shards import BATCH_ROWS, SCHEMA
 from trimodal.errors import IntegrityError
-from trimodal.pipeline.dataset import Dataset
-from trimodal.pipeline.shards import BATCH_ROWS, SCHEMA
 
-COLUMNS = ("text", "image", "audio")
+COLUMNS = MODALITIES
 _COL_INDEX = tuple(SCHEMA.get_field_index(c) for c in COLUMNS)
 _EMPTY = np.zeros(0, dtype=np.int32)
 
@@ -37,7 +37,7 @@ _EMPTY = np.zeros(0, dtype=np.int32)
 def _list_views(arr: pa.ListArray):
     """(offsets, values, valid-or-None) numpy views of a list<int32> column."""
     bufs = arr.buffers()  # [validity, offsets, child validity, child values]
-    off = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset: arr.offset + len(arr) + 1]
+    off = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
     vals = arr.values.to_numpy(zero_copy_only=True) if len(arr.values) else _EMPTY
     valid = None
     if arr.null_count:
@@ -46,8 +46,9 @@ def _list_views(arr: pa.ListArray):
 
 
 class ShardReader:
-    def __init__(self, dataset: Dataset, cache_files: int = 64, cache_batches: int = 1024,
-                 sources: list[str] | None = None):
+    def __init__(
+        self, dataset: Dataset, cache_files: int = 64, cache_batches: int = 1024, sources: list[str] | None = None
+    ):
         if cache_batches < 4:
             raise ValueError("cache_batches must be >= 4")
         self.dataset = dataset
@@ -55,9 +56,14 @@ class ShardReader:
         # With a `sources` filter, only shards whose manifest entry lists one of them are
         # addressed, and the other samples in those shards are reported as filtered out.
         self.sources = set(sources) if sources else None
-        self.shard_ids = np.array([i for i, e in enumerate(dataset.shards)
-                                   if self.sources is None or "by_source" not in e
-                                   or self.sources & set(e["by_source"])], dtype=np.int64)
+        self.shard_ids = np.array(
+            [
+                i
+                for i, e in enumerate(dataset.shards)
+                if self.sources is None or "by_source" not in e or self.sources & set(e["by_source"])
+            ],
+            dtype=np.int64,
+        )
         rows = np.array([dataset.shards[i]["rows"] for i in self.shard_ids], dtype=np.int64)
         self.shard_starts = np.zeros(len(rows) + 1, dtype=np.int64)
         np.cumsum(rows, out=self.shard_starts[1:])
@@ -81,24 +87,9 @@ class ShardReader:
         if f is not None:
             self._files.move_to_end(s)
             return f
-        loc, entry = self.dataset.shard_location(s), self.dataset.shards[s]
-        if self.dataset.verify == "sha256" and s not in self.dataset._verified:
-            self.dataset.read_shard(s)  # one full hash per shard per process, then size checks only
-        try:
-            if isinstance(loc.fs, pafs.LocalFileSystem):
-                src = pa.memory_map(loc.path, "r")
-            else:
-                src = loc.fs.open_input_file(loc.path)
-            size = src.size()
-            reader = pa.ipc.open_file(src)
-        except (OSError, pa.ArrowInvalid) as e:
-            raise IntegrityError(f"shard {loc.uri} listed in the manifest cannot be opened: {e}") from e
-        if self.dataset.verify != "none" and size != entry["bytes"]:
-            raise IntegrityError(f"shard {loc.uri}: size {size} bytes, manifest says {entry['bytes']}")
+        reader = self.dataset.open_shard_file(s)  # verified, schema checked
         if s not in self._checked:
-            if not reader.schema.equals(SCHEMA):
-                raise IntegrityError(f"shard {loc.uri}: schema differs from the dataset schema")
-            rows = int(entry["rows"])
+            rows = int(self.dataset.shards[s]["rows"])
             if reader.num_record_batches != -(-rows // BATCH_ROWS):
                 self._scan(s, reader)
             self._checked.add(s)
@@ -125,8 +116,10 @@ class ShardReader:
         starts = np.zeros(len(counts) + 1, dtype=np.int64)
         np.cumsum(counts, out=starts[1:])
         if starts[-1] != self.dataset.shards[s]["rows"]:
-            raise IntegrityError(f"shard {self.dataset.shard_location(s).uri}: {starts[-1]} rows, "
-                                 f"manifest says {self.dataset.shards[s]['rows']}")
+            raise IntegrityError(
+                f"shard {self.dataset.shard_location(s).uri}: {starts[-1]} rows, "
+                f"manifest says {self.dataset.shards[s]['rows']}"
+            )
         self._irregular[s] = starts
 
     # addressing ------------------------------------------------------------------------
@@ -209,8 +202,11 @@ class ShardReader:
                     raise ValueError("lookup window larger than the batch cache")
                 self._pinned = True
                 try:
-                    slots = np.fromiter((self._slot(int(k >> 32), int(k & 0xFFFFFFFF)) for k in uniq.tolist()),
-                                        dtype=np.int64, count=len(uniq))
+                    slots = np.fromiter(
+                        (self._slot(int(k >> 32), int(k & 0xFFFFFFFF)) for k in uniq.tolist()),
+                        dtype=np.int64,
+                        count=len(uniq),
+                    )
                     lens = self._lens[slots[inv], r]
                 finally:
                     self._pinned = False
@@ -233,15 +229,16 @@ class ShardReader:
                 slot = self._slot(s, b)
                 break
             except _Relocate:
-                raise IntegrityError(f"shard {self.dataset.shard_location(s).uri}: record batch layout "
-                                     "changed while reading") from None
+                raise IntegrityError(
+                    f"shard {self.dataset.shard_location(s).uri}: record batch layout changed while reading"
+                ) from None
         cols, _ = self._views[slot]
         out = []
         for off, vals, valid in cols:
             if valid is not None and not valid[r]:
                 out.append(None)
             else:
-                out.append(vals[off[r]: off[r + 1]])
+                out.append(vals[off[r] : off[r + 1]])
         return out
 
     def sample_id(self, s: int, b: int, r: int) -> str:

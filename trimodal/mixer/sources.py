@@ -9,11 +9,11 @@ source is checked against it (what a resumed run or a checkpoint's vocab.json re
 
 from __future__ import annotations
 
+from trimodal.dataset.dataset import Dataset
+from trimodal.dataset.shards import MODALITY_COLUMNS
 from trimodal.errors import ConfigError, IntegrityError
 from trimodal.mixer.config import MixConfig
-from trimodal.pipeline.dataset import Dataset
-from trimodal.pipeline.shards import MODALITY_COLUMNS
-from trimodal.tokenizers.vocab import _IDENTITY_FIELDS, Vocabulary
+from trimodal.tokenizers.vocab import IDENTITY_FIELDS, Vocabulary
 
 
 def open_datasets(cfg: MixConfig) -> dict[str, Dataset]:
@@ -26,12 +26,15 @@ def open_datasets(cfg: MixConfig) -> dict[str, Dataset]:
             known = ds.manifest.compute_totals()["by_source"]
             missing = [n for n in s.dataset_sources if n not in known]
             if missing:
-                raise ConfigError(f"sources.{s.name}.dataset_sources: {missing} not in dataset {s.dataset}; "
-                                  f"it holds {sorted(known)}")
+                raise ConfigError(
+                    f"sources.{s.name}.dataset_sources: {missing} not in dataset {s.dataset}; it holds {sorted(known)}"
+                )
         missing = [m for m in MODALITY_COLUMNS if totals.get(m, 0) > 0 and m not in ds.fingerprints]
         if missing:
-            raise IntegrityError(f"source {s.name!r}: dataset {s.dataset} has {', '.join(missing)} codes "
-                                 "but no tokenizer fingerprint for them in its manifest")
+            raise IntegrityError(
+                f"source {s.name!r}: dataset {s.dataset} has {', '.join(missing)} codes "
+                "but no tokenizer fingerprint for them in its manifest"
+            )
         out[s.name] = ds
     return out
 
@@ -45,7 +48,7 @@ def source_tokens(ds: Dataset, names: list[str] | None) -> dict[str, int]:
 
 
 def _differences(a: dict, b: dict) -> list[str]:
-    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in _IDENTITY_FIELDS if a.get(k) != b.get(k)]
+    return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in IDENTITY_FIELDS if a.get(k) != b.get(k)]
 
 
 def build_vocabulary(datasets: dict[str, Dataset], vocab_uri: str | None = None) -> Vocabulary:
@@ -72,5 +75,6 @@ def build_vocabulary(datasets: dict[str, Dataset], vocab_uri: str | None = None)
                 raise IntegrityError(
                     f"sources {first!r} ({first_ds.uri}) and {name!r} ({ds.uri}) use different {modality} "
                     f"tokenizers ({first_fp.get('name')!r} vs {fp.get('name')!r}; {'; '.join(diff)}): one mix "
-                    "needs one vocabulary, retokenize one of them")
+                    "needs one vocabulary, retokenize one of them"
+                )
     return Vocabulary.from_fingerprints({m: fp for m, (_, _, fp) in chosen.items()})

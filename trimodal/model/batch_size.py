@@ -51,7 +51,16 @@ def derive(cfg: HyperConfig, batch_sequences: int, seq_len: int, horizon_tokens:
         warnings.append(
             f"logical batch {batch_sequences} sequences exceeds the critical batch "
             f"B_crit = D/(L·S_crit) = {horizon_tokens:.3g}/({seq_len}·{cfg.s_crit:g}) = {b_crit:.1f}; "
-            "the scaling rule is not expected to hold (fewer, noisier steps would be better)")
-    return Derived(kappa=kappa, lr=cfg.lr_base * root, betas=(b1 ** kappa, b2 ** kappa), eps=cfg.eps_base / root,
-                   batch_tokens=batch_tokens, horizon_tokens=float(horizon_tokens), batch_sequences=batch_sequences,
-                   critical_batch_sequences=b_crit, warnings=warnings)
+            "the scaling rule is not expected to hold (fewer, noisier steps would be better)"
+        )
+    return Derived(
+        kappa=kappa,
+        lr=cfg.lr_base * root,
+        betas=(b1**kappa, b2**kappa),
+        eps=cfg.eps_base / root,
+        batch_tokens=batch_tokens,
+        horizon_tokens=float(horizon_tokens),
+        batch_sequences=batch_sequences,
+        critical_batch_sequences=b_crit,
+        warnings=warnings,
+    )

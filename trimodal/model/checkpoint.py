@@ -1,4 +1,4 @@
-"""Checkpoints on local disk or S3, written through trimodal.pipeline.storage.
+"""Checkpoints on local disk or S3, written through trimodal.dataset.storage.
 
 Layout: ``<run>/checkpoints/step-NNNNNNNN/`` with ``model.pt`` (full, unsharded state dict),
 ``optim.pt``, ``vocab.json``, ``config.json`` (the TrainConfig, including tokenizer paths for
@@ -19,12 +19,16 @@ import re
 
 import pyarrow.fs as pafs
 import torch
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 
+from trimodal.dataset.storage import Location, resolve
 from trimodal.errors import InputError
-from trimodal.pipeline.storage import Location, resolve
 
 _STEP_DIR = re.compile(r"step-(\d{8})$")
 
@@ -78,8 +82,16 @@ def gather_state(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None
     return msd, osd
 
 
-def save_checkpoint(run_uri: str, step: int, model_state: dict, optim_state: dict | None, state: dict,
-                    vocab_json: str, config: dict, keep: int = 0) -> str:
+def save_checkpoint(
+    run_uri: str,
+    step: int,
+    model_state: dict,
+    optim_state: dict | None,
+    state: dict,
+    vocab_json: str,
+    config: dict,
+    keep: int = 0,
+) -> str:
     """Write one checkpoint (rank 0 only) and prune to the newest `keep` (0 keeps all)."""
     d = checkpoint_root(run_uri).join(f"step-{step:08d}")
     d.makedirs()
@@ -109,8 +121,9 @@ def load_into(ckpt_uri: str, model: torch.nn.Module, optimizer: torch.optim.Opti
     """Load model (and optimizer) state into possibly DDP/FSDP-wrapped objects; returns state.json."""
     set_model_state_dict(model, read_torch(ckpt_uri, "model.pt"), options=StateDictOptions(full_state_dict=True))
     if optimizer is not None:
-        set_optimizer_state_dict(model, optimizer, read_torch(ckpt_uri, "optim.pt"),
-                                 options=StateDictOptions(full_state_dict=True))
+        set_optimizer_state_dict(
+            model, optimizer, read_torch(ckpt_uri, "optim.pt"), options=StateDictOptions(full_state_dict=True)
+        )
     return read_json(ckpt_uri, "state.json")
 
 

@@ -10,28 +10,29 @@ mixer itself, so this module does not depend on the mixer's field list.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal, Optional, Union
+from typing import Literal
 
+from trimodal.dataset.schema import MODALITIES
 from trimodal.errors import ConfigError
 
 # name -> (dim, n_layers, n_heads). Non-embedding params ≈ 12·dim²·layers (SwiGLU at 8/3·dim).
 PRESETS: dict[str, tuple[int, int, int]] = {
-    "tiny": (64, 2, 4),        # tests: ~0.1M non-embedding params
-    "small": (256, 4, 4),      # CPU bench / demo: ~3M
-    "100m": (768, 12, 12),     # ~85M non-embedding
-    "1b": (2048, 20, 16),      # ~1.0B non-embedding
-    "3b": (3072, 26, 24),      # ~2.9B non-embedding (the paper's scale)
+    "tiny": (64, 2, 4),  # tests: ~0.1M non-embedding params
+    "small": (256, 4, 4),  # CPU bench / demo: ~3M
+    "100m": (768, 12, 12),  # ~85M non-embedding
+    "1b": (2048, 20, 16),  # ~1.0B non-embedding
+    "3b": (3072, 26, 24),  # ~2.9B non-embedding (the paper's scale)
 }
 
 
 @dataclass
 class ModelConfig:
     preset: str = "tiny"
-    dim: Optional[int] = None
-    n_layers: Optional[int] = None
-    n_heads: Optional[int] = None
-    ffn_hidden: Optional[int] = None  # default: 8/3·dim rounded up to a multiple of 64
-    vocab_multiple: int = 64          # embedding rows padded to this multiple (tensor-core friendly)
+    dim: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    ffn_hidden: int | None = None  # default: 8/3·dim rounded up to a multiple of 64
+    vocab_multiple: int = 64  # embedding rows padded to this multiple (tensor-core friendly)
     rope_theta: float = 10000.0
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
@@ -50,7 +51,7 @@ class ModelConfig:
         if self.vocab_multiple < 1:
             raise ConfigError("vocab_multiple: must be >= 1")
 
-    def resolve(self) -> "ModelConfig":
+    def resolve(self) -> ModelConfig:
         """Fill unset sizes from the preset."""
         d, l, h = PRESETS[self.preset]
         dim = self.dim or d
@@ -58,19 +59,22 @@ class ModelConfig:
         return replace(self, dim=dim, n_layers=self.n_layers or l, n_heads=self.n_heads or h, ffn_hidden=ffn)
 
 
+# The names of `trimodal.model.schedules.SCHEDULES` (kept here so that validating a config never
+# imports torch; a test checks that the two agree).
+SCHEDULE_NAMES = ("linear", "cosine", "polynomial", "log-linear")
+
+
 @dataclass
 class ScheduleConfig:
     """A noise schedule α(t) from `trimodal.model.schedules.SCHEDULES`."""
 
     name: str = "linear"
-    exponent: float = 2.0   # polynomial: α = 1 − t^exponent
-    eps: float = 1e-3       # log-linear: α(1) = eps
+    exponent: float = 2.0  # polynomial: α = 1 − t^exponent
+    eps: float = 1e-3  # log-linear: α(1) = eps
 
     def validate(self) -> None:
-        from trimodal.model.schedules import SCHEDULES
-
-        if self.name not in SCHEDULES:
-            raise ConfigError(f"name: {self.name!r} is not one of {sorted(SCHEDULES)}")
+        if self.name not in SCHEDULE_NAMES:
+            raise ConfigError(f"name: {self.name!r} is not one of {sorted(SCHEDULE_NAMES)}")
         if self.exponent <= 0:
             raise ConfigError("exponent: must be > 0")
         if not 0 <= self.eps < 1:
@@ -92,8 +96,8 @@ class DiffusionConfig:
 
     def validate(self) -> None:
         for k in self.modality_schedules:
-            if k not in ("text", "image", "audio"):
-                raise ConfigError(f"modality_schedules.{k}: not a modality (text, image, audio)")
+            if k not in MODALITIES:
+                raise ConfigError(f"modality_schedules.{k}: not a modality {MODALITIES}")
         if not 0 <= self.t_min < 1:
             raise ConfigError("t_min: must be in [0, 1)")
         if not 0 <= self.cfg_drop_prob <= 1:
@@ -105,13 +109,13 @@ class HyperConfig:
     """The batch-size reparameterization (see batch_size.py). Batches are in TOKENS
     (sequences × seq_len), the horizon D in tokens, S_crit in optimizer steps."""
 
-    base_batch_tokens: int = 262144      # B_base: the batch the base hyperparameters were tuned at
-    base_horizon_tokens: float = 1e10    # D_base
+    base_batch_tokens: int = 262144  # B_base: the batch the base hyperparameters were tuned at
+    base_horizon_tokens: float = 1e10  # D_base
     gamma: float = 0.44
-    lr_base: float = 3e-4                # η_base
+    lr_base: float = 3e-4  # η_base
     betas_base: list[float] = field(default_factory=lambda: [0.9, 0.95])
     eps_base: float = 1e-8
-    s_crit: float = 1000.0               # B_crit = D / (L · S_crit) sequences
+    s_crit: float = 1000.0  # B_crit = D / (L · S_crit) sequences
 
     def validate(self) -> None:
         if len(self.betas_base) != 2 or not all(0 < b < 1 for b in self.betas_base):
@@ -124,9 +128,9 @@ class HyperConfig:
 @dataclass
 class OptimConfig:
     warmup_steps: int = 100
-    min_lr_ratio: float = 0.1    # cosine decays to lr·min_lr_ratio at the last step
+    min_lr_ratio: float = 0.1  # cosine decays to lr·min_lr_ratio at the last step
     weight_decay: float = 0.1
-    grad_clip: float = 1.0       # 0 disables clipping
+    grad_clip: float = 1.0  # 0 disables clipping
 
     def validate(self) -> None:
         if self.warmup_steps < 0:
@@ -146,36 +150,36 @@ class TokenizerRef:
 
 @dataclass
 class TrainConfig:
-    mix: Union[dict, str]           # the mixer's MixConfig as a mapping or a YAML path (checked by the mixer)
-    output: str                     # run directory, local or s3://: checkpoints/, metrics.jsonl, tb/
+    mix: dict | str  # the mixer's MixConfig as a mapping or a YAML path (checked by the mixer)
+    output: str  # run directory, local or s3://: checkpoints/, metrics.jsonl, tb/
     steps: int = 100
-    physical_batch: int = 8         # sequences per worker per micro-step (what fits in memory)
-    logical_batch: int = 8          # sequences per optimizer step, all workers together
-    horizon_tokens: Optional[float] = None  # D; default steps × logical_batch × seq_len
+    physical_batch: int = 8  # sequences per worker per micro-step (what fits in memory)
+    logical_batch: int = 8  # sequences per optimizer step, all workers together
+    horizon_tokens: float | None = None  # D; default steps × logical_batch × seq_len
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     hyper: HyperConfig = field(default_factory=HyperConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     num_workers: int = 1
-    cpus_per_worker: float = 0.5    # fractional: whole CPUs per worker deadlock 2-core machines
+    cpus_per_worker: float = 0.5  # fractional: whole CPUs per worker deadlock 2-core machines
     use_gpu: bool = False
-    fsdp: bool = False              # FSDP2 fully_shard instead of DDP (large presets)
-    compile: bool = False           # torch.compile the model (GPU)
+    fsdp: bool = False  # FSDP2 fully_shard instead of DDP (large presets)
+    compile: bool = False  # torch.compile the model (GPU)
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     log_every: int = 1
     tensorboard: bool = True
     seed: int = 0
-    max_failures: int = 0           # Ray Train restarts; a restart resumes from the newest checkpoint
-    prefetch: int = 2               # batches pulled ahead on a thread (0: none)
+    max_failures: int = 0  # Ray Train restarts; a restart resumes from the newest checkpoint
+    prefetch: int = 2  # batches pulled ahead on a thread (0: none)
     # End this invocation after this step (with a checkpoint) while the lr schedule and the
     # horizon stay those of `steps`: time-limited allocations train in slices, each `--resume`.
-    stop_at_step: Optional[int] = None
-    log_dir: Optional[str] = None   # metrics.jsonl + tb/; default: output if local, else ./trimodal_logs/<run>
+    stop_at_step: int | None = None
+    log_dir: str | None = None  # metrics.jsonl + tb/; default: output if local, else ./trimodal_logs/<run>
     tokenizers: dict[str, TokenizerRef] = field(default_factory=dict)  # for generate
     # Fault injection for recovery tests and drills: after finishing this optimizer step, the
     # worker of rank `kill_rank` SIGKILLs its own process, once per run directory.
-    kill_at_step: Optional[int] = None
+    kill_at_step: int | None = None
     kill_rank: int = 0
 
     def validate(self) -> None:
@@ -186,7 +190,8 @@ class TrainConfig:
         if self.logical_batch % per_step:
             raise ConfigError(
                 f"logical_batch: {self.logical_batch} is not a multiple of physical_batch × num_workers "
-                f"= {self.physical_batch} × {self.num_workers}")
+                f"= {self.physical_batch} × {self.num_workers}"
+            )
         if not 0 < self.cpus_per_worker:
             raise ConfigError("cpus_per_worker: must be > 0")
         if self.stop_at_step is not None and self.stop_at_step < 1:
@@ -196,8 +201,8 @@ class TrainConfig:
         if not 0 <= self.kill_rank < self.num_workers:
             raise ConfigError(f"kill_rank: must be a worker rank in [0, {self.num_workers})")
         for k in self.tokenizers:
-            if k not in ("text", "image", "audio"):
-                raise ConfigError(f"tokenizers.{k}: not a modality (text, image, audio)")
+            if k not in MODALITIES:
+                raise ConfigError(f"tokenizers.{k}: not a modality {MODALITIES}")
 
     @property
     def accum_steps(self) -> int:

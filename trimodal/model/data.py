@@ -23,7 +23,7 @@ from __future__ import annotations
 import copy
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,8 +36,10 @@ def _mixer_stream(mix: dict, rank: int, world_size: int, global_batch: int):
 
     mix = dict(mix)
     if mix.get("global_batch") not in (None, global_batch):
-        raise ConfigError(f"mix.global_batch: {mix['global_batch']} differs from the train config's logical_batch "
-                          f"{global_batch}; leave it out, the trainer sets it")
+        raise ConfigError(
+            f"mix.global_batch: {mix['global_batch']} differs from the train config's logical_batch "
+            f"{global_batch}; leave it out, the trainer sets it"
+        )
     mix["global_batch"] = global_batch  # the logical batch: one optimizer step of all ranks
     return Mixer(mix, rank=rank, world_size=world_size)
 
@@ -73,9 +75,10 @@ class SyntheticStream:
         toks, mods = [v.special("<bos>")], [S]
         if kind == "text":
             lo, hi = v.range("text")
-            toks += list(rng.integers(lo, hi, doc_len)); mods += [MODALITY_IDS["text"]] * doc_len
+            toks += list(rng.integers(lo, hi, doc_len))
+            mods += [MODALITY_IDS["text"]] * doc_len
         else:
-            task, bo, eo = (("<t2i>", "<boi>", "<eoi>") if kind == "image" else ("<t2s>", "<boa>", "<eoa>"))
+            task, bo, eo = ("<t2i>", "<boi>", "<eoi>") if kind == "image" else ("<t2s>", "<boa>", "<eoa>")
             cap = max(2, doc_len // 4)
             lo, hi = v.range("text")
             toks += [v.special(task)] + list(rng.integers(lo, hi, cap)) + [v.special(bo)]
@@ -88,25 +91,32 @@ class SyntheticStream:
                 levels = v.levels("audio")
                 n = max(levels, n - n % levels)
                 codes = v.codes_to_ids("audio", rng.integers(0, v.range("audio", 0)[1] - v.range("audio", 0)[0], n))
-            toks += list(codes); mods += [MODALITY_IDS[kind]] * n
-            toks += [v.special(eo)]; mods += [S]
-        toks += [v.special("<eos>")]; mods += [S]
+            toks += list(codes)
+            mods += [MODALITY_IDS[kind]] * n
+            toks += [v.special(eo)]
+            mods += [S]
+        toks += [v.special("<eos>")]
+        mods += [S]
         return toks, mods
 
     def _row(self, rng, doc_len):
         L = self.seq_len
-        out = {"tokens": np.zeros(L, np.int32), "modality": np.zeros(L, np.int8),
-               "segment_ids": np.zeros(L, np.int32), "positions": np.zeros(L, np.int32)}
+        out = {
+            "tokens": np.zeros(L, np.int32),
+            "modality": np.zeros(L, np.int8),
+            "segment_ids": np.zeros(L, np.int32),
+            "positions": np.zeros(L, np.int32),
+        }
         i, seg = 0, 1
         while i < L:
             toks, mods = self._doc(rng, doc_len)
             n = min(len(toks), L - i)
             if n < 4:
                 break
-            out["tokens"][i:i + n] = toks[:n]
-            out["modality"][i:i + n] = mods[:n]
-            out["segment_ids"][i:i + n] = seg
-            out["positions"][i:i + n] = np.arange(n)
+            out["tokens"][i : i + n] = toks[:n]
+            out["modality"][i : i + n] = mods[:n]
+            out["segment_ids"][i : i + n] = seg
+            out["positions"][i : i + n] = np.arange(n)
             i, seg = i + n, seg + 1
         out["tokens"][out["segment_ids"] == 0] = self.vocab.pad_id
         return out

@@ -35,23 +35,24 @@ from dataclasses import dataclass, fields
 import torch
 import torch.nn.functional as F
 
+from trimodal.dataset.schema import MODALITIES
 from trimodal.model.config import DiffusionConfig
 from trimodal.model.schedules import Schedule, make_schedule
 from trimodal.tokenizers.vocab import MODALITY_IDS
 
-MASKABLE = ("text", "image", "audio")
+MASKABLE = MODALITIES
 
 
 @dataclass
 class Corruption:
-    noisy: torch.Tensor      # [B, L] int64 model input
-    masked: torch.Tensor     # [B, L] bool: replaced by <mask> and in the loss
-    weight: torch.Tensor     # [B, L] float: ELBO weight (0 where not masked)
-    maskable: torch.Tensor   # [B, L] bool: counted in the normalization
-    dropped: torch.Tensor    # [B, L] bool: condition hidden for CFG
-    t: torch.Tensor          # [B]
+    noisy: torch.Tensor  # [B, L] int64 model input
+    masked: torch.Tensor  # [B, L] bool: replaced by <mask> and in the loss
+    weight: torch.Tensor  # [B, L] float: ELBO weight (0 where not masked)
+    maskable: torch.Tensor  # [B, L] bool: counted in the normalization
+    dropped: torch.Tensor  # [B, L] bool: condition hidden for CFG
+    t: torch.Tensor  # [B]
 
-    def rows(self, sl: slice) -> "Corruption":
+    def rows(self, sl: slice) -> Corruption:
         """The corruption of a slice of the rows (a micro-batch)."""
         return Corruption(**{f.name: getattr(self, f.name)[sl] for f in fields(self)})
 
@@ -62,11 +63,11 @@ class LossOutput:
     tensors on the batch's device: reading them as numbers is left to the caller (one host sync
     per step in the trainer, not one per micro-batch)."""
 
-    loss_sum: torch.Tensor          # Σ w·CE over masked tokens (differentiable)
-    count: torch.Tensor             # maskable tokens (the normalizer)
-    modality_sums: torch.Tensor     # [3] Σ w·CE per modality of MASKABLE (detached)
-    modality_counts: torch.Tensor   # [3] maskable tokens per modality
-    masked: torch.Tensor            # tokens masked
+    loss_sum: torch.Tensor  # Σ w·CE over masked tokens (differentiable)
+    count: torch.Tensor  # maskable tokens (the normalizer)
+    modality_sums: torch.Tensor  # [3] Σ w·CE per modality of MASKABLE (detached)
+    modality_counts: torch.Tensor  # [3] maskable tokens per modality
+    masked: torch.Tensor  # tokens masked
 
     @property
     def loss(self) -> torch.Tensor:
@@ -79,13 +80,12 @@ class LossOutput:
         return {m: s[i] / n[i] for i, m in enumerate(MASKABLE) if n[i] > 0}
 
 
-def stratified_t(n_total: int, start: int, count: int, mode: str, shared: torch.Generator,
-                 device=None) -> torch.Tensor:
+def stratified_t(n_total: int, start: int, count: int, mode: str, shared: torch.Generator, device=None) -> torch.Tensor:
     """Times in [0, 1) for rows start..start+count of a global batch of n_total rows.
 
     `shared` must be seeded identically on every rank so the strata line up across ranks."""
     if mode == "iid":
-        return torch.rand(n_total, generator=shared)[start:start + count].to(device)
+        return torch.rand(n_total, generator=shared)[start : start + count].to(device)
     if mode == "stratified":
         u = torch.rand(1, generator=shared).expand(n_total)
     elif mode == "stratified_per_row":
@@ -93,7 +93,7 @@ def stratified_t(n_total: int, start: int, count: int, mode: str, shared: torch.
     else:
         raise ValueError(f"unknown t_sampling {mode!r}")
     t = (torch.arange(n_total, dtype=torch.float64) + u.double()) / n_total
-    return t[start:start + count].float().to(device)
+    return t[start : start + count].float().to(device)
 
 
 @dataclass
@@ -105,11 +105,11 @@ class Noise:
     doc: torch.Tensor
 
     @classmethod
-    def draw(cls, B: int, L: int, generator: torch.Generator | None = None) -> "Noise":
+    def draw(cls, B: int, L: int, generator: torch.Generator | None = None) -> Noise:
         return cls(torch.rand(B, L, generator=generator), torch.rand(B, L + 1, generator=generator))
 
     @classmethod
-    def per_row(cls, seeds, L: int) -> "Noise":
+    def per_row(cls, seeds, L: int) -> Noise:
         """One generator per row, seeded by the row's global identity: a row gets the same noise
         whatever the world size or micro-batching, which keeps training elastic and resumable."""
         tok, doc = [], []
@@ -126,7 +126,8 @@ class DiffusionLoss:
         self.mask_id = vocab.mask_id
         self.reverse_ids = [vocab.special("<i2t>"), vocab.special("<s2t>")]
         self.schedules: dict[str, Schedule] = {
-            m: make_schedule(cfg.modality_schedules.get(m, cfg.schedule)) for m in MASKABLE}
+            m: make_schedule(cfg.modality_schedules.get(m, cfg.schedule)) for m in MASKABLE
+        }
 
     def schedule_for(self, modality: str) -> Schedule:
         return self.schedules[modality]
@@ -135,9 +136,15 @@ class DiffusionLoss:
         return self.cfg.t_min + (1.0 - self.cfg.t_min) * t
 
     # ----------------------------------------------------------------------------------
-    def corrupt(self, batch: dict, generator: torch.Generator | None = None, t: torch.Tensor | None = None,
-                noise: Noise | None = None, masked: torch.Tensor | None = None,
-                dropped: torch.Tensor | None = None) -> Corruption:
+    def corrupt(
+        self,
+        batch: dict,
+        generator: torch.Generator | None = None,
+        t: torch.Tensor | None = None,
+        noise: Noise | None = None,
+        masked: torch.Tensor | None = None,
+        dropped: torch.Tensor | None = None,
+    ) -> Corruption:
         """Noise a batch. `t` [B] (already in [t_min, 1]) and `noise` may be given (the trainer
         derives both from the global row index); `masked` / `dropped` [B, L] fix the outcome
         outright (tests). What is not given is drawn from `generator`."""
@@ -159,8 +166,9 @@ class DiffusionLoss:
             p_mask = torch.where(sel, s.mask_prob(t)[:, None], p_mask)
             w = torch.where(sel, s.weight(t)[:, None], w)
         if dropped is None:
-            dropped = (self._cfg_drop(batch, noise.doc.to(dev)) if self.cfg.cfg_drop_prob > 0
-                       else torch.zeros_like(maskable))
+            dropped = (
+                self._cfg_drop(batch, noise.doc.to(dev)) if self.cfg.cfg_drop_prob > 0 else torch.zeros_like(maskable)
+            )
         dropped = dropped.to(dev) & maskable
         maskable = maskable & ~dropped
         if masked is None:
@@ -170,8 +178,14 @@ class DiffusionLoss:
             if (masked & ~maskable).any():
                 raise ValueError("a fixed mask selects a token that is not maskable")
         noisy = torch.where(masked | dropped, torch.full_like(tokens, self.mask_id), tokens)
-        return Corruption(noisy=noisy, masked=masked, weight=torch.where(masked, w, torch.zeros_like(w)),
-                          maskable=maskable, dropped=dropped, t=t)
+        return Corruption(
+            noisy=noisy,
+            masked=masked,
+            weight=torch.where(masked, w, torch.zeros_like(w)),
+            maskable=maskable,
+            dropped=dropped,
+            t=t,
+        )
 
     def _cfg_drop(self, batch: dict, u_doc: torch.Tensor) -> torch.Tensor:
         """Condition tokens of pair documents whose condition is dropped this time: the text of a
@@ -190,15 +204,22 @@ class DiffusionLoss:
         reverse = torch.isin(tokens, torch.tensor(self.reverse_ids, device=dev, dtype=tokens.dtype))
         pair = per_doc(is_text) & per_doc(is_media)
         drop_doc = pair & (u_doc.reshape(-1) < self.cfg.cfg_drop_prob)
-        drop_doc[0::L + 1] = False  # segment 0 is padding
+        drop_doc[0 :: L + 1] = False  # segment 0 is padding
         rev_doc = per_doc(reverse)[key].view(B, L)
         cond = torch.where(rev_doc, is_media, is_text)
         return drop_doc[key].view(B, L) & cond
 
     # ----------------------------------------------------------------------------------
-    def __call__(self, model, batch: dict, generator: torch.Generator | None = None, t: torch.Tensor | None = None,
-                 noise: Noise | None = None, masked: torch.Tensor | None = None,
-                 dropped: torch.Tensor | None = None) -> LossOutput:
+    def __call__(
+        self,
+        model,
+        batch: dict,
+        generator: torch.Generator | None = None,
+        t: torch.Tensor | None = None,
+        noise: Noise | None = None,
+        masked: torch.Tensor | None = None,
+        dropped: torch.Tensor | None = None,
+    ) -> LossOutput:
         c = self.corrupt(batch, generator, t=t, noise=noise, masked=masked, dropped=dropped)
         logits = model(c.noisy, batch["positions"], batch["segment_ids"], predict=c.masked)
         return self.from_logits(logits, batch, c)
@@ -210,8 +231,13 @@ class DiffusionLoss:
         wce = ce * c.weight[c.masked]
         mod = batch["modality"][c.masked].long()
         ids = torch.tensor([MODALITY_IDS[m] for m in MASKABLE], device=mod.device)
-        onehot = (mod[:, None] == ids[None]).to(wce.dtype)                       # [N, 3]
+        onehot = (mod[:, None] == ids[None]).to(wce.dtype)  # [N, 3]
         sums = (wce.detach()[:, None] * onehot).sum(0)
         counts = (c.maskable[..., None] & (batch["modality"][..., None].long() == ids)).sum((0, 1))
-        return LossOutput(loss_sum=wce.sum(), count=c.maskable.sum(), modality_sums=sums,
-                          modality_counts=counts.to(wce.dtype), masked=c.masked.sum())
+        return LossOutput(
+            loss_sum=wce.sum(),
+            count=c.maskable.sum(),
+            modality_sums=sums,
+            modality_counts=counts.to(wce.dtype),
+            masked=c.masked.sum(),
+        )

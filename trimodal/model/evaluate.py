@@ -23,8 +23,9 @@ from trimodal.tokenizers.vocab import MODALITY_IDS
 
 
 def _tensors(batch: dict, device) -> dict:
-    return {k: torch.as_tensor(np.asarray(batch[k])).to(device) for k in ("tokens", "modality", "segment_ids",
-                                                                            "positions")}
+    return {
+        k: torch.as_tensor(np.asarray(batch[k])).to(device) for k in ("tokens", "modality", "segment_ids", "positions")
+    }
 
 
 @torch.no_grad()

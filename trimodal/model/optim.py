@@ -30,8 +30,14 @@ def build_optimizer(model: torch.nn.Module, derived: Derived, cfg: OptimConfig) 
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # One fused kernel per step on CUDA instead of a dozen per parameter tensor.
     fused = all(p.is_cuda for p in decay + no_decay)
-    return torch.optim.AdamW(groups, lr=derived.lr, betas=derived.betas, eps=derived.eps, fused=fused or None,
-                             foreach=None if fused else True)
+    return torch.optim.AdamW(
+        groups,
+        lr=derived.lr,
+        betas=derived.betas,
+        eps=derived.eps,
+        fused=fused or None,
+        foreach=None if fused else True,
+    )
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

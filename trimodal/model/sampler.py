@@ -41,10 +41,10 @@ REMASKING = ("low_confidence", "random")
 
 @dataclass
 class Template:
-    tokens: torch.Tensor    # [L] int64, target positions = <mask>
-    target: torch.Tensor    # [L] bool
-    cond: torch.Tensor      # [L] bool: the prompt (hidden for the unconditional pass)
-    lo: torch.Tensor        # [n_target] allowed id range per target position
+    tokens: torch.Tensor  # [L] int64, target positions = <mask>
+    target: torch.Tensor  # [L] bool
+    cond: torch.Tensor  # [L] bool: the prompt (hidden for the unconditional pass)
+    lo: torch.Tensor  # [n_target] allowed id range per target position
     hi: torch.Tensor
     modality: str
 
@@ -60,10 +60,10 @@ def build_template(vocab: Vocabulary, task: str, prompt_ids, n_target: int) -> T
     toks = head + [mask] * n_target + tail
     L = len(toks)
     target = torch.zeros(L, dtype=torch.bool)
-    target[len(head): len(head) + n_target] = True
+    target[len(head) : len(head) + n_target] = True
     cond = torch.zeros(L, dtype=torch.bool)
     start = 2 if task_tok else 1
-    cond[start: start + len(prompt)] = True
+    cond[start : start + len(prompt)] = True
     if modality == "audio":
         levels = vocab.levels("audio")
         if n_target % levels:
@@ -77,9 +77,18 @@ def build_template(vocab: Vocabulary, task: str, prompt_ids, n_target: int) -> T
 
 
 @torch.no_grad()
-def sample(model, vocab: Vocabulary, tpl: Template, steps: int = 16, temperature: float = 1.0,
-           remasking: str = "low_confidence", cfg_scale: float = 1.0, schedule: Schedule | None = None,
-           seed: int = 0, device=None) -> np.ndarray:
+def sample(
+    model,
+    vocab: Vocabulary,
+    tpl: Template,
+    steps: int = 16,
+    temperature: float = 1.0,
+    remasking: str = "low_confidence",
+    cfg_scale: float = 1.0,
+    schedule: Schedule | None = None,
+    seed: int = 0,
+    device=None,
+) -> np.ndarray:
     """Fill the template's target span; returns the target's unified ids (int64, [n_target])."""
     if remasking not in REMASKING:
         raise ValueError(f"remasking must be one of {REMASKING}, got {remasking!r}")

@@ -13,10 +13,12 @@ Plain dict registry: name -> factory(ScheduleConfig) -> Schedule.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
+
+from trimodal.model.config import ScheduleConfig
 
 
 class Schedule:
@@ -101,8 +103,6 @@ SCHEDULES: dict[str, Callable[..., Schedule]] = {
 
 def make_schedule(cfg) -> Schedule:
     """ScheduleConfig (or a bare name) -> Schedule."""
-    from trimodal.model.config import ScheduleConfig
-
     if isinstance(cfg, str):
         cfg = ScheduleConfig(name=cfg)
     return SCHEDULES[cfg.name](cfg)

@@ -35,6 +35,7 @@ import torch
 import torch.distributed as dist
 
 from trimodal.config import to_dict
+from trimodal.dataset.storage import is_s3, resolve
 from trimodal.errors import ConfigError
 from trimodal.model.batch_size import derive
 from trimodal.model.checkpoint import gather_state, latest_checkpoint, load_into, save_checkpoint
@@ -43,7 +44,6 @@ from trimodal.model.data import Prefetcher, open_stream
 from trimodal.model.diffusion import MASKABLE, DiffusionLoss, Noise, stratified_t
 from trimodal.model.optim import build_optimizer, lr_factor, set_lr
 from trimodal.model.transformer import Transformer
-from trimodal.pipeline.storage import is_s3, resolve
 
 
 def seed_for(*parts) -> int:
@@ -58,7 +58,7 @@ def log_dir_for(cfg: TrainConfig) -> str:
         return os.path.abspath(cfg.log_dir)
     if not is_s3(cfg.output):
         return cfg.output
-    return os.path.join(os.path.abspath("trimodal_logs"), cfg.output[len("s3://"):].replace("/", "_"))
+    return os.path.join(os.path.abspath("trimodal_logs"), cfg.output[len("s3://") :].replace("/", "_"))
 
 
 @dataclass
@@ -66,7 +66,7 @@ class WorkerContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
-    distributed: bool = False        # a torch process group exists (Ray Train)
+    distributed: bool = False  # a torch process group exists (Ray Train)
 
 
 _BATCH_KEYS = ("tokens", "modality", "segment_ids", "positions")
@@ -88,8 +88,11 @@ def wrap_model(model: torch.nn.Module, cfg: TrainConfig, ctx: WorkerContext) -> 
     if ctx.distributed and cfg.fsdp:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
-            if ctx.device.type == "cuda" else None
+        mp = (
+            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            if ctx.device.type == "cuda"
+            else None
+        )
         kw = {"mp_policy": mp} if mp else {}
         model.to(ctx.device)
         for blk in model.blocks:
@@ -162,8 +165,10 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         W, rank, dev = ctx.world_size, ctx.rank, ctx.device
         if cfg.logical_batch % (cfg.physical_batch * W):
-            raise ConfigError(f"logical_batch: {cfg.logical_batch} is not a multiple of physical_batch × "
-                              f"world size = {cfg.physical_batch} × {W}")
+            raise ConfigError(
+                f"logical_batch: {cfg.logical_batch} is not a multiple of physical_batch × "
+                f"world size = {cfg.physical_batch} × {W}"
+            )
         per_rank = cfg.logical_batch // W
         accum = per_rank // cfg.physical_batch
         stream = open_stream(cfg.mix, rank, W, cfg.logical_batch)
@@ -177,8 +182,7 @@ class Trainer:
         model = wrap_model(model, cfg, ctx)
         optimizer = build_optimizer(model, derived, cfg.optim)
         loss_fn = DiffusionLoss(cfg.diffusion, vocab)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda"
-                    else contextlib.nullcontext())
+        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
 
         start, resumed_from, first_loss, last = 0, None, None, None
         latest = latest_checkpoint(cfg.output)
@@ -190,10 +194,22 @@ class Trainer:
             last = state.get("metrics", {}).get("loss")
 
         self._open_logs()
-        self._log({"event": "start", "params": n_params, "world_size": W, "accum_steps": accum,
-                   "physical_batch": cfg.physical_batch, "logical_batch": cfg.logical_batch,
-                   "seq_len": seq_len, "start_step": start, "resumed_from": resumed_from,
-                   "hyper": derived.to_dict(), "device": str(dev), "pid": os.getpid()})
+        self._log(
+            {
+                "event": "start",
+                "params": n_params,
+                "world_size": W,
+                "accum_steps": accum,
+                "physical_batch": cfg.physical_batch,
+                "logical_batch": cfg.logical_batch,
+                "seq_len": seq_len,
+                "start_step": start,
+                "resumed_from": resumed_from,
+                "hyper": derived.to_dict(),
+                "device": str(dev),
+                "pid": os.getpid(),
+            }
+        )
         for w in derived.warnings:
             self._log({"event": "warning", "message": w})
 
@@ -217,8 +233,9 @@ class Trainer:
                 wait = time.perf_counter() - t0
                 batch = _to_device(batch, dev)
                 shared = torch.Generator().manual_seed(seed_for(cfg.seed, "t", step))
-                t = loss_fn.scale_t(stratified_t(cfg.logical_batch, rank * per_rank, per_rank,
-                                                 cfg.diffusion.t_sampling, shared, dev))
+                t = loss_fn.scale_t(
+                    stratified_t(cfg.logical_batch, rank * per_rank, per_rank, cfg.diffusion.t_sampling, shared, dev)
+                )
                 corr = loss_fn.corrupt(batch, t=t, noise=self._row_noise(step, rank * per_rank, per_rank, seq_len))
                 global_count = self._allreduce(corr.maskable.sum().to(torch.float64)).clamp_min(1.0)
                 scale = (W / global_count).float()  # DDP / FSDP average grads over W: undo it, normalize globally
@@ -229,14 +246,14 @@ class Trainer:
                     sync = k == accum - 1
                     if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter on the last only
                         model.set_requires_gradient_sync(sync)
-                    with (model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext()):
+                    with model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext():
                         with autocast:
                             logits = model(c.noisy, b["positions"], b["segment_ids"], predict=c.masked)
                         out = loss_fn.from_logits(logits, b, c)
                         (out.loss_sum * scale).backward()
                     stats[0] += out.loss_sum.detach()
-                    stats[2:2 + len(MASKABLE)] += out.modality_sums
-                    stats[2 + len(MASKABLE):] += out.modality_counts
+                    stats[2 : 2 + len(MASKABLE)] += out.modality_sums
+                    stats[2 + len(MASKABLE) :] += out.modality_counts
                 stats[1] = (batch["segment_ids"] != 0).sum()
                 if cfg.optim.grad_clip > 0:
                     gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
@@ -258,8 +275,15 @@ class Trainer:
                     tot_time += dt
                 done = step + 1
                 if done % cfg.log_every == 0 or done == end:
-                    rec = {"step": done, "loss": last, "lr": lr, "tokens_per_s": red[1] / dt,
-                           "data_wait_frac": (red[-1] / W) / dt, "step_time_s": dt, "grad_norm": float(gnorm)}
+                    rec = {
+                        "step": done,
+                        "loss": last,
+                        "lr": lr,
+                        "tokens_per_s": red[1] / dt,
+                        "data_wait_frac": (red[-1] / W) / dt,
+                        "step_time_s": dt,
+                        "grad_norm": float(gnorm),
+                    }
                     n_mod = len(MASKABLE)
                     for i, m in enumerate(MASKABLE):
                         s_, n_ = red[2 + i], red[2 + n_mod + i]
@@ -271,24 +295,42 @@ class Trainer:
                 self._maybe_kill(done)
         finally:
             fetch.close()
-        summary = {"step": max(end, start), "steps": cfg.steps, "start_step": start, "first_loss": first_loss, "final_loss": last,
-                   "params": n_params, "hyper": derived.to_dict(), "resumed_from": resumed_from,
-                   "world_size": W, "log_dir": self.log_dir,
-                   "tokens_per_s": tot_tokens / tot_time if tot_time > 0 else None,
-                   "data_wait_frac": tot_wait / tot_all if tot_all > 0 else None}
+        summary = {
+            "step": max(end, start),
+            "steps": cfg.steps,
+            "start_step": start,
+            "first_loss": first_loss,
+            "final_loss": last,
+            "params": n_params,
+            "hyper": derived.to_dict(),
+            "resumed_from": resumed_from,
+            "world_size": W,
+            "log_dir": self.log_dir,
+            "tokens_per_s": tot_tokens / tot_time if tot_time > 0 else None,
+            "data_wait_frac": tot_wait / tot_all if tot_all > 0 else None,
+        }
         if rank == 0:
             summary["checkpoint"] = latest_checkpoint(cfg.output)
             self._log({"event": "done", **summary})
             resolve(cfg.output).join("summary.json").write_bytes_atomic(
-                json.dumps(summary, indent=2, sort_keys=True, default=str).encode())
+                json.dumps(summary, indent=2, sort_keys=True, default=str).encode()
+            )
         self._close_logs()
         return summary
 
     def _checkpoint(self, step, model, optimizer, stream, vocab, metrics):
         msd, osd = gather_state(model, optimizer)  # collective under FSDP
         if self.ctx.rank == 0:
-            uri = save_checkpoint(self.cfg.output, step, msd, osd, {"mixer": stream.state_dict(), "metrics": metrics},
-                                  vocab.to_json(), to_dict(self.cfg), keep=self.cfg.keep_checkpoints)
+            uri = save_checkpoint(
+                self.cfg.output,
+                step,
+                msd,
+                osd,
+                {"mixer": stream.state_dict(), "metrics": metrics},
+                vocab.to_json(),
+                to_dict(self.cfg),
+                keep=self.cfg.keep_checkpoints,
+            )
             self._log({"event": "checkpoint", "step": step, "uri": uri})
             if self.log_dir != self.cfg.output and self._jsonl is not None:
                 # Remote runs keep a copy of the metrics beside the checkpoints.
@@ -322,6 +364,10 @@ def ray_train_loop(config: dict) -> None:
     cfg = from_dict(TrainConfig, config["train"])
     rctx = ray.train.get_context()
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
-    ctx = WorkerContext(rank=rctx.get_world_rank(), world_size=rctx.get_world_size(),
-                        device=ray.train.torch.get_device(), distributed=dist.is_initialized())
+    ctx = WorkerContext(
+        rank=rctx.get_world_rank(),
+        world_size=rctx.get_world_size(),
+        device=ray.train.torch.get_device(),
+        distributed=dist.is_initialized(),
+    )
     Trainer(cfg, ctx).run()

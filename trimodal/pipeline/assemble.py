@@ -20,17 +20,16 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from trimodal.pipeline.quarantine import write_quarantine
-from trimodal.pipeline.shards import SCHEMA, write_shard
-
-MODALITIES = ("text", "image", "audio")
+from trimodal.dataset.quarantine import write_quarantine
+from trimodal.dataset.schema import MODALITIES
+from trimodal.dataset.shards import SCHEMA, write_shard
 
 
 def _tokens(t: pa.Table) -> dict:
@@ -45,8 +44,9 @@ def _tokens(t: pa.Table) -> dict:
 class Assembler:
     """Collects stream batches per input key and hands complete inputs to `finalize`."""
 
-    def __init__(self, keys: list[str], finalize: Callable[[str, pa.Table, dict], dict], progress=None,
-                 writer_threads: int = 2):
+    def __init__(
+        self, keys: list[str], finalize: Callable[[str, pa.Table, dict], dict], progress=None, writer_threads: int = 2
+    ):
         self.expected = list(keys)
         self.finalize = finalize
         self.progress = progress
@@ -118,8 +118,9 @@ class Assembler:
         self._raise_failed_writes()
         missing = [k for k in self.expected if k not in self.futures]
         if missing:
-            raise RuntimeError(f"{len(missing)} inputs never completed (first: {missing[0]}); "
-                               "no manifest written, rerun to resume")
+            raise RuntimeError(
+                f"{len(missing)} inputs never completed (first: {missing[0]}); no manifest written, rerun to resume"
+            )
         return {k: f.result() for k, f in self.futures.items()}
 
 
@@ -159,8 +160,9 @@ def row_bytes(t: pa.Table) -> np.ndarray:
     return sizes
 
 
-def write_input(dataset_uri: str, key: str, good: pa.Table, bad: list[dict], shard_rows: int,
-                shard_bytes: int) -> tuple[list[dict], dict]:
+def write_input(
+    dataset_uri: str, key: str, good: pa.Table, bad: list[dict], shard_rows: int, shard_bytes: int
+) -> tuple[list[dict], dict]:
     """One input's kept rows (a SCHEMA table) → shards ``part-<key>-NNNN``, and its rejected
     records → ``quarantine/<key>.jsonl``. Names depend only on the key and the rows, so a rerun
     overwrites exactly what an interrupted run left. Returns (shard entries, counts by reason)."""
@@ -193,8 +195,16 @@ class Faults:
 class InputWriter:
     """finalize() for the tokenize job: one input's records → shards + quarantine + marker."""
 
-    def __init__(self, dataset_uri: str, job: str, plan: dict, store, shard_rows: int, shard_bytes: int,
-                 faults: Faults | None = None):
+    def __init__(
+        self,
+        dataset_uri: str,
+        job: str,
+        plan: dict,
+        store,
+        shard_rows: int,
+        shard_bytes: int,
+        faults: Faults | None = None,
+    ):
         self.uri = dataset_uri
         self.job = job
         self.plan = plan  # key -> {uri, source, index}
@@ -209,8 +219,9 @@ class InputWriter:
         if t is not None:
             ok = pc.is_null(t.column("reason"))
             bad = t.filter(pc.invert(ok)).select(["id", "source", "origin", "reason", "message"])
-            entries, counts = write_input(self.uri, key, shard_table(t.filter(ok)), bad.to_pylist(),
-                                          self.shard_rows, self.shard_bytes)
+            entries, counts = write_input(
+                self.uri, key, shard_table(t.filter(ok)), bad.to_pylist(), self.shard_rows, self.shard_bytes
+            )
         self.faults.before_marker()
         marker = self.marker(key, entries, counts, records, end)
         self.store.write(key, marker)
@@ -219,9 +230,15 @@ class InputWriter:
     def marker(self, key, entries, counts, records, end) -> dict:
         info = self.plan[key]
         return {
-            "job": self.job, "key": key, "uri": info["uri"], "source": info["source"],
-            "status": "failed" if end.get("reason") else "done", "error": end.get("message"),
-            "records": records, "rows": sum(e["rows"] for e in entries), "shards": entries,
+            "job": self.job,
+            "key": key,
+            "uri": info["uri"],
+            "source": info["source"],
+            "status": "failed" if end.get("reason") else "done",
+            "error": end.get("message"),
+            "records": records,
+            "rows": sum(e["rows"] for e in entries),
+            "shards": entries,
             "quarantine": counts,
             "tokens": {m: sum(e["tokens"].get(m, 0) for e in entries) for m in MODALITIES},
             "bytes": sum(e["bytes"] for e in entries),

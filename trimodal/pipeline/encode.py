@@ -26,28 +26,39 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
+from trimodal.dataset.schema import KIND_MODALITIES, list_column
 from trimodal.errors import SampleError
 
-RECORD_SCHEMA = pa.schema([
-    ("key", pa.string()), ("seq", pa.int64()), ("end", pa.bool_()),
-    ("id", pa.string()), ("source", pa.string()), ("origin", pa.string()),
-    ("text", pa.large_string()), ("image", pa.large_binary()), ("audio", pa.large_binary()),
-    ("reason", pa.string()), ("message", pa.string()),
-])
+RECORD_SCHEMA = pa.schema(
+    [
+        ("key", pa.string()),
+        ("seq", pa.int64()),
+        ("end", pa.bool_()),
+        ("id", pa.string()),
+        ("source", pa.string()),
+        ("origin", pa.string()),
+        ("text", pa.large_string()),
+        ("image", pa.large_binary()),
+        ("audio", pa.large_binary()),
+        ("reason", pa.string()),
+        ("message", pa.string()),
+    ]
+)
 CHUNK_BYTES = 32 * 1024 * 1024  # also cut a read block at this much raw media
 
 # What a missing field of each kind is called in quarantine counts.
 MISSING_REASON = {
-    ("text", "text"): "empty_text", ("image_text", "text"): "missing_caption",
-    ("audio_text", "text"): "missing_transcript", ("image_text", "image"): "missing_image",
+    ("text", "text"): "empty_text",
+    ("image_text", "text"): "missing_caption",
+    ("audio_text", "text"): "missing_transcript",
+    ("image_text", "image"): "missing_image",
     ("audio_text", "audio"): "missing_audio",
 }
-KIND_MODALITIES = {"text": ("text",), "image_text": ("text", "image"), "audio_text": ("text", "audio")}
 
 
 def sample_name(rec_id: str | None, origin: str | None) -> str:
@@ -71,7 +82,9 @@ def _records_table(rows: list[dict]) -> pa.Table:
                 except UnicodeEncodeError:
                     r["text"] = None
                     r["reason"] = r.get("reason") or "invalid_utf8"
-                    r["message"] = r.get("message") or f"{sample_name(r.get('id'), r.get('origin'))}: text is not valid UTF-8"
+                    r["message"] = (
+                        r.get("message") or f"{sample_name(r.get('id'), r.get('origin'))}: text is not valid UTF-8"
+                    )
         cols = {name: [r.get(name) for r in rows] for name in RECORD_SCHEMA.names}
         return pa.Table.from_pydict(cols, schema=RECORD_SCHEMA)
 
@@ -99,9 +112,16 @@ def read_inputs(batch: pa.Table, sources: dict, chunk_rows: int, only: str | Non
             if wanted is not None:
                 records = _by_origin(records, wanted, name)
             for rec in records:
-                row = {"key": key, "seq": seq, "end": False, "id": rec.get("id"), "source": rec.get("source") or name,
-                       "origin": rec.get("origin"), "reason": rec.get("error_reason"),
-                       "message": rec.get("error_message")}
+                row = {
+                    "key": key,
+                    "seq": seq,
+                    "end": False,
+                    "id": rec.get("id"),
+                    "source": rec.get("source") or name,
+                    "origin": rec.get("origin"),
+                    "reason": rec.get("error_reason"),
+                    "message": rec.get("error_message"),
+                }
                 for m in ("text", "image", "audio"):
                     if only is None or m == only:
                         v = rec.get(m)
@@ -118,8 +138,9 @@ def read_inputs(batch: pa.Table, sources: dict, chunk_rows: int, only: str | Non
         except Exception as e:  # the input (not one record) failed: report it, keep the job going
             reason = "input_error"
             message = str(e) if uri in str(e) else f"{uri}: {type(e).__name__}: {e}"
-        rows.append({"key": key, "seq": seq, "end": True, "source": name, "origin": uri,
-                     "reason": reason, "message": message})
+        rows.append(
+            {"key": key, "seq": seq, "end": True, "source": name, "origin": uri, "reason": reason, "message": message}
+        )
         yield _records_table(rows)
 
 
@@ -136,32 +157,54 @@ def _by_origin(records, wanted: list, source: str) -> Iterator[dict]:
         seen.add(o)
         w = want[o]
         if rec.get("id") != w["id"]:
-            yield {"id": w["id"], "source": source, "origin": o, "error_reason": "origin_mismatch",
-                   "error_message": f"{sample_name(w['id'], o)}: the record there now has id "
-                                    f"{rec.get('id')!r}; the input changed since the dataset was made"}
+            yield {
+                "id": w["id"],
+                "source": source,
+                "origin": o,
+                "error_reason": "origin_mismatch",
+                "error_message": f"{sample_name(w['id'], o)}: the record there now has id "
+                f"{rec.get('id')!r}; the input changed since the dataset was made",
+            }
         else:
             yield rec
         if len(seen) == len(want):
             return
     for w in wanted:
         if w["origin"] not in seen:
-            yield {"id": w["id"], "source": source, "origin": w["origin"], "error_reason": "origin_not_found",
-                   "error_message": f"{sample_name(w['id'], w['origin'])}: the input no longer holds this record"}
+            yield {
+                "id": w["id"],
+                "source": source,
+                "origin": w["origin"],
+                "error_reason": "origin_not_found",
+                "error_message": f"{sample_name(w['id'], w['origin'])}: the input no longer holds this record",
+            }
 
 
 # ----------------------------------------------------------------------------- decoding
 
 
 def _image_params(tok) -> dict:
-    return {"size": int(tok.image_size), "max_pixels": int(tok.max_pixels), "min_side": int(tok.min_side),
-            "resample": tok.resample, "jpeg_draft": bool(tok.jpeg_draft)}
+    return {
+        "size": int(tok.image_size),
+        "max_pixels": int(tok.max_pixels),
+        "min_side": int(tok.min_side),
+        "resample": tok.resample,
+        "jpeg_draft": bool(tok.jpeg_draft),
+    }
 
 
 def _image_prepare(item: bytes, name: str, p: dict, limits: dict) -> bytes:
     from trimodal.tokenizers import media
 
-    px = media.prepare_image(item, p["size"], name, max_pixels=p["max_pixels"], min_side=p["min_side"],
-                             resample=p["resample"], jpeg_draft=p["jpeg_draft"])
+    px = media.prepare_image(
+        item,
+        p["size"],
+        name,
+        max_pixels=p["max_pixels"],
+        min_side=p["min_side"],
+        resample=p["resample"],
+        jpeg_draft=p["jpeg_draft"],
+    )
     return np.ascontiguousarray(px, dtype=np.uint8).tobytes()
 
 
@@ -181,8 +224,9 @@ def _audio_prepare(item: bytes, name: str, p: dict, limits: dict) -> bytes:
     wav, rate = media.load_audio(item, name)
     limit = limits.get("max_audio_seconds")
     if limit and wav.shape[-1] > limit * rate:
-        raise SampleError("audio_too_long", f"{name}: {wav.shape[-1] / rate:.2f} s exceeds "
-                                            f"limits.max_audio_seconds={limit}")
+        raise SampleError(
+            "audio_too_long", f"{name}: {wav.shape[-1] / rate:.2f} s exceeds limits.max_audio_seconds={limit}"
+        )
     mono = media.prepare_audio((wav, rate), p["rate"], name, p["max_seconds"])
     return np.ascontiguousarray(mono, dtype=np.float32).tobytes()
 
@@ -241,27 +285,24 @@ def decode_media(batch: pa.Table, stages: dict, kinds: dict, limits: dict) -> pa
 # ----------------------------------------------------------------------------- encoding
 
 
-def codes_column(values: list) -> pa.Array:
-    """Per-row flat int32 arrays (or None) → list<int32>, with one concatenation."""
-    lengths = np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int64, count=len(values))
-    offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    present = [v for v in values if v is not None]
-    flat = np.concatenate(present).astype(np.int32, copy=False) if present else np.zeros(0, np.int32)
-    mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.int32()),
-                                    mask=pa.array(mask) if mask.any() else None)
-
-
 class EncodeStage:
     """Ray Data actor: one tokenizer, loaded once in __init__, applied to one modality.
 
     `prepared` is True when the decode tasks already turned the media into the codec's input
     (see PREPARERS); then only the batched model call runs here."""
 
-    def __init__(self, modality: str, kind: str, path: str, options: dict, kinds: dict,
-                 prepared: dict | None = None, threads: int | None = None, batch_size: int | None = None,
-                 faults: dict | None = None):
+    def __init__(
+        self,
+        modality: str,
+        kind: str,
+        path: str,
+        options: dict,
+        kinds: dict,
+        prepared: dict | None = None,
+        threads: int | None = None,
+        batch_size: int | None = None,
+        faults: dict | None = None,
+    ):
         from trimodal.tokenizers.base import load_tokenizer
 
         if threads and modality != "text":
@@ -318,7 +359,7 @@ class EncodeStage:
             todo.append(i)
         codes: list = [None] * n
         for s in range(0, len(todo), self.batch_size):
-            part = todo[s: s + self.batch_size]
+            part = todo[s : s + self.batch_size]
             names = [sample_name(ids[i], origins[i]) for i in part]
             results = self._encode([media[i] for i in part], names)
             for i, r in zip(part, results):
@@ -329,7 +370,7 @@ class EncodeStage:
         batch = batch.drop_columns([m])
         batch = batch.set_column(batch.schema.get_field_index("reason"), "reason", pa.array(reasons, pa.string()))
         batch = batch.set_column(batch.schema.get_field_index("message"), "message", pa.array(messages, pa.string()))
-        return batch.append_column(f"{m}_codes", codes_column(codes))
+        return batch.append_column(f"{m}_codes", list_column(codes))
 
     def _encode(self, items: list, names: list[str]) -> list:
         if self.encode_prepared is not None:

@@ -27,8 +27,14 @@ from trimodal.pipeline.encode import EncodeStage, decode_media, read_inputs
 # Environment the workers need to see the same storage as the driver (when joining a cluster
 # started elsewhere, workers do not inherit the driver's environment). Credentials are not
 # forwarded: they would be stored in the job's runtime env; cluster nodes use instance roles.
-_FORWARD_ENV = ("TRIMODAL_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_REGION",
-                "AWS_DEFAULT_REGION", "HF_HUB_OFFLINE")
+_FORWARD_ENV = (
+    "TRIMODAL_S3_ENDPOINT",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "HF_HUB_OFFLINE",
+)
 
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
@@ -67,15 +73,24 @@ class Stage:
     modality: str
     kind: str
     path: str
-    options: dict = field(default_factory=dict)   # load_tokenizer(**options)
+    options: dict = field(default_factory=dict)  # load_tokenizer(**options)
     batch_size: int = 16
     threads: int | None = None
-    prepared: dict | None = None                  # decode params (encode.PREPARERS), None: raw bytes
+    prepared: dict | None = None  # decode params (encode.PREPARERS), None: raw bytes
     actors: int = 1
 
 
-def build_graph(items: list[dict], *, sources: dict, stages: list[Stage], kinds: dict, limits: dict, ray_cfg,
-                faults: dict | None = None, only: str | None = None):
+def build_graph(
+    items: list[dict],
+    *,
+    sources: dict,
+    stages: list[Stage],
+    kinds: dict,
+    limits: dict,
+    ray_cfg,
+    faults: dict | None = None,
+    only: str | None = None,
+):
     """items: [{key, source, uri[, origins]}] in input order → a streaming ray.data.Dataset of
     records with ``<modality>_codes`` columns (see encode.py)."""
     import ray
@@ -100,14 +115,27 @@ def _build(items, sources, stages, kinds, limits, ray_cfg, faults, only, gpus):
     # get a few inputs per task).
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), 4096)))
     read_tasks = min(ray_cfg.read_tasks or cluster_cpus(), len(items))
-    task_args = {"num_cpus": ray_cfg.read_num_cpus, "max_retries": ray_cfg.max_retries,
-                 "compute": ray.data.TaskPoolStrategy(size=read_tasks)}
-    ds = ds.map_batches(read_inputs, batch_size=1, batch_format="pyarrow", **task_args,
-                        fn_kwargs={"sources": sources, "chunk_rows": ray_cfg.read_chunk_rows, "only": only})
+    task_args = {
+        "num_cpus": ray_cfg.read_num_cpus,
+        "max_retries": ray_cfg.max_retries,
+        "compute": ray.data.TaskPoolStrategy(size=read_tasks),
+    }
+    ds = ds.map_batches(
+        read_inputs,
+        batch_size=1,
+        batch_format="pyarrow",
+        **task_args,
+        fn_kwargs={"sources": sources, "chunk_rows": ray_cfg.read_chunk_rows, "only": only},
+    )
     decode = {s.modality: {"kind": s.kind, "params": s.prepared} for s in stages if s.prepared is not None}
     if decode:
-        ds = ds.map_batches(decode_media, batch_size=None, batch_format="pyarrow", **task_args,
-                            fn_kwargs={"stages": decode, "kinds": kinds, "limits": limits})
+        ds = ds.map_batches(
+            decode_media,
+            batch_size=None,
+            batch_format="pyarrow",
+            **task_args,
+            fn_kwargs={"stages": decode, "kinds": kinds, "limits": limits},
+        )
     for st in stages:
         auto_gpu = 1.0 if (st.modality != "text" and gpus > 0) else 0.0
         num_gpus = ray_cfg.num_gpus_per_actor if ray_cfg.num_gpus_per_actor is not None else auto_gpu
@@ -116,15 +144,25 @@ def _build(items, sources, stages, kinds, limits, ray_cfg, faults, only, gpus):
             options.setdefault("device", "cuda")
         ds = ds.map_batches(
             EncodeStage,
-            fn_constructor_kwargs={"modality": st.modality, "kind": st.kind, "path": st.path, "options": options,
-                                   "kinds": kinds, "prepared": st.prepared, "threads": st.threads,
-                                   "batch_size": st.batch_size,
-                                   "faults": faults or {}},
+            fn_constructor_kwargs={
+                "modality": st.modality,
+                "kind": st.kind,
+                "path": st.path,
+                "options": options,
+                "kinds": kinds,
+                "prepared": st.prepared,
+                "threads": st.threads,
+                "batch_size": st.batch_size,
+                "faults": faults or {},
+            },
             # Text takes whole read blocks (cut to batch_size inside the actor): bundling rows up
             # to a batch across blocks would hold every later stage until that many rows are read.
-            batch_size=None if st.modality == "text" else st.batch_size, batch_format="pyarrow",
+            batch_size=None if st.modality == "text" else st.batch_size,
+            batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, st.actors)),
-            num_cpus=ray_cfg.num_cpus_per_actor, num_gpus=(num_gpus if st.modality != "text" else 0) or None,
-            max_restarts=ray_cfg.max_retries, max_task_retries=ray_cfg.max_retries,
+            num_cpus=ray_cfg.num_cpus_per_actor,
+            num_gpus=(num_gpus if st.modality != "text" else 0) or None,
+            max_restarts=ray_cfg.max_retries,
+            max_task_retries=ray_cfg.max_retries,
         )
     return ds

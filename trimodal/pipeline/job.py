@@ -24,14 +24,14 @@ import time
 from collections import Counter
 
 from trimodal.config import from_dict, to_dict
+from trimodal.dataset.manifest import Manifest
+from trimodal.dataset.schema import MODALITIES
 from trimodal.errors import ConfigError
 from trimodal.pipeline.assemble import Assembler, Faults, InputWriter
 from trimodal.pipeline.job_config import JobConfig, TokenizerSpec, check_inputs
-from trimodal.pipeline.manifest import Manifest
 from trimodal.pipeline.progress import Progress
 from trimodal.pipeline.resume import MarkerStore, canonical_hash, input_key
 
-MODALITIES = ("text", "image", "audio")
 FORMAT = 1  # of the job's markers and fingerprint parts
 
 
@@ -59,19 +59,40 @@ def load_stage(modality: str, spec: TokenizerSpec, options: dict, batch_size: in
         raise ConfigError(f"tokenizers.{modality}.options: {e}") from e
     if tok.modality != modality:
         raise ConfigError(f"tokenizers.{modality}.kind: {spec.kind!r} tokenizes {tok.modality}, not {modality}")
-    stage = Stage(modality=modality, kind=spec.kind, path=os.path.abspath(os.path.expanduser(spec.path)),
-                  options=options, batch_size=batch_size, threads=spec.threads,
-                  prepared=prepare_params(spec.kind, tok), actors=actors)
+    stage = Stage(
+        modality=modality,
+        kind=spec.kind,
+        path=os.path.abspath(os.path.expanduser(spec.path)),
+        options=options,
+        batch_size=batch_size,
+        threads=spec.threads,
+        prepared=prepare_params(spec.kind, tok),
+        actors=actors,
+    )
     return tok.fingerprint(), stage
 
 
-def execute(items: list[dict], finalize, *, total_inputs: int, skipped: int, progress_cfg, label: str,
-            quiet: bool = False, **graph_kwargs) -> tuple[dict, Progress]:
+def execute(
+    items: list[dict],
+    finalize,
+    *,
+    total_inputs: int,
+    skipped: int,
+    progress_cfg,
+    label: str,
+    quiet: bool = False,
+    **graph_kwargs,
+) -> tuple[dict, Progress]:
     """Run the graph over `items` and assemble every input; returns (key -> marker, progress)."""
     from trimodal.pipeline.graph import build_graph
 
-    progress = Progress(total_inputs, skipped, interval_s=progress_cfg.interval_s,
-                        enabled=progress_cfg.enabled and not quiet, label=label)
+    progress = Progress(
+        total_inputs,
+        skipped,
+        interval_s=progress_cfg.interval_s,
+        enabled=progress_cfg.enabled and not quiet,
+        label=label,
+    )
     if not items:
         return {}, progress
     ds = build_graph(items, **graph_kwargs)
@@ -89,8 +110,9 @@ def summarize_markers(markers: list[dict]) -> dict:
     q: Counter = Counter()
     for mk in markers:
         q.update(mk.get("quarantine") or {})
-    failed = [{"uri": mk["uri"], "key": mk["key"], "error": mk.get("error")} for mk in markers
-              if mk.get("status") == "failed"]
+    failed = [
+        {"uri": mk["uri"], "key": mk["key"], "error": mk.get("error")} for mk in markers if mk.get("status") == "failed"
+    ]
     return {
         "samples": sum(mk["rows"] for mk in markers),
         "records": sum(mk["records"] for mk in markers),
@@ -105,7 +127,8 @@ def summarize_markers(markers: list[dict]) -> dict:
 def input_entry(mk: dict) -> dict:
     """The manifest's record of one consumed input (retokenize reads these back)."""
     return {k: mk.get(k) for k in ("key", "uri", "source", "status", "error", "records", "rows", "quarantine")} | {
-        "shards": [e["path"] for e in mk["shards"]]}
+        "shards": [e["path"] for e in mk["shards"]]
+    }
 
 
 def job_stats(markers: list[dict], progress: Progress, wall: float, pending: int) -> tuple[dict, dict]:
@@ -113,20 +136,30 @@ def job_stats(markers: list[dict], progress: Progress, wall: float, pending: int
     summary = summarize_markers(markers)
     stats = {
         "wall_seconds": round(wall, 3),
-        "inputs": len(markers), "inputs_resumed": len(markers) - pending,
-        "inputs_failed": len(summary["failed_inputs"]), "failed_inputs": summary["failed_inputs"],
-        "samples": summary["samples"], "records": summary["records"], "tokens": summary["tokens"],
-        "quarantined": summary["quarantined"], "bytes": summary["bytes"], "shards": summary["shards"],
+        "inputs": len(markers),
+        "inputs_resumed": len(markers) - pending,
+        "inputs_failed": len(summary["failed_inputs"]),
+        "failed_inputs": summary["failed_inputs"],
+        "samples": summary["samples"],
+        "records": summary["records"],
+        "tokens": summary["tokens"],
+        "quarantined": summary["quarantined"],
+        "bytes": summary["bytes"],
+        "shards": summary["shards"],
         # Throughput of this run only (resumed inputs cost nothing now).
-        "run": {"samples": progress.samples, "tokens": dict(progress.tokens),
-                "samples_per_s": round(progress.samples / wall, 2) if wall > 0 else None,
-                "tokens_per_s": {m: round(v / wall, 1) for m, v in progress.tokens.items()} if wall > 0 else None},
+        "run": {
+            "samples": progress.samples,
+            "tokens": dict(progress.tokens),
+            "samples_per_s": round(progress.samples / wall, 2) if wall > 0 else None,
+            "tokens_per_s": {m: round(v / wall, 1) for m, v in progress.tokens.items()} if wall > 0 else None,
+        },
     }
     return summary, stats
 
 
-def run_tokenize(config: JobConfig | dict, *, address: str | None = None, restart: bool = False,
-                 quiet: bool = False) -> dict:
+def run_tokenize(
+    config: JobConfig | dict, *, address: str | None = None, restart: bool = False, quiet: bool = False
+) -> dict:
     """Tokenize the configured sources into `config.output.uri`; return the summary dict
     (the manifest's `stats` plus `output`, `job_fingerprint`)."""
     from trimodal.pipeline.readers.common import input_key as source_key
@@ -146,8 +179,13 @@ def run_tokenize(config: JobConfig | dict, *, address: str | None = None, restar
     sources = [to_dict(s) for s in cfg.sources]
     # Everything that changes which rows are kept or what their codes are; paths are left out
     # so that a source can grow new files and resume.
-    parts = {"format": FORMAT, "kind": "tokenize", "fingerprints": fps, "limits": limits,
-             "sources": [{k: v for k, v in s.items() if k != "paths"} for s in sources]}
+    parts = {
+        "format": FORMAT,
+        "kind": "tokenize",
+        "fingerprints": fps,
+        "limits": limits,
+        "sources": [{k: v for k, v in s.items() if k != "paths"} for s in sources],
+    }
     job_fp = canonical_hash(parts)
     out = cfg.output.uri
     store = MarkerStore(out)
@@ -172,9 +210,20 @@ def run_tokenize(config: JobConfig | dict, *, address: str | None = None, restar
     faults = faults_from_env()
     writer = InputWriter(out, job_fp, plan, store, cfg.output.shard_rows, cfg.output.shard_bytes, Faults(faults))
     results, progress = execute(
-        pending, writer, total_inputs=len(order), skipped=len(order) - len(pending), progress_cfg=cfg.progress,
-        label="tokenize", quiet=quiet, sources={s.name: s for s in cfg.sources}, stages=stages,
-        kinds={s.name: s.kind for s in cfg.sources}, limits=limits, ray_cfg=cfg.ray, faults=faults)
+        pending,
+        writer,
+        total_inputs=len(order),
+        skipped=len(order) - len(pending),
+        progress_cfg=cfg.progress,
+        label="tokenize",
+        quiet=quiet,
+        sources={s.name: s for s in cfg.sources},
+        stages=stages,
+        kinds={s.name: s.kind for s in cfg.sources},
+        limits=limits,
+        ray_cfg=cfg.ray,
+        faults=faults,
+    )
     markers = [done.get(k) or results[k] for k in order]
     summary, stats = job_stats(markers, progress, time.monotonic() - t0, len(pending))
     manifest = Manifest(
@@ -183,9 +232,14 @@ def run_tokenize(config: JobConfig | dict, *, address: str | None = None, restar
         inputs=[input_entry(mk) for mk in markers],
         quarantine=summary["quarantined"],
         stats=stats,
-        job={"kind": "tokenize", "fingerprint": job_fp, "sources": sources,
-             "tokenizers": {m: to_dict(cfg.tokenizers[m]) for m in modalities}, "limits": limits,
-             "output": {"shard_rows": cfg.output.shard_rows, "shard_bytes": cfg.output.shard_bytes}},
+        job={
+            "kind": "tokenize",
+            "fingerprint": job_fp,
+            "sources": sources,
+            "tokenizers": {m: to_dict(cfg.tokenizers[m]) for m in modalities},
+            "limits": limits,
+            "output": {"shard_rows": cfg.output.shard_rows, "shard_bytes": cfg.output.shard_bytes},
+        },
     )
     manifest.save(out)
     progress.maybe_print(force=True)

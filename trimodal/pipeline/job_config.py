@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
+from trimodal.dataset.schema import KIND_MODALITIES, MODALITIES
 from trimodal.errors import ConfigError, InputError
 from trimodal.pipeline.sources import SourceConfig
 
-MODALITIES = ("text", "image", "audio")
-# What each source kind needs tokenized; text is always present (document, caption, transcript).
-KIND_MODALITIES = {"text": ("text",), "image_text": ("text", "image"), "audio_text": ("text", "audio")}
 # Rows per encode call when the config does not say: what keeps a CPU or a GPU busy without
 # making blocks huge (text is cheap per row, codecs are not).
 DEFAULT_BATCH = {"text": 512, "image": 16, "audio": 8}
@@ -45,14 +43,14 @@ DEFAULT_BATCH = {"text": 512, "image": 16, "audio": 8}
 
 @dataclass
 class TokenizerSpec:
-    kind: str                        # registry kind: sentencepiece | vqmodel | dac
-    path: str                        # local path of the model / weights (no download)
-    batch_size: Optional[int] = None  # rows per encode call (default: DEFAULT_BATCH)
-    levels: Optional[int] = None     # audio: residual codebook levels kept (DAC n_levels)
-    device: Optional[str] = None     # cpu | cuda | auto (None): cuda when the actor holds a GPU
+    kind: str  # registry kind: sentencepiece | vqmodel | dac
+    path: str  # local path of the model / weights (no download)
+    batch_size: int | None = None  # rows per encode call (default: DEFAULT_BATCH)
+    levels: int | None = None  # audio: residual codebook levels kept (DAC n_levels)
+    device: str | None = None  # cpu | cuda | auto (None): cuda when the actor holds a GPU
     # Threads per actor: SentencePiece's num_threads, or torch intra-op threads for codecs.
     # None leaves Ray's default (1 thread for an actor holding less than one CPU).
-    threads: Optional[int] = None
+    threads: int | None = None
     options: dict[str, Any] = field(default_factory=dict)  # further load_tokenizer(**options)
 
     def validate(self):
@@ -69,7 +67,7 @@ class TokenizerSpec:
         if self.device not in (None, "auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
             raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda")
 
-    def load_options(self, modality: str, limits: "Limits") -> dict:
+    def load_options(self, modality: str, limits: Limits) -> dict:
         """The keyword options for `load_tokenizer`: explicit `options`, then the typed fields,
         then the job's limits where the tokenizer enforces them itself."""
         opts = dict(self.options or {})
@@ -100,12 +98,12 @@ class TokenizerSpec:
 class Limits:
     """Samples beyond these are quarantined (never silently truncated): the reason is counted."""
 
-    max_text_tokens: Optional[int] = None      # text_too_long
-    max_audio_seconds: Optional[float] = 30.0  # audio_too_long
-    image_resolution: Optional[int] = None     # codec input size (square); None = the codec's own
+    max_text_tokens: int | None = None  # text_too_long
+    max_audio_seconds: float | None = 30.0  # audio_too_long
+    image_resolution: int | None = None  # codec input size (square); None = the codec's own
     # Pixels of the *input* image (w*h, read from its header before decoding); the codec
     # resizes to its own resolution, so this guards against decompression bombs and junk.
-    max_image_pixels: Optional[int] = 64_000_000  # image_too_large
+    max_image_pixels: int | None = 64_000_000  # image_too_large
 
     def validate(self):
         for k in ("max_text_tokens", "max_audio_seconds", "image_resolution", "max_image_pixels"):
@@ -116,9 +114,9 @@ class Limits:
 
 @dataclass
 class OutputConfig:
-    uri: str                               # local directory or s3://bucket/prefix
-    shard_rows: int = 8192                 # at most this many samples per shard
-    shard_bytes: int = 256 * 1024 * 1024   # and at most about this many bytes of codes
+    uri: str  # local directory or s3://bucket/prefix
+    shard_rows: int = 8192  # at most this many samples per shard
+    shard_bytes: int = 256 * 1024 * 1024  # and at most about this many bytes of codes
     # resume: skip inputs with a completion marker of the same job; restart: discard progress.
     mode: Literal["resume", "restart"] = "resume"
 
@@ -133,19 +131,19 @@ class OutputConfig:
 
 @dataclass
 class RayConfig:
-    address: Optional[str] = None   # existing cluster; else RAY_ADDRESS; else a local Ray
-    num_cpus: Optional[int] = None  # CPUs of the local Ray this job starts (None: all)
+    address: str | None = None  # existing cluster; else RAY_ADDRESS; else a local Ray
+    num_cpus: int | None = None  # CPUs of the local Ray this job starts (None: all)
     # Actor pool size per modality (autoscaled from 1 up to this); missing modalities get 1.
     actors: dict[str, int] = field(default_factory=dict)
     num_cpus_per_actor: float = 0.25
     # None = auto: one GPU per image/audio actor when the cluster has GPUs, else none.
-    num_gpus_per_actor: Optional[float] = None
-    read_num_cpus: float = 0.25     # per read+decode task (one task per input file)
+    num_gpus_per_actor: float | None = None
+    read_num_cpus: float = 0.25  # per read+decode task (one task per input file)
     # Read tasks at once; None = the cluster's CPU count. Each concurrent task is a worker
     # process (importing the readers and decoders costs seconds), so more than there are CPUs
     # only adds start-up and memory.
-    read_tasks: Optional[int] = None
-    read_chunk_rows: int = 256      # records per block emitted by a read task
+    read_tasks: int | None = None
+    read_chunk_rows: int = 256  # records per block emitted by a read task
     # Restarts of a dead actor and retries of its in-flight batches (and of read tasks).
     # Rows carry (input, seq), so a retried batch can never duplicate or lose samples.
     max_retries: int = 4
@@ -179,7 +177,7 @@ class RayConfig:
 
 @dataclass
 class ProgressConfig:
-    interval_s: float = 10.0   # seconds between progress lines on stderr
+    interval_s: float = 10.0  # seconds between progress lines on stderr
     enabled: bool = True
 
     def validate(self):
@@ -212,8 +210,9 @@ class JobConfig:
                 raise ConfigError(f"sources[{i}].kind: {s.kind!r} is not one of {list(KIND_MODALITIES)}")
             for m in KIND_MODALITIES[s.kind]:
                 if m not in self.tokenizers:
-                    raise ConfigError(f"tokenizers.{m}: required by sources[{i}] ({s.name!r}, kind {s.kind}) "
-                                      "but not configured")
+                    raise ConfigError(
+                        f"tokenizers.{m}: required by sources[{i}] ({s.name!r}, kind {s.kind}) but not configured"
+                    )
 
     def modalities(self) -> list[str]:
         """Modalities some source needs, in stage order."""

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 
-MODALITIES = ("text", "image", "audio")
+from trimodal.dataset.schema import MODALITIES
 
 
 def _rate(n: float, secs: float) -> str:
@@ -32,8 +32,15 @@ def _bytes(n: float) -> str:
 class Progress:
     """Counters of one run; thread-safe (shard-writer threads report finished inputs)."""
 
-    def __init__(self, total_inputs: int, skipped_inputs: int = 0, interval_s: float = 10.0,
-                 stream=None, enabled: bool = True, label: str = "tokenize"):
+    def __init__(
+        self,
+        total_inputs: int,
+        skipped_inputs: int = 0,
+        interval_s: float = 10.0,
+        stream=None,
+        enabled: bool = True,
+        label: str = "tokenize",
+    ):
         self.total = total_inputs
         self.skipped = skipped_inputs
         self.done = 0
@@ -69,9 +76,11 @@ class Progress:
         todo = self.total - self.skipped
         eta = f"{(todo - self.done) * el / self.done:.0f}s" if self.done else "?"
         toks = " ".join(f"{m}={self.tokens[m]} ({_rate(self.tokens[m], el)}/s)" for m in MODALITIES if self.tokens[m])
-        return (f"[{self.label}] inputs {self.done + self.skipped}/{self.total} "
-                f"(resumed {self.skipped}) | samples {self.samples} ({_rate(self.samples, el)}/s), "
-                f"quarantined {self.rejected} | tokens {toks or '0'} | {el:.0f}s elapsed, ETA {eta}")
+        return (
+            f"[{self.label}] inputs {self.done + self.skipped}/{self.total} "
+            f"(resumed {self.skipped}) | samples {self.samples} ({_rate(self.samples, el)}/s), "
+            f"quarantined {self.rejected} | tokens {toks or '0'} | {el:.0f}s elapsed, ETA {eta}"
+        )
 
     def maybe_print(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -85,15 +94,20 @@ class Progress:
 
 def format_summary(s: dict) -> str:
     """The final summary of a job result (`run_tokenize` / `run_retokenize`), for people."""
-    lines = [f"dataset     {s['output']}",
-             f"wall time   {s['wall_seconds']:.1f} s "
-             f"({s['inputs']} inputs, {s['inputs_resumed']} already done by an earlier run)",
-             f"samples     {s['samples']:,} kept in {s['shards']} shards, {_bytes(s['bytes'])} written",
-             "tokens      " + "  ".join(f"{m} {s['tokens'].get(m, 0):,}" for m in MODALITIES)]
+    lines = [
+        f"dataset     {s['output']}",
+        f"wall time   {s['wall_seconds']:.1f} s "
+        f"({s['inputs']} inputs, {s['inputs_resumed']} already done by an earlier run)",
+        f"samples     {s['samples']:,} kept in {s['shards']} shards, {_bytes(s['bytes'])} written",
+        "tokens      " + "  ".join(f"{m} {s['tokens'].get(m, 0):,}" for m in MODALITIES),
+    ]
     run = s.get("run") or {}
     if run.get("tokens_per_s"):
-        lines.append("this run    " + "  ".join(f"{m} {_rate(v, 1)}/s" for m, v in run["tokens_per_s"].items() if v)
-                     + f"  ({run.get('samples_per_s')} samples/s)")
+        lines.append(
+            "this run    "
+            + "  ".join(f"{m} {_rate(v, 1)}/s" for m, v in run["tokens_per_s"].items() if v)
+            + f"  ({run.get('samples_per_s')} samples/s)"
+        )
     q = s.get("quarantined") or {}
     lines.append(f"quarantined {sum(q.values()):,}" + (": " + ", ".join(f"{r} {n}" for r, n in q.items()) if q else ""))
     for f in s.get("failed_inputs") or []:

@@ -23,9 +23,9 @@ import re
 
 import pyarrow.fs as pafs
 
+from trimodal.dataset.manifest import MANIFEST_NAME
+from trimodal.dataset.storage import resolve
 from trimodal.errors import ConfigError
-from trimodal.pipeline.manifest import MANIFEST_NAME
-from trimodal.pipeline.storage import resolve
 
 PROGRESS_DIR = "_progress"
 JOB_FILE = "job.json"
@@ -80,14 +80,16 @@ class MarkerStore:
                         f"output.uri: {self.dataset_uri} holds progress of a different job "
                         f"(fingerprint {old.get('fingerprint')} vs {fingerprint}; differs in: {what}). "
                         "Its markers cannot be reused because the codes would differ: use a new "
-                        "output.uri, or output.mode=restart (--restart) to discard that progress.")
+                        "output.uri, or output.mode=restart (--restart) to discard that progress."
+                    )
                 self.clear()
             elif mode == "restart":
                 self.clear()
         elif mode == "restart":
             self.clear()
-        loc.write_bytes_atomic(json.dumps({"fingerprint": fingerprint, "parts": parts}, indent=1,
-                                          sort_keys=True, default=str).encode())
+        loc.write_bytes_atomic(
+            json.dumps({"fingerprint": fingerprint, "parts": parts}, indent=1, sort_keys=True, default=str).encode()
+        )
 
     def clear(self) -> None:
         """Uncommit the dataset and forget all progress: the manifest first (so no reader ever

@@ -16,9 +16,10 @@ import os
 from dataclasses import dataclass, field
 from typing import Literal
 
+from trimodal.dataset.schema import SOURCE_KINDS
 from trimodal.errors import ConfigError
 
-KINDS = ("text", "image_text", "audio_text")
+KINDS = SOURCE_KINDS
 
 # Formats each kind can be read from ("auto" picks by file extension).
 FORMATS_BY_KIND = {
@@ -33,9 +34,14 @@ COMPRESSIONS = {".gz": "gzip", ".zst": "zstd", ".zstd": "zstd"}
 # Extension (after compression is stripped) → format. ".json" is read as JSON Lines because
 # corpora such as C4 ship JSONL under that name.
 EXTENSIONS = {
-    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
-    ".parquet": "parquet", ".pq": "parquet",
-    ".txt": "txt", ".text": "txt", ".md": "txt",
+    ".jsonl": "jsonl",
+    ".ndjson": "jsonl",
+    ".json": "jsonl",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+    ".txt": "txt",
+    ".text": "txt",
+    ".md": "txt",
     ".tar": "webdataset",
 }
 
@@ -49,14 +55,14 @@ DEFAULT_JSON_CAPTION_FIELDS = ["caption", "text", "transcript"]
 class SourceConfig:
     """One raw corpus. Field-by-field meaning is in the comments; `validate` names bad keys."""
 
-    name: str                                   # corpus name; sample ids are f"{name}/{key}"
+    name: str  # corpus name; sample ids are f"{name}/{key}"
     kind: Literal["text", "image_text", "audio_text"]
-    paths: list[str]                            # files, dirs, globs; local or s3://
+    paths: list[str]  # files, dirs, globs; local or s3://
     format: Literal["auto", "jsonl", "parquet", "txt", "webdataset"] = "auto"
     # JSONL field / Parquet column holding the text: the document for text sources, the
     # caption or transcript for pairs.
     text_field: str = "text"
-    image_field: str = "image"                  # Parquet bytes column (binary or struct {bytes, path})
+    image_field: str = "image"  # Parquet bytes column (binary or struct {bytes, path})
     audio_field: str = "audio"
     # WebDataset member extensions, first present wins (webdataset lower-cases them).
     caption_keys: list[str] = field(default_factory=lambda: list(DEFAULT_CAPTION_KEYS))
@@ -68,8 +74,10 @@ class SourceConfig:
 
     def validate(self) -> None:
         if not self.name or "/" in self.name or self.name != self.name.strip() or "#" in self.name:
-            raise ConfigError(f"name: {self.name!r} must be non-empty, without '/', '#' or surrounding spaces "
-                              "(sample ids are '<name>/<key>')")
+            raise ConfigError(
+                f"name: {self.name!r} must be non-empty, without '/', '#' or surrounding spaces "
+                "(sample ids are '<name>/<key>')"
+            )
         if self.kind not in KINDS:
             raise ConfigError(f"kind: {self.kind!r} is not one of {list(KINDS)}")
         if not self.paths:
@@ -78,8 +86,10 @@ class SourceConfig:
             if not isinstance(p, str) or not p.strip():
                 raise ConfigError(f"paths[{i}]: expected a non-empty path, got {p!r}")
         if self.format != "auto" and self.format not in FORMATS_BY_KIND[self.kind]:
-            raise ConfigError(f"format: {self.format!r} cannot hold {self.kind} samples; "
-                              f"use one of {['auto', *FORMATS_BY_KIND[self.kind]]}")
+            raise ConfigError(
+                f"format: {self.format!r} cannot hold {self.kind} samples; "
+                f"use one of {['auto', *FORMATS_BY_KIND[self.kind]]}"
+            )
         for key in ("text_field", "image_field", "audio_field"):
             if not getattr(self, key):
                 raise ConfigError(f"{key}: must not be empty")
@@ -91,13 +101,14 @@ class SourceConfig:
                 raise ConfigError(f"{key}: at least one member extension is required")
             for j, v in enumerate(vals):
                 if not v or v.startswith(".") or v != v.lower():
-                    raise ConfigError(f"{key}[{j}]: {v!r} must be a lower-case extension without the leading dot "
-                                      "(webdataset lower-cases member suffixes)")
+                    raise ConfigError(
+                        f"{key}[{j}]: {v!r} must be a lower-case extension without the leading dot "
+                        "(webdataset lower-cases member suffixes)"
+                    )
         if self.kind == "image_text" and not self.image_keys:
             raise ConfigError("image_keys: at least one member extension is required")
         if self.kind == "audio_text" and not self.audio_keys:
             raise ConfigError("audio_keys: at least one member extension is required")
-
 
     @property
     def missing_caption_reason(self) -> str:

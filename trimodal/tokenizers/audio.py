@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -41,9 +42,17 @@ from trimodal.tokenizers.image import pick_device
 class DACTokenizer(Tokenizer):
     modality = "audio"
 
-    def __init__(self, path: str, n_levels: int | None = None, max_seconds: float | None = 30.0,
-                 min_seconds: float = 0.0, length_bucket_seconds: float = 1.0, device: str | None = None,
-                 batch_size: int = 8, max_batch_samples: int | None = None):
+    def __init__(
+        self,
+        path: str,
+        n_levels: int | None = None,
+        max_seconds: float | None = 30.0,
+        min_seconds: float = 0.0,
+        length_bucket_seconds: float = 1.0,
+        device: str | None = None,
+        batch_size: int = 8,
+        max_batch_samples: int | None = None,
+    ):
         import os
 
         from trimodal.tokenizers.dac_import import import_dac
@@ -109,7 +118,7 @@ class DACTokenizer(Tokenizer):
             for padded, idx in sorted(groups.items()):
                 step = self.pass_size(padded)
                 for s in range(0, len(idx), step):
-                    part = idx[s: s + step]
+                    part = idx[s : s + step]
                     x = np.zeros((len(part), 1, padded), np.float32)
                     for row, i in enumerate(part):
                         x[row, 0, : len(waves[i])] = waves[i]
@@ -157,7 +166,7 @@ class DACTokenizer(Tokenizer):
             for frames, idx in groups.items():
                 step = self.pass_size(frames * self.hop)
                 for s in range(0, len(idx), step):
-                    part = idx[s: s + step]
+                    part = idx[s : s + step]
                     if frames == 0:
                         for i in part:
                             out[i] = (np.zeros(0, np.float32), self.sample_rate)
@@ -185,8 +194,12 @@ class DACTokenizer(Tokenizer):
                 "sample_rate": self.sample_rate,
                 "hop": self.hop,
                 "frame_rate": self.sample_rate / self.hop,
-                "preprocess": {"mono": "mean", "resample": "scipy.signal.resample_poly",
-                               "max_seconds": self.max_seconds, "length_bucket": self.bucket},
+                "preprocess": {
+                    "mono": "mean",
+                    "resample": "scipy.signal.resample_poly",
+                    "max_seconds": self.max_seconds,
+                    "length_bucket": self.bucket,
+                },
                 "weights_sha256": sha256_file(self.path),  # the .pth holds the constructor kwargs too
                 "library": "descript-audio-codec",
                 "library_version": version("descript-audio-codec"),

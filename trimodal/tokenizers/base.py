@@ -20,11 +20,12 @@ from __future__ import annotations
 import hashlib
 import json
 from abc import ABC, abstractmethod
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-MODALITIES = ("text", "image", "audio")
+from trimodal.errors import SampleError
 
 
 class Tokenizer(ABC):
@@ -59,13 +60,12 @@ class Tokenizer(ABC):
     def fingerprint_id(self) -> str:
         return fingerprint_id(self.fingerprint())
 
-    def encode_each(self, batch: Sequence[Any], names: Sequence[str] | None = None) -> list[np.ndarray | "SampleError"]:
+    def encode_each(self, batch: Sequence[Any], names: Sequence[str] | None = None) -> list[np.ndarray | SampleError]:
         """Like `encode`, but a bad item yields its `SampleError` in place instead of failing the
         batch. `names` (one per item, e.g. sample ids) go into the error messages.
 
         This default retries item by item after a failed batch; the built-in tokenizers override
         it to validate each item first and encode the valid ones in one batch."""
-        from trimodal.errors import SampleError
 
         try:
             return list(self.encode(batch))
@@ -83,7 +83,6 @@ class Tokenizer(ABC):
 
 def raise_first(results: list) -> list[np.ndarray]:
     """`encode_each`'s results as `encode` returns them: the first SampleError is raised."""
-    from trimodal.errors import SampleError
 
     for r in results:
         if isinstance(r, SampleError):

@@ -16,29 +16,60 @@ import os
 import warnings
 from pathlib import Path
 
+from trimodal.dataset.storage import atomic_local_path
 from trimodal.errors import ConfigError
 
 # VQModel kwargs. 4 blocks = 3 downsamplings (f8); `sample_size` is the input resolution and is
 # what the image tokenizer resizes to.
 IMAGE_CONFIGS: dict[str, dict] = {
     # ~1M params, 64x64 input → 8x8 code grid, 1024 codes.
-    "small": dict(block_out_channels=(32, 32, 64, 64), layers_per_block=1, latent_channels=8,
-                  num_vq_embeddings=1024, vq_embed_dim=8, norm_num_groups=16, sample_size=64,
-                  mid_block_add_attention=False),
+    "small": dict(
+        block_out_channels=(32, 32, 64, 64),
+        layers_per_block=1,
+        latent_channels=8,
+        num_vq_embeddings=1024,
+        vq_embed_dim=8,
+        norm_num_groups=16,
+        sample_size=64,
+        mid_block_add_attention=False,
+    ),
     # LDM VQ-f8 shape: 256x256 → 32x32 grid, 16384 codes, ~60M params.
-    "base": dict(block_out_channels=(128, 256, 256, 512), layers_per_block=2, latent_channels=4,
-                 num_vq_embeddings=16384, vq_embed_dim=4, norm_num_groups=32, sample_size=256),
+    "base": dict(
+        block_out_channels=(128, 256, 256, 512),
+        layers_per_block=2,
+        latent_channels=4,
+        num_vq_embeddings=16384,
+        vq_embed_dim=4,
+        norm_num_groups=32,
+        sample_size=256,
+    ),
 }
 
 # DAC kwargs. Power-of-two rates so decode returns exactly frames × hop samples.
 AUDIO_CONFIGS: dict[str, dict] = {
     # 16 kHz, hop 512 (31.25 frames/s), 4 codebooks × 1024, ~7.8M params.
-    "small": dict(sample_rate=16000, encoder_dim=32, encoder_rates=[2, 4, 8, 8], latent_dim=256,
-                  decoder_dim=256, decoder_rates=[8, 8, 4, 2], n_codebooks=4, codebook_size=1024,
-                  codebook_dim=8),
+    "small": dict(
+        sample_rate=16000,
+        encoder_dim=32,
+        encoder_rates=[2, 4, 8, 8],
+        latent_dim=256,
+        decoder_dim=256,
+        decoder_rates=[8, 8, 4, 2],
+        n_codebooks=4,
+        codebook_size=1024,
+        codebook_dim=8,
+    ),
     # The published DAC 44.1 kHz shape: hop 512 (86.1 frames/s), 9 codebooks × 1024, ~76M params.
-    "base": dict(sample_rate=44100, encoder_dim=64, encoder_rates=[2, 4, 8, 8], decoder_dim=1536,
-                 decoder_rates=[8, 8, 4, 2], n_codebooks=9, codebook_size=1024, codebook_dim=8),
+    "base": dict(
+        sample_rate=44100,
+        encoder_dim=64,
+        encoder_rates=[2, 4, 8, 8],
+        decoder_dim=1536,
+        decoder_rates=[8, 8, 4, 2],
+        n_codebooks=9,
+        codebook_size=1024,
+        codebook_dim=8,
+    ),
 }
 
 CONFIGS = {"image": IMAGE_CONFIGS, "audio": AUDIO_CONFIGS}
@@ -93,8 +124,7 @@ def init_codec(kind: str, config: str | dict = "small", out: str | os.PathLike =
         model = build_audio_codec(config, seed)
         path = out if out.suffix == ".pth" else out / AUDIO_FILENAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        model.save(str(tmp), package=False)
-        os.replace(tmp, path)  # a half-written .pth never sits at the final name
+        with atomic_local_path(path) as tmp:  # a half-written .pth never sits at the final name
+            model.save(tmp, package=False)
         return str(path)
     raise ConfigError(f"codec kind must be 'image' or 'audio', got {kind!r}")

@@ -72,6 +72,7 @@ def _torchaudio_loads() -> bool:
         return True
     try:
         import torchaudio  # noqa: F401
+
         return True
     except Exception:  # ImportError, or OSError from a mismatched binary (libc10_cuda.so)
         sys.modules.pop("torchaudio", None)

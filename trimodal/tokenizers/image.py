@@ -21,8 +21,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -45,10 +46,19 @@ class VQModelTokenizer(Tokenizer):
     modality = "image"
     levels = 1
 
-    def __init__(self, path: str, image_size: int | None = None, device: str | None = None,
-                 batch_size: int | None = None, fixed_batch: bool = True,
-                 max_pixels: int = media.DEFAULT_MAX_PIXELS, min_side: int = media.DEFAULT_MIN_SIDE,
-                 resample: str = "bicubic", jpeg_draft: bool = True, dtype: str = "float32"):
+    def __init__(
+        self,
+        path: str,
+        image_size: int | None = None,
+        device: str | None = None,
+        batch_size: int | None = None,
+        fixed_batch: bool = True,
+        max_pixels: int = media.DEFAULT_MAX_PIXELS,
+        min_side: int = media.DEFAULT_MIN_SIDE,
+        resample: str = "bicubic",
+        jpeg_draft: bool = True,
+        dtype: str = "float32",
+    ):
         import torch
         from diffusers import VQModel
 
@@ -60,14 +70,18 @@ class VQModelTokenizer(Tokenizer):
         self.device = pick_device(device)
         self.dtype = getattr(torch, dtype)
         # low_cpu_mem_usage=False: no `accelerate` dependency (and no warning about it).
-        self.model = VQModel.from_pretrained(self.path, local_files_only=True, low_cpu_mem_usage=False,
-                                             torch_dtype=self.dtype).to(self.device).eval()
+        self.model = (
+            VQModel.from_pretrained(self.path, local_files_only=True, low_cpu_mem_usage=False, torch_dtype=self.dtype)
+            .to(self.device)
+            .eval()
+        )
         cfg = self.model.config
         self.downsample = 2 ** (len(cfg.block_out_channels) - 1)
         self.image_size = int(image_size or cfg.sample_size)
         if self.image_size % self.downsample:
-            raise ConfigError(f"image_size {self.image_size} is not a multiple of the codec's downsampling "
-                              f"factor {self.downsample}")
+            raise ConfigError(
+                f"image_size {self.image_size} is not a multiple of the codec's downsampling factor {self.downsample}"
+            )
         self.grid = (self.image_size // self.downsample,) * 2
         self.codebook_size = int(cfg.num_vq_embeddings)
         # CPU: 2-4 images per pass is as fast per image as 16 (and 1 is very slow with 2 threads);
@@ -83,8 +97,15 @@ class VQModelTokenizer(Tokenizer):
     # encode -----------------------------------------------------------------------------
     def prepare(self, item: Any, name: str) -> np.ndarray:
         """One item → uint8 (size, size, 3). Raises SampleError."""
-        return media.prepare_image(item, self.image_size, name, max_pixels=self.max_pixels,
-                                   min_side=self.min_side, resample=self.resample, jpeg_draft=self.jpeg_draft)
+        return media.prepare_image(
+            item,
+            self.image_size,
+            name,
+            max_pixels=self.max_pixels,
+            min_side=self.min_side,
+            resample=self.resample,
+            jpeg_draft=self.jpeg_draft,
+        )
 
     def encode_pixels(self, pixels: np.ndarray) -> np.ndarray:
         """uint8 (B, size, size, 3) → int32 codes (B, h, w): the batched codec call.
@@ -99,7 +120,7 @@ class VQModelTokenizer(Tokenizer):
         bs = self.batch_size
         with torch.inference_mode():
             for s in range(0, len(pixels), bs):
-                chunk = np.ascontiguousarray(pixels[s: s + bs])
+                chunk = np.ascontiguousarray(pixels[s : s + bs])
                 n = len(chunk)
                 if self.fixed_batch and n < bs:
                     chunk = np.concatenate([chunk, np.zeros((bs - n, *chunk.shape[1:]), np.uint8)])
@@ -135,13 +156,16 @@ class VQModelTokenizer(Tokenizer):
         images = []
         with torch.inference_mode():
             for s in range(0, len(codes), self.batch_size):
-                chunk = np.stack([np.asarray(c, dtype=np.int64).reshape(self.grid) for c in codes[s: s + self.batch_size]])
+                chunk = np.stack(
+                    [np.asarray(c, dtype=np.int64).reshape(self.grid) for c in codes[s : s + self.batch_size]]
+                )
                 if chunk.size and (chunk.min() < 0 or chunk.max() >= self.codebook_size):
                     raise ValueError(f"image codes outside [0, {self.codebook_size})")
                 b, h, w = chunk.shape
                 idx = torch.from_numpy(chunk).to(self.device).reshape(-1)
-                z = self.model.quantize.get_codebook_entry(idx, (b, h, w, self.model.config.vq_embed_dim
-                                                                or self.model.config.latent_channels))
+                z = self.model.quantize.get_codebook_entry(
+                    idx, (b, h, w, self.model.config.vq_embed_dim or self.model.config.latent_channels)
+                )
                 x = self.model.decode(z.to(self.dtype), force_not_quantize=True).sample
                 x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
                 images.extend(Image.fromarray(a, "RGB") for a in x)
@@ -161,10 +185,17 @@ class VQModelTokenizer(Tokenizer):
                 "levels": 1,
                 "image_size": self.image_size,
                 "code_grid": list(self.grid),
-                "preprocess": {"fit": "shorter_side_center_crop", "resample": self.resample,
-                               "jpeg_draft": self.jpeg_draft, "background": "white", "exif_transpose": True},
+                "preprocess": {
+                    "fit": "shorter_side_center_crop",
+                    "resample": self.resample,
+                    "jpeg_draft": self.jpeg_draft,
+                    "background": "white",
+                    "exif_transpose": True,
+                },
                 "weights_sha256": weights_sha256(self.path),
-                "model_config_sha256": hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest(),
+                "model_config_sha256": hashlib.sha256(
+                    json.dumps(cfg, sort_keys=True, default=str).encode()
+                ).hexdigest(),
                 "library": "diffusers",
                 "library_version": diffusers.__version__,
             }

@@ -20,7 +20,8 @@ import io
 import math
 import re
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -67,8 +68,13 @@ DEFAULT_MIN_SIDE = 8
 _RESAMPLE = {"bicubic": 3, "bilinear": 2, "lanczos": 1, "nearest": 0}  # PIL.Image.Resampling values
 
 
-def open_image(item: Any, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, min_side: int = DEFAULT_MIN_SIDE,
-               draft_size: int | None = None):
+def open_image(
+    item: Any,
+    name: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
+    draft_size: int | None = None,
+):
     """bytes / PIL.Image → an upright RGB PIL image (not resized). Raises SampleError."""
     from PIL import Image, ImageOps
 
@@ -77,7 +83,9 @@ def open_image(item: Any, name: str, max_pixels: int = DEFAULT_MAX_PIXELS, min_s
     else:
         data = _as_bytes(item)
         if data is None:
-            raise SampleError("corrupt_image", f"{name}: expected image bytes or a PIL image, got {type(item).__name__}")
+            raise SampleError(
+                "corrupt_image", f"{name}: expected image bytes or a PIL image, got {type(item).__name__}"
+            )
         if not data:
             raise SampleError("corrupt_image", f"{name}: empty image bytes")
         try:
@@ -151,8 +159,15 @@ def fit_square(img, size: int, resample: str = "bicubic") -> np.ndarray:
     return np.asarray(img, dtype=np.uint8)
 
 
-def prepare_image(item: Any, size: int, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
-                  min_side: int = DEFAULT_MIN_SIDE, resample: str = "bicubic", jpeg_draft: bool = True) -> np.ndarray:
+def prepare_image(
+    item: Any,
+    size: int,
+    name: str,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    min_side: int = DEFAULT_MIN_SIDE,
+    resample: str = "bicubic",
+    jpeg_draft: bool = True,
+) -> np.ndarray:
     img = open_image(item, name, max_pixels=max_pixels, min_side=min_side, draft_size=size if jpeg_draft else None)
     return fit_square(img, size, resample)
 
@@ -197,7 +212,7 @@ def wav_truncation(data: bytes) -> tuple[int, int] | None:
 
     pos = 12
     while pos + 8 <= len(data):
-        cid, size = data[pos: pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
+        cid, size = data[pos : pos + 4], struct.unpack_from("<I", data, pos + 4)[0]
         if cid == b"data":
             present = len(data) - pos - 8
             if size not in (0, 0xFFFFFFFF) and size > present:
@@ -220,16 +235,23 @@ def load_audio(item: Any, name: str) -> tuple[np.ndarray, int]:
             raise SampleError("empty_audio", f"{name}: empty audio bytes")
         fmt = sniff_audio(data)
         if fmt is not None and fmt not in ("AAC", "MP4") and fmt not in _readable_formats():
-            raise SampleError("unsupported_audio", f"{name}: {fmt} audio, which this libsndfile "
-                                                   f"({sf.__libsndfile_version__}) cannot read")
+            raise SampleError(
+                "unsupported_audio",
+                f"{name}: {fmt} audio, which this libsndfile ({sf.__libsndfile_version__}) cannot read",
+            )
         if fmt in ("AAC", "MP4"):
-            raise SampleError("unsupported_audio", f"{name}: {fmt} audio is not supported (libsndfile reads "
-                                                   f"wav, flac, ogg/vorbis/opus, mp3, aiff); convert it first")
+            raise SampleError(
+                "unsupported_audio",
+                f"{name}: {fmt} audio is not supported (libsndfile reads "
+                f"wav, flac, ogg/vorbis/opus, mp3, aiff); convert it first",
+            )
         if fmt == "WAV":
             cut = wav_truncation(data)
             if cut is not None:
-                raise SampleError("truncated_audio", f"{name}: WAV data chunk declares {cut[0]} bytes but "
-                                                     f"only {cut[1]} are present (truncated file)")
+                raise SampleError(
+                    "truncated_audio",
+                    f"{name}: WAV data chunk declares {cut[0]} bytes but only {cut[1]} are present (truncated file)",
+                )
         try:
             wav, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
         except Exception as e:  # soundfile.LibsndfileError, RuntimeError on broken mp3 frames
@@ -249,8 +271,10 @@ def load_audio(item: Any, name: str) -> tuple[np.ndarray, int]:
         if rate <= 0:
             raise SampleError("corrupt_audio", f"{name}: sample rate {rate} must be positive")
         if wav.dtype.kind not in "iuf" or wav.ndim not in (1, 2):
-            raise SampleError("corrupt_audio", f"{name}: waveform must be a 1-D or (channels, samples) numeric "
-                                               f"array, got {wav.dtype} {wav.shape}")
+            raise SampleError(
+                "corrupt_audio",
+                f"{name}: waveform must be a 1-D or (channels, samples) numeric array, got {wav.dtype} {wav.shape}",
+            )
         wav = _int_to_float(wav)  # 2-D is (channels, samples), as in torch / DAC
         return (wav[None, :] if wav.ndim == 1 else wav), rate
     raise SampleError("corrupt_audio", f"{name}: expected audio bytes or (waveform, rate), got {type(item).__name__}")
@@ -277,16 +301,18 @@ def resample(wav: np.ndarray, rate: int, target: int) -> np.ndarray:
     return resample_poly(wav, target // g, rate // g, axis=-1).astype(np.float32, copy=False)
 
 
-def prepare_audio(item: Any, rate: int, name: str, max_seconds: float | None = None,
-                  min_seconds: float = 0.0) -> np.ndarray:
+def prepare_audio(
+    item: Any, rate: int, name: str, max_seconds: float | None = None, min_seconds: float = 0.0
+) -> np.ndarray:
     """→ float32 mono waveform at `rate`, at most `max_seconds` long (a documented cut, not an
     error). Clips shorter than `min_seconds` are rejected as `audio_too_short`; silence is fine."""
     wav, src_rate = load_audio(item, name)
     if wav.shape[-1] == 0 or wav.shape[0] == 0:
         raise SampleError("empty_audio", f"{name}: audio has no samples")
     if min_seconds and wav.shape[-1] < min_seconds * src_rate:
-        raise SampleError("audio_too_short", f"{name}: {wav.shape[-1] / src_rate:.3f} s is shorter than "
-                                             f"min_seconds={min_seconds}")
+        raise SampleError(
+            "audio_too_short", f"{name}: {wav.shape[-1] / src_rate:.3f} s is shorter than min_seconds={min_seconds}"
+        )
     if max_seconds is not None:
         # Cut before resampling (cheaper), with a little slack for the filter's edge, then exactly.
         wav = wav[:, : int(math.ceil(max_seconds * src_rate)) + 64]

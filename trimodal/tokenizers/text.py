@@ -4,7 +4,7 @@ Encoding uses SentencePiece's batched ``encode(list, num_threads=...)`` (C++ thr
 converts each result to an int32 array once; there is no per-token Python work. Over-long text is
 never truncated silently: with ``max_tokens`` set it is rejected as ``text_too_long`` (the
 pipeline quarantines it; the user picks the limit). Empty or whitespace-only text is rejected as
-``empty_text``; bytes are accepted if they are UTF-8, else rejected as ``non_utf8`` (as is a str
+``empty_text``; bytes are accepted if they are UTF-8, else rejected as ``invalid_utf8`` (as is a str
 holding lone surrogates), never decoded with replacement characters.
 
 Models trained here use identity normalization, keep whitespace and fall back to bytes, so that
@@ -19,11 +19,12 @@ import gzip
 import io
 import json
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 
+from trimodal.dataset.storage import write_local_atomic
 from trimodal.errors import ConfigError, InputError, SampleError
 from trimodal.tokenizers.base import Tokenizer, raise_first, register, sha256_file
 from trimodal.tokenizers.media import item_name
@@ -33,8 +34,14 @@ class SentencePieceTokenizer(Tokenizer):
     modality = "text"
     levels = 1
 
-    def __init__(self, path: str, max_tokens: int | None = None, num_threads: int | None = None,
-                 batch_size: int = 1024, device: str | None = None):
+    def __init__(
+        self,
+        path: str,
+        max_tokens: int | None = None,
+        num_threads: int | None = None,
+        batch_size: int = 1024,
+        device: str | None = None,
+    ):
         # `device` is accepted so that callers can pass one hint to every tokenizer; SentencePiece
         # runs on CPU threads whatever it says.
         import sentencepiece as spm
@@ -60,7 +67,7 @@ class SentencePieceTokenizer(Tokenizer):
 
     def encode_each(self, batch: Sequence[str | bytes], names: Sequence[str] | None = None) -> list:
         """str (or UTF-8 bytes) per item → int32 ids, or a SampleError in place: `empty_text`,
-        `non_utf8` (undecodable bytes, lone surrogates), `bad_text`, `text_too_long`."""
+        `invalid_utf8` (undecodable bytes, lone surrogates), `bad_text`, `text_too_long`."""
         out: list = [None] * len(batch)
         ok_idx, ok_text = [], []
         for i, s in enumerate(batch):
@@ -68,12 +75,15 @@ class SentencePieceTokenizer(Tokenizer):
                 try:
                     s = bytes(s).decode("utf-8")
                 except UnicodeDecodeError as e:
-                    out[i] = SampleError("non_utf8", f"{item_name(i, names)}: text is not valid UTF-8 "
-                                                     f"(byte {e.start}: {e.reason})")
+                    out[i] = SampleError(
+                        "invalid_utf8", f"{item_name(i, names)}: text is not valid UTF-8 (byte {e.start}: {e.reason})"
+                    )
                     continue
             if not isinstance(s, str):
-                out[i] = SampleError("empty_text" if s is None else "bad_text",
-                                     f"{item_name(i, names)}: expected text, got {type(s).__name__}")
+                out[i] = SampleError(
+                    "empty_text" if s is None else "bad_text",
+                    f"{item_name(i, names)}: expected text, got {type(s).__name__}",
+                )
             elif not s or s.isspace():
                 out[i] = SampleError("empty_text", f"{item_name(i, names)}: text is empty or whitespace only")
             else:
@@ -91,8 +101,10 @@ class SentencePieceTokenizer(Tokenizer):
                 if seq is None:
                     continue
                 if self.max_tokens is not None and len(seq) > self.max_tokens:
-                    out[i] = SampleError("text_too_long", f"{item_name(i, names)}: {len(seq)} tokens exceeds "
-                                                          f"max_tokens={self.max_tokens}")
+                    out[i] = SampleError(
+                        "text_too_long",
+                        f"{item_name(i, names)}: {len(seq)} tokens exceeds max_tokens={self.max_tokens}",
+                    )
                 else:
                     out[i] = np.asarray(seq, dtype=np.int32)
         return out
@@ -104,8 +116,9 @@ class SentencePieceTokenizer(Tokenizer):
                 s.encode("utf-8")
                 good.append(s)
             except UnicodeEncodeError as e:
-                out[i] = SampleError("non_utf8", f"{item_name(i, names)}: text has no UTF-8 form "
-                                                 f"(character {e.start}: {e.reason})")
+                out[i] = SampleError(
+                    "invalid_utf8", f"{item_name(i, names)}: text has no UTF-8 form (character {e.start}: {e.reason})"
+                )
                 good.append(None)
         ids = iter(self.sp.encode([s for s in good if s is not None], num_threads=self.num_threads))
         return [next(ids) if s is not None else None for s in good]
@@ -178,9 +191,17 @@ def iter_corpus(inputs: Sequence[str], field: str = "text") -> Iterator[str]:
             raise InputError(f"{p}: not UTF-8 text ({e})") from None
 
 
-def train_text_tokenizer(inputs: Sequence[str], out_prefix: str, vocab_size: int, model_type: str = "bpe",
-                         byte_fallback: bool = True, field: str = "text", max_sentences: int = 5_000_000,
-                         num_threads: int | None = None, seed: int = 0) -> str:
+def train_text_tokenizer(
+    inputs: Sequence[str],
+    out_prefix: str,
+    vocab_size: int,
+    model_type: str = "bpe",
+    byte_fallback: bool = True,
+    field: str = "text",
+    max_sentences: int = 5_000_000,
+    num_threads: int | None = None,
+    seed: int = 0,
+) -> str:
     """Train a SentencePiece model on local corpora; returns the path of ``<out_prefix>.model``.
 
     `max_sentences` caps how many documents SentencePiece samples (it holds them in memory);
@@ -210,13 +231,26 @@ def train_text_tokenizer(inputs: Sequence[str], out_prefix: str, vocab_size: int
     model = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
-            sentence_iterator=all_docs(), model_writer=model, vocab_size=vocab_size, model_type=model_type,
-            byte_fallback=byte_fallback, character_coverage=0.9995 if byte_fallback else 1.0,
+            sentence_iterator=all_docs(),
+            model_writer=model,
+            vocab_size=vocab_size,
+            model_type=model_type,
+            byte_fallback=byte_fallback,
+            character_coverage=0.9995 if byte_fallback else 1.0,
             # identity + kept whitespace + byte fallback → exact round trips
-            normalization_rule_name="identity", remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
-            split_digits=True, bos_id=-1, eos_id=-1, pad_id=-1, unk_id=0,
-            max_sentence_length=1 << 20, input_sentence_size=max_sentences, shuffle_input_sentence=True,
-            seed_sentencepiece_size=1_000_000, num_threads=num_threads or min(16, os.cpu_count() or 1),
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            allow_whitespace_only_pieces=True,
+            split_digits=True,
+            bos_id=-1,
+            eos_id=-1,
+            pad_id=-1,
+            unk_id=0,
+            max_sentence_length=1 << 20,
+            input_sentence_size=max_sentences,
+            shuffle_input_sentence=True,
+            seed_sentencepiece_size=1_000_000,
+            num_threads=num_threads or min(16, os.cpu_count() or 1),
             minloglevel=2,
         )
     except RuntimeError as e:
@@ -228,13 +262,6 @@ def train_text_tokenizer(inputs: Sequence[str], out_prefix: str, vocab_size: int
     blob = model.getvalue()
     sp = spm.SentencePieceProcessor(model_proto=blob)
     vocab = "".join(f"{sp.id_to_piece(i)}\t{sp.get_score(i):g}\n" for i in range(sp.get_piece_size()))
-    _write_atomic(out_prefix + ".vocab", vocab.encode("utf-8"))
-    _write_atomic(out_prefix + ".model", blob)
+    write_local_atomic(out_prefix + ".vocab", vocab.encode("utf-8"))
+    write_local_atomic(out_prefix + ".model", blob)
     return out_prefix + ".model"
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)

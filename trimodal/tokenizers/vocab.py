@@ -18,17 +18,28 @@ from trimodal.errors import IntegrityError
 
 NUM_SPECIALS = 32  # fixed block; unused slots are reserved so adding a task keeps ids stable
 SPECIAL_TOKENS = (
-    "<pad>", "<mask>", "<bos>", "<eos>",
-    "<boi>", "<eoi>", "<boa>", "<eoa>",
-    "<t2i>", "<i2t>", "<t2s>", "<s2t>",
-    "<text>", "<sep>", "<unk>",
+    "<pad>",
+    "<mask>",
+    "<bos>",
+    "<eos>",
+    "<boi>",
+    "<eoi>",
+    "<boa>",
+    "<eoa>",
+    "<t2i>",
+    "<i2t>",
+    "<t2s>",
+    "<s2t>",
+    "<text>",
+    "<sep>",
+    "<unk>",
 )
 
 # Per-token modality tags carried in batches next to the ids.
 MODALITY_IDS = {"pad": 0, "text": 1, "image": 2, "audio": 3, "special": 4}
 
 # Fingerprint fields that must agree for two datasets to share ids.
-_IDENTITY_FIELDS = ("kind", "codebook_size", "levels", "weights_sha256")
+IDENTITY_FIELDS = ("kind", "codebook_size", "levels", "weights_sha256")
 
 
 def _specials() -> list[str]:
@@ -54,7 +65,7 @@ class Vocabulary:
         self.size = start
 
     @classmethod
-    def from_fingerprints(cls, fingerprints: dict[str, dict]) -> "Vocabulary":
+    def from_fingerprints(cls, fingerprints: dict[str, dict]) -> Vocabulary:
         return cls(fingerprints={k: v for k, v in fingerprints.items() if v is not None})
 
     # ids ------------------------------------------------------------------------------
@@ -123,12 +134,13 @@ class Vocabulary:
         mine = self.fingerprints.get(modality)
         if mine is None:
             raise IntegrityError(f"{what} has {modality} codes but the vocabulary has no {modality} tokenizer")
-        diff = [k for k in _IDENTITY_FIELDS if mine.get(k) != fingerprint.get(k)]
+        diff = [k for k in IDENTITY_FIELDS if mine.get(k) != fingerprint.get(k)]
         if diff:
             detail = ", ".join(f"{k}: vocabulary={mine.get(k)!r} vs {what}={fingerprint.get(k)!r}" for k in diff)
             raise IntegrityError(
                 f"{what}'s {modality} tokenizer {fingerprint.get('name')!r} does not match the "
-                f"vocabulary's {mine.get('name')!r} ({detail})")
+                f"vocabulary's {mine.get('name')!r} ({detail})"
+            )
 
     # persistence ----------------------------------------------------------------------
     def to_dict(self) -> dict:
@@ -141,7 +153,7 @@ class Vocabulary:
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Vocabulary":
+    def from_dict(cls, d: dict) -> Vocabulary:
         v = cls(fingerprints=d["fingerprints"], specials=list(d["specials"]))
         for m, r in d.get("ranges", {}).items():
             if v._bases.get(m) != (r["start"], r["codebook_size"], r["levels"]):
@@ -152,16 +164,16 @@ class Vocabulary:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Vocabulary":
+    def from_json(cls, text: str) -> Vocabulary:
         return cls.from_dict(json.loads(text))
 
     def save(self, uri: str) -> None:
-        from trimodal.pipeline.storage import resolve
+        from trimodal.dataset.storage import resolve
 
         resolve(uri).write_bytes_atomic(self.to_json().encode())
 
     @classmethod
-    def load(cls, uri: str) -> "Vocabulary":
-        from trimodal.pipeline.storage import resolve
+    def load(cls, uri: str) -> Vocabulary:
+        from trimodal.dataset.storage import resolve
 
         return cls.from_json(resolve(uri).read_bytes().decode())

@@ -69,14 +69,20 @@ def image_members() -> list[tuple[str, bytes]]:
     """An image-text tar's members: good pairs and one of every per-record problem."""
     img = png()
     return [
-        ("good0.png", img), ("good0.txt", b"a red square"),
-        ("dir.v2/good1.jpg", img), ("dir.v2/good1.json", b'{"caption": "caption from json", "w": 8}'),
+        ("good0.png", img),
+        ("good0.txt", b"a red square"),
+        ("dir.v2/good1.jpg", img),
+        ("dir.v2/good1.json", b'{"caption": "caption from json", "w": 8}'),
         ("nocap.png", img),
-        ("badutf.png", img), ("badutf.txt", b"caf\xe9 \xff"),
-        ("emptycap.png", img), ("emptycap.txt", b"   \n"),
-        ("badjson.png", img), ("badjson.json", b"{not json"),
+        ("badutf.png", img),
+        ("badutf.txt", b"caf\xe9 \xff"),
+        ("emptycap.png", img),
+        ("emptycap.txt", b"   \n"),
+        ("badjson.png", img),
+        ("badjson.json", b"{not json"),
         ("noimage.txt", b"a caption without a picture"),
-        ("zero.png", b""), ("zero.txt", b"zero-byte image member"),
+        ("zero.png", b""),
+        ("zero.txt", b"zero-byte image member"),
     ]
 
 

@@ -48,18 +48,34 @@ def test_image_tar_records_and_planted_errors(tmp_path, suffix, comp):
 def test_caption_and_json_field_choices(tmp_path):
     img = png()
     f = tmp_path / "s.tar"
-    f.write_bytes(tar_bytes([
-        ("a.jpg", img), ("a.txt", b"from txt"), ("a.json", b'{"caption": "from json"}'),
-        ("b.jpg", img), ("b.json", b'{"alt": "alt text", "caption": null}'),
-        ("c.jpg", img), ("c.json", b'{"caption": 7}'),
-        ("d.JPG", img), ("d.json", b'{"caption": "upper-case extension"}'),
-        ("e.webp", img), ("e.json", b'{"other": 1}'),
-    ]))
+    f.write_bytes(
+        tar_bytes(
+            [
+                ("a.jpg", img),
+                ("a.txt", b"from txt"),
+                ("a.json", b'{"caption": "from json"}'),
+                ("b.jpg", img),
+                ("b.json", b'{"alt": "alt text", "caption": null}'),
+                ("c.jpg", img),
+                ("c.json", b'{"caption": 7}'),
+                ("d.JPG", img),
+                ("d.json", b'{"caption": "upper-case extension"}'),
+                ("e.webp", img),
+                ("e.json", b'{"other": 1}'),
+            ]
+        )
+    )
     default = {_wkey(r): (r["error_reason"], r["text"]) for r in read_input(source("image_text", [f]), str(f))}
-    assert default == {"a": (None, "from txt"), "b": ("missing_caption", None), "c": ("bad_field", None),
-                       "d": (None, "upper-case extension"), "e": ("missing_caption", None)}
-    custom = source("image_text", [f], caption_keys=["json"], json_caption_fields=["alt", "caption"],
-                    image_keys=["jpg"])
+    assert default == {
+        "a": (None, "from txt"),
+        "b": ("missing_caption", None),
+        "c": ("bad_field", None),
+        "d": (None, "upper-case extension"),
+        "e": ("missing_caption", None),
+    }
+    custom = source(
+        "image_text", [f], caption_keys=["json"], json_caption_fields=["alt", "caption"], image_keys=["jpg"]
+    )
     got = {_wkey(r): (r["error_reason"], r["text"]) for r in read_input(custom, str(f))}
     assert got["a"] == (None, "from json") and got["b"] == (None, "alt text")
     assert got["e"][0] == "missing_image"  # .webp is not among the configured image_keys
@@ -68,11 +84,19 @@ def test_caption_and_json_field_choices(tmp_path):
 def test_duplicate_keys_and_members(tmp_path):
     img = png()
     f = tmp_path / "dup.tar"
-    f.write_bytes(tar_bytes([
-        ("x.png", img), ("x.txt", b"first"),
-        ("y.png", img), ("y.txt", b"one"), ("y.txt", b"two"),
-        ("x.png", img), ("x.txt", b"again, not adjacent"),
-    ]))
+    f.write_bytes(
+        tar_bytes(
+            [
+                ("x.png", img),
+                ("x.txt", b"first"),
+                ("y.png", img),
+                ("y.txt", b"one"),
+                ("y.txt", b"two"),
+                ("x.png", img),
+                ("x.txt", b"again, not adjacent"),
+            ]
+        )
+    )
     got = [(_wkey(r), r["error_reason"]) for r in read_input(source("image_text", [f]), str(f))]
     assert got == [("x", None), ("y", "duplicate_member"), ("x", "duplicate_key")]
     assert len({r["id"] for r in read_input(source("image_text", [f]), str(f)) if not r["error_reason"]}) == 1
@@ -82,17 +106,30 @@ def test_duplicate_keys_and_members(tmp_path):
 def test_audio_tar(tmp_path, ext):
     clip = flac(fmt="WAV") if ext == "wav" else flac() if ext == "flac" else b"\xff\xfbnot-really-" + ext.encode()
     f = tmp_path / "speech.tar"
-    f.write_bytes(tar_bytes([
-        (f"u1.{ext}", clip), ("u1.txt", b"hello world"),
-        (f"u2.{ext}", clip), ("u2.json", b'{"text": "transcript in json"}'),
-        (f"u3.{ext}", clip),
-        ("u4.png", png()), ("u4.txt", b"a picture in an audio shard"),
-        (f"u5.{ext}", clip), ("u5.txt", b"\xfe\xff"),
-    ]))
+    f.write_bytes(
+        tar_bytes(
+            [
+                (f"u1.{ext}", clip),
+                ("u1.txt", b"hello world"),
+                (f"u2.{ext}", clip),
+                ("u2.json", b'{"text": "transcript in json"}'),
+                (f"u3.{ext}", clip),
+                ("u4.png", png()),
+                ("u4.txt", b"a picture in an audio shard"),
+                (f"u5.{ext}", clip),
+                ("u5.txt", b"\xfe\xff"),
+            ]
+        )
+    )
     src = source("audio_text", [f])
     recs = list(read_input(src, str(f)))
     assert [(_wkey(r), r["error_reason"]) for r in recs] == [
-        ("u1", None), ("u2", None), ("u3", "missing_transcript"), ("u4", "missing_audio"), ("u5", "invalid_utf8")]
+        ("u1", None),
+        ("u2", None),
+        ("u3", "missing_transcript"),
+        ("u4", "missing_audio"),
+        ("u5", "invalid_utf8"),
+    ]
     assert recs[0]["audio"] == clip and recs[0]["image"] is None and recs[1]["text"] == "transcript in json"
     assert read_origin(recs[1]["origin"], src) == recs[1]
     # Without the source, the kind is guessed from the sample's members.
@@ -111,8 +148,9 @@ def _six_pairs():
     return img, data, headers
 
 
-@pytest.mark.parametrize("damage", ["cut_in_data", "cut_between_members", "cut_in_header", "bad_header",
-                                    "no_end_marker"])
+@pytest.mark.parametrize(
+    "damage", ["cut_in_data", "cut_between_members", "cut_in_header", "bad_header", "no_end_marker"]
+)
 def test_damaged_tars_are_reported_not_silently_short(tmp_path, damage):
     img, data, headers = _six_pairs()
     h = headers[6]  # sample k3's first header: k0..k2 lie whole before it
@@ -120,7 +158,7 @@ def test_damaged_tars_are_reported_not_silently_short(tmp_path, damage):
         "cut_in_data": data[: h + 512 + 700],
         "cut_between_members": data[:h],
         "cut_in_header": data[: h + 200],
-        "bad_header": data[:h] + b"\x07" * 512 + data[h + 512:],
+        "bad_header": data[:h] + b"\x07" * 512 + data[h + 512 :],
         "no_end_marker": data[: headers[-1] + 1024],  # every member whole, the zero blocks gone
     }[damage]
     f = tmp_path / "damaged.tar"
@@ -168,8 +206,16 @@ def test_unreadable_tars(tmp_path):
 def test_parquet_image_and_audio(tmp_path):
     img, clip = png(), flac()
     struct = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
-    images = pa.array([{"bytes": img, "path": "a.png"}, {"bytes": None, "path": "remote/b.png"}, None,
-                       {"bytes": img, "path": None}, {"bytes": b"", "path": "e.png"}], struct)
+    images = pa.array(
+        [
+            {"bytes": img, "path": "a.png"},
+            {"bytes": None, "path": "remote/b.png"},
+            None,
+            {"bytes": img, "path": None},
+            {"bytes": b"", "path": "e.png"},
+        ],
+        struct,
+    )
     f = tmp_path / "train-00000.parquet"
     f.write_bytes(parquet_bytes({"image": images, "caption": ["one", "two", "three", None, "five"]}))
     src = source("image_text", [f], text_field="caption")
@@ -182,7 +228,10 @@ def test_parquet_image_and_audio(tmp_path):
     g.write_bytes(parquet_bytes({"audio": pa.array([clip, clip], pa.binary()), "text": ["hi", " "]}))
     asrc = source("audio_text", [g])
     recs = list(read_input(asrc, str(g)))
-    assert [(r["id"], r["error_reason"]) for r in recs] == [("pairs/speech/0", None), ("pairs/speech/1", "missing_transcript")]
+    assert [(r["id"], r["error_reason"]) for r in recs] == [
+        ("pairs/speech/0", None),
+        ("pairs/speech/1", "missing_transcript"),
+    ]
     assert recs[0]["audio"] == clip and recs[0]["image"] is None
     assert read_origin(recs[0]["origin"])["audio"] == clip  # kind guessed from the columns
     with pytest.raises(InputError, match=r"no column 'audio' \(set audio_field\)"):

@@ -6,10 +6,10 @@ import pyarrow as pa
 import pytest
 
 from trimodal.config import from_dict
+from trimodal.dataset.storage import boto3_client
 from trimodal.errors import InputError
 from trimodal.pipeline.readers import list_inputs, read_input, read_origin, read_origins
 from trimodal.pipeline.sources import SourceConfig
-from trimodal.pipeline.storage import boto3_client
 
 from ._data import IMAGE_EXPECTED, compress, flac, image_members, jsonl_bytes, parquet_bytes, tar_bytes
 
@@ -45,8 +45,9 @@ def _read_all(src):
     return [r for u in list_inputs(src) for r in read_input(src, u)]
 
 
-@pytest.mark.parametrize("kind, sub, n_inputs", [("text", "text", 4), ("image_text", "images", 2),
-                                                 ("audio_text", "audio", 2)])
+@pytest.mark.parametrize(
+    "kind, sub, n_inputs", [("text", "text", 4), ("image_text", "images", 2), ("audio_text", "audio", 2)]
+)
 def test_s3_reads_like_local_disk(corpus, kind, sub, n_inputs):
     s3_root, local_root = corpus
     src, local = _src(kind, s3_root, sub), _src(kind, local_root, sub)
@@ -55,8 +56,9 @@ def test_s3_reads_like_local_disk(corpus, kind, sub, n_inputs):
     recs, local_recs = _read_all(src), _read_all(local)
     assert recs, "no records"
     # Same ids, texts, media and reasons; the origin differs only in where the corpus lives.
-    assert [{**r, "origin": r["origin"].replace(s3_root, ""), "error_message": None} for r in recs] == \
-        [{**r, "origin": r["origin"].replace(local_root, ""), "error_message": None} for r in local_recs]
+    assert [{**r, "origin": r["origin"].replace(s3_root, ""), "error_message": None} for r in recs] == [
+        {**r, "origin": r["origin"].replace(local_root, ""), "error_message": None} for r in local_recs
+    ]
     bad = [r for r in recs if r["error_reason"]]
     assert all(r["error_message"].startswith(f"{s3_root}/") for r in bad)
     again = read_origins(src, [r["origin"] for r in recs])
@@ -68,8 +70,9 @@ def test_s3_image_tar_records_and_glob(corpus):
     src = from_dict(SourceConfig, {"name": "img", "kind": "image_text", "paths": [f"{s3_root}/images/*.tar"]})
     (uri,) = list_inputs(src)
     recs = list(read_input(src, uri))
-    assert {r["origin"].split("#", 1)[1]: r["error_reason"] for r in recs} == \
-        {k: reason for k, (reason, _) in IMAGE_EXPECTED.items()}
+    assert {r["origin"].split("#", 1)[1]: r["error_reason"] for r in recs} == {
+        k: reason for k, (reason, _) in IMAGE_EXPECTED.items()
+    }
     assert recs[0]["id"] == "img/shard-00000/good0" and recs[0]["image"] == dict(image_members())["good0.png"]
     assert read_origin(recs[1]["origin"], src) == recs[1]
 

@@ -15,10 +15,10 @@ from ._data import compress, jsonl_bytes, parquet_bytes
 
 JSONL_LINES = [
     {"text": "first document", "meta": 1},
-    b"",                                     # blank line: skipped, but counted in numbering
+    b"",  # blank line: skipped, but counted in numbering
     {"text": "second \u00e9t\u00e9 document"},
     b"{broken json",
-    b'{"text": "caf\xe9"}',                  # Latin-1 byte inside the JSON: not UTF-8
+    b'{"text": "caf\xe9"}',  # Latin-1 byte inside the JSON: not UTF-8
     {"text": "   "},
     {"body": "no text field"},
     {"text": 42},
@@ -28,9 +28,16 @@ JSONL_LINES = [
 ]
 # line number -> (reason, text)
 JSONL_EXPECTED = {
-    1: (None, "first document"), 3: (None, "second \u00e9t\u00e9 document"), 4: ("bad_json", None),
-    5: ("invalid_utf8", None), 6: ("empty_text", None), 7: ("missing_text", None), 8: ("bad_field", None),
-    9: ("bad_json", None), 10: ("invalid_utf8", None), 11: (None, "last document"),
+    1: (None, "first document"),
+    3: (None, "second \u00e9t\u00e9 document"),
+    4: ("bad_json", None),
+    5: ("invalid_utf8", None),
+    6: ("empty_text", None),
+    7: ("missing_text", None),
+    8: ("bad_field", None),
+    9: ("bad_json", None),
+    10: ("invalid_utf8", None),
+    11: (None, "last document"),
 }
 
 
@@ -39,8 +46,10 @@ def source(paths, **kw) -> SourceConfig:
 
 
 def _summary(recs):
-    return {r["origin"].rsplit("#L", 1)[1] if "#L" in r["origin"] else r["origin"]: (r["error_reason"], r["text"])
-            for r in recs}
+    return {
+        r["origin"].rsplit("#L", 1)[1] if "#L" in r["origin"] else r["origin"]: (r["error_reason"], r["text"])
+        for r in recs
+    }
 
 
 @pytest.mark.parametrize("comp", [None, "gz", "zst"])
@@ -159,7 +168,7 @@ def test_txt_line_and_file_modes(tmp_path, comp):
     (rec,) = read_input(source([f]), str(f))
     assert rec["error_reason"] == "invalid_utf8" and rec["origin"] == str(f) and rec["id"] == "web/notes"
     good = tmp_path / f"book{ext}"
-    good.write_bytes(compress("Chapter 1\n\nIt was a dark night.\n".encode(), comp))
+    good.write_bytes(compress(b"Chapter 1\n\nIt was a dark night.\n", comp))
     (rec,) = read_input(source([good]), str(good))
     assert (rec["error_reason"], rec["text"]) == (None, "Chapter 1\n\nIt was a dark night.\n")
     assert read_origin(rec["origin"], source([good])) == rec
@@ -172,8 +181,7 @@ def test_txt_line_and_file_modes(tmp_path, comp):
 def test_parquet_text(tmp_path):
     texts = [b"row zero", None, b"bad \xff utf8", b"  ", "row four \u00e9".encode()] * 3
     f = tmp_path / "docs.parquet"
-    f.write_bytes(parquet_bytes({"content": pa.array(texts, pa.binary()), "n": list(range(15))},
-                                row_group_size=4))
+    f.write_bytes(parquet_bytes({"content": pa.array(texts, pa.binary()), "n": list(range(15))}, row_group_size=4))
     src = source([f], text_field="content")
     recs = list(read_input(src, str(f)))
     assert [r["error_reason"] for r in recs[:5]] == [None, "missing_text", "invalid_utf8", "empty_text", None]

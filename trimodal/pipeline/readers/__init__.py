@@ -13,7 +13,7 @@ Three calls, used by the tokenize job inside Ray Data tasks and by retokenize:
 - `read_origin(origin, source=None)` / `read_origins(source, origins)` fetch records again by
   origin (without a source, one with default field names is guessed from the file).
 
-Unusable samples are *yielded* with ``error_reason`` set (codes in `common.REASONS`; the message
+Unusable samples are *yielded* with ``error_reason`` set (codes in `trimodal.dataset.schema.QUARANTINE_REASONS`; the message
 names the input and the key) so that the job can quarantine them; their other fields are best
 effort and must not be tokenized. An input that cannot be read at all raises InputError naming
 it. An input that breaks part way (truncated gzip, zstd or tar) yields every complete record
@@ -31,12 +31,12 @@ from __future__ import annotations
 import logging
 import tarfile
 import zlib
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import pyarrow as pa
 
+from trimodal.dataset import storage
 from trimodal.errors import InputError
-from trimodal.pipeline import storage
 from trimodal.pipeline.readers import jsonl, parquet, txt, webdataset
 from trimodal.pipeline.readers.common import REASONS, input_key, normalize_uri
 from trimodal.pipeline.sources import FORMATS_BY_KIND, SourceConfig, detect_format
@@ -83,25 +83,36 @@ def list_inputs(source: SourceConfig) -> list[str]:
             if fmt in allowed:
                 found.add(u)
             elif explicit:
-                raise InputError(f"{u}: cannot read as {source.kind} (format "
-                                 f"{'unknown' if fmt is None else fmt!r}); set format to one of {list(allowed)}")
+                raise InputError(
+                    f"{u}: cannot read as {source.kind} (format "
+                    f"{'unknown' if fmt is None else fmt!r}); set format to one of {list(allowed)}"
+                )
             else:
                 skipped.append(u)
     if skipped:
-        log.warning("source %s: skipped %d file(s) with no %s reader, e.g. %s", source.name, len(skipped),
-                    source.kind, ", ".join(skipped[:3]))
+        log.warning(
+            "source %s: skipped %d file(s) with no %s reader, e.g. %s",
+            source.name,
+            len(skipped),
+            source.kind,
+            ", ".join(skipped[:3]),
+        )
     if not found:
-        raise InputError(f"source {source.name}: no readable {source.kind} inputs in {source.paths}"
-                         + (f" (skipped {len(skipped)}: {', '.join(skipped[:3])})" if skipped else ""))
+        raise InputError(
+            f"source {source.name}: no readable {source.kind} inputs in {source.paths}"
+            + (f" (skipped {len(skipped)}: {', '.join(skipped[:3])})" if skipped else "")
+        )
     uris = sorted(found)
     # Sample ids are "<name>/<input key>/<record key>": two inputs with one key would collide.
     keys: dict[str, str] = {}
     for u in uris:
         k = input_key(source, u)
         if k in keys:
-            raise InputError(f"source {source.name}: inputs {keys[k]} and {u} both have the key {k!r}, so their "
-                             "sample ids would collide; rename one, or list their common directory (or a glob) "
-                             "instead of the files, which keys them by relative path")
+            raise InputError(
+                f"source {source.name}: inputs {keys[k]} and {u} both have the key {k!r}, so their "
+                "sample ids would collide; rename one, or list their common directory (or a glob) "
+                "instead of the files, which keys them by relative path"
+            )
         keys[k] = u
     return uris
 
@@ -109,8 +120,10 @@ def list_inputs(source: SourceConfig) -> list[str]:
 def _reader_for(source: SourceConfig, uri: str) -> Reader:
     fmt = detect_format(source, uri)
     if fmt is None or fmt not in FORMATS_BY_KIND[source.kind]:
-        raise InputError(f"{uri}: cannot read as {source.kind} (format {'unknown' if fmt is None else repr(fmt)}); "
-                         f"set format to one of {list(FORMATS_BY_KIND[source.kind])}")
+        raise InputError(
+            f"{uri}: cannot read as {source.kind} (format {'unknown' if fmt is None else repr(fmt)}); "
+            f"set format to one of {list(FORMATS_BY_KIND[source.kind])}"
+        )
     return READERS[fmt]
 
 
@@ -158,7 +171,7 @@ def split_origin(origin: str, _exists: dict[str, bool] | None = None) -> tuple[s
     cuts = [i for i, c in enumerate(origin) if c == "#"]
     for i in reversed(cuts):
         if exists(origin[:i]):
-            return normalize_uri(origin[:i]), origin[i + 1:]
+            return normalize_uri(origin[:i]), origin[i + 1 :]
     if exists(origin):
         return normalize_uri(origin), ""
     raise InputError(f"origin {origin}: its input no longer exists")
@@ -204,13 +217,15 @@ def read_origins(source: SourceConfig | None, origins: Iterable[str]) -> dict[st
         src = source if source is not None else guess_source(uri, next(iter(frags)))
         reader = _reader_for(src, uri)
         for rec in _guarded(reader(src, uri, input_key(src, uri), set(frags)), uri):
-            frag = rec["origin"][len(uri) + 1:]
+            frag = rec["origin"][len(uri) + 1 :]
             if frag in frags:
                 out[frags[frag]] = rec
         missing = [o for o in frags.values() if o not in out]
         if missing:
-            raise InputError(f"origin {missing[0]}: no such record in {uri}"
-                             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+            raise InputError(
+                f"origin {missing[0]}: no such record in {uri}"
+                + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+            )
     return out
 
 
@@ -220,5 +235,13 @@ def read_origin(origin: str, source: SourceConfig | None = None) -> dict:
     return read_origins(source, [origin])[origin]
 
 
-__all__ = ["READERS", "REASONS", "guess_source", "list_inputs", "read_input", "read_origin", "read_origins",
-           "split_origin"]
+__all__ = [
+    "READERS",
+    "REASONS",
+    "guess_source",
+    "list_inputs",
+    "read_input",
+    "read_origin",
+    "read_origins",
+    "split_origin",
+]

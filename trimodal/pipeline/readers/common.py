@@ -12,26 +12,13 @@ from __future__ import annotations
 import gzip
 import io
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
+from trimodal.dataset import storage
+from trimodal.dataset.schema import QUARANTINE_REASONS as REASONS
+from trimodal.dataset.schema import reason as check_reason
 from trimodal.errors import InputError
-from trimodal.pipeline import storage
 from trimodal.pipeline.sources import COMPRESSIONS, EXTENSIONS, SourceConfig, split_compression
-
-# Reason codes a reader may put in `error_reason` (the quarantine counts by these).
-REASONS = {
-    "invalid_utf8": "text is not valid UTF-8 (decoded strictly; lone surrogates count too)",
-    "empty_text": "a text document is empty or only whitespace",
-    "missing_text": "a text record has no text field (absent or null)",
-    "missing_caption": "an image-text pair has no caption, or only whitespace",
-    "missing_transcript": "an audio-text pair has no transcript, or only whitespace",
-    "missing_image": "an image-text pair has no image member / column value",
-    "missing_audio": "an audio-text pair has no audio member / column value",
-    "bad_json": "a JSON line (or a webdataset .json member) does not parse to an object",
-    "bad_field": "a field has the wrong type (e.g. a number where text is expected)",
-    "duplicate_key": "a webdataset key occurs twice in one tar (its members are not adjacent)",
-    "duplicate_member": "a webdataset sample has two members with the same extension",
-}
 
 # S3 GETs are expensive per request; tar and gzip readers ask for small blocks.
 STREAM_BUFFER = 4 << 20
@@ -39,15 +26,32 @@ STREAM_BUFFER = 4 << 20
 BOM = b"\xef\xbb\xbf"
 
 
-def record(source: SourceConfig, key: str, origin: str, *, text: str | None = None, image: bytes | None = None,
-           audio: bytes | None = None, reason: str | None = None, message: str | None = None) -> dict:
+def record(
+    source: SourceConfig,
+    key: str,
+    origin: str,
+    *,
+    text: str | None = None,
+    image: bytes | None = None,
+    audio: bytes | None = None,
+    reason: str | None = None,
+    message: str | None = None,
+) -> dict:
     """The one shape every reader yields (see `trimodal.pipeline.readers`)."""
-    return {"id": f"{source.name}/{key}", "source": source.name, "origin": origin, "text": text,
-            "image": image, "audio": audio, "error_reason": reason, "error_message": message}
+    return {
+        "id": f"{source.name}/{key}",
+        "source": source.name,
+        "origin": origin,
+        "text": text,
+        "image": image,
+        "audio": audio,
+        "error_reason": reason,
+        "error_message": message,
+    }
 
 
 def error(source: SourceConfig, key: str, origin: str, reason: str, message: str, **fields) -> dict:
-    assert reason in REASONS, reason
+    check_reason(reason)
     return record(source, key, origin, reason=reason, message=f"{origin}: {message}", **fields)
 
 
@@ -86,8 +90,9 @@ def open_stream(uri: str) -> io.BufferedIOBase:
         import zstandard
 
         # read_across_frames: pzstd and many writers emit multi-frame files.
-        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True),
-                                 buffer_size=1 << 20)
+        return io.BufferedReader(
+            zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), buffer_size=1 << 20
+        )
     return io.BufferedReader(raw, buffer_size=1 << 20)
 
 
@@ -96,7 +101,7 @@ def iter_lines(uri: str) -> Iterator[tuple[int, bytes]]:
     with open_stream(uri) as f:
         for n, line in enumerate(f, start=1):
             if n == 1 and line.startswith(BOM):
-                line = line[len(BOM):]
+                line = line[len(BOM) :]
             yield n, line.rstrip(b"\r\n")
 
 
@@ -135,22 +140,22 @@ def input_key(source: SourceConfig, uri: str) -> str:
     for p in source.paths:
         if any(c in p for c in "*?["):
             full = storage.resolve(p)
-            if storage._glob_match(_path(uri), full.path):
+            if storage.glob_match(_path(uri), full.path):
                 static = full.uri
                 while any(c in static for c in "*?["):
                     static = static.rsplit("/", 1)[0]
-                return _strip_known_ext(uri[len(static):].lstrip("/"))
+                return _strip_known_ext(uri[len(static) :].lstrip("/"))
         else:
             base = storage.resolve(p).uri.rstrip("/")
             if uri == base:
                 break
             if uri.startswith(base + "/"):
-                return _strip_known_ext(uri[len(base) + 1:])
+                return _strip_known_ext(uri[len(base) + 1 :])
     return _strip_known_ext(uri.rsplit("/", 1)[-1])
 
 
 def _path(uri: str) -> str:
-    return uri[len("s3://"):] if storage.is_s3(uri) else uri
+    return uri[len("s3://") :] if storage.is_s3(uri) else uri
 
 
 def normalize_uri(uri: str) -> str:
@@ -158,5 +163,15 @@ def normalize_uri(uri: str) -> str:
     return storage.resolve(uri).uri
 
 
-__all__ = ["REASONS", "COMPRESSIONS", "record", "error", "decode_utf8", "encodable", "open_stream",
-           "iter_lines", "input_key", "normalize_uri"]
+__all__ = [
+    "REASONS",
+    "COMPRESSIONS",
+    "record",
+    "error",
+    "decode_utf8",
+    "encodable",
+    "open_stream",
+    "iter_lines",
+    "input_key",
+    "normalize_uri",
+]

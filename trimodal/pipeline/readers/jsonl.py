@@ -10,7 +10,7 @@ so numbering matches the file.
 from __future__ import annotations
 
 import json
-from typing import Iterator
+from collections.abc import Iterator
 
 from trimodal.pipeline.readers.common import decode_utf8, encodable, error, record, selected_lines
 from trimodal.pipeline.sources import SourceConfig
@@ -36,11 +36,17 @@ def parse_line(source: SourceConfig, uri: str, file_key: str, n: int, line: byte
         return error(source, key, origin, "bad_json", f"expected a JSON object, got {type(obj).__name__}")
     value = obj.get(source.text_field)
     if value is None:
-        return error(source, key, origin, "missing_text",
-                     f"no {source.text_field!r} field (keys: {', '.join(sorted(obj)[:10])})")
+        return error(
+            source, key, origin, "missing_text", f"no {source.text_field!r} field (keys: {', '.join(sorted(obj)[:10])})"
+        )
     if not isinstance(value, str):
-        return error(source, key, origin, "bad_field",
-                     f"field {source.text_field!r} is {type(value).__name__}, expected a string")
+        return error(
+            source,
+            key,
+            origin,
+            "bad_field",
+            f"field {source.text_field!r} is {type(value).__name__}, expected a string",
+        )
     if not encodable(value):
         return error(source, key, origin, "invalid_utf8", f"field {source.text_field!r} holds a lone surrogate")
     if not value.strip():

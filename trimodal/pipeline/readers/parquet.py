@@ -16,14 +16,14 @@ InputError naming the column and the columns that exist.
 from __future__ import annotations
 
 import bisect
-from typing import Iterator
+from collections.abc import Iterator
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from trimodal.dataset import storage
 from trimodal.errors import InputError
-from trimodal.pipeline import storage
 from trimodal.pipeline.readers.common import decode_utf8, error, record
 from trimodal.pipeline.sources import SourceConfig, split_compression
 
@@ -80,18 +80,21 @@ def _media_values(arr, col: str, uri: str) -> list:
         return [d if d is not None else ("path", p) for d, p in zip(data, paths)]
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return arr.to_pylist()
-    raise InputError(f"cannot read {uri}: column {col!r} has type {t}; expected encoded bytes "
-                     "(binary, or struct<bytes, path> as Hugging Face datasets write it)")
+    raise InputError(
+        f"cannot read {uri}: column {col!r} has type {t}; expected encoded bytes "
+        "(binary, or struct<bytes, path> as Hugging Face datasets write it)"
+    )
 
 
-def _records(source: SourceConfig, uri: str, file_key: str, batch: pa.RecordBatch, first_row: int,
-             rows: list[int] | None = None) -> Iterator[dict]:
+def _records(
+    source: SourceConfig, uri: str, file_key: str, batch: pa.RecordBatch, first_row: int, rows: list[int] | None = None
+) -> Iterator[dict]:
     cols = dict(_columns(source))
     texts = _text_values(batch.column(cols["text"]))
     media_role = "image" if "image" in cols else "audio" if "audio" in cols else None
     media = _media_values(batch.column(cols[media_role]), cols[media_role], uri) if media_role else None
     pair = source.kind != "text"
-    for i in (range(batch.num_rows) if rows is None else rows):
+    for i in range(batch.num_rows) if rows is None else rows:
         row = first_row + i
         key, origin = f"{file_key}/{row}", f"{uri}#row={row}"
         m = None
@@ -107,16 +110,18 @@ def _records(source: SourceConfig, uri: str, file_key: str, batch: pa.RecordBatc
             continue
         if raw is None:
             reason = source.missing_caption_reason if pair else "missing_text"
-            yield error(source, key, origin, reason, f"column {cols['text']!r} is null",
-                        **({media_role: m} if pair else {}))
+            yield error(
+                source, key, origin, reason, f"column {cols['text']!r} is null", **({media_role: m} if pair else {})
+            )
             continue
         text = decode_utf8(raw)
         if text is None:
             yield error(source, key, origin, "invalid_utf8", f"column {cols['text']!r} is not valid UTF-8")
         elif not text.strip():
             reason = source.missing_caption_reason if pair else "empty_text"
-            yield error(source, key, origin, reason, f"column {cols['text']!r} is empty",
-                        **({media_role: m} if pair else {}))
+            yield error(
+                source, key, origin, reason, f"column {cols['text']!r} is empty", **({media_role: m} if pair else {})
+            )
         else:
             yield record(source, key, origin, text=text, **({media_role: m} if pair else {}))
 
@@ -132,7 +137,7 @@ def read(source: SourceConfig, uri: str, file_key: str, wanted: set[str] | None 
             row += batch.num_rows
         return
     # Re-fetch: read only the row groups that hold the wanted rows.
-    want = sorted({int(f[len("row="):]) for f in wanted if f.startswith("row=") and f[len("row="):].isdigit()})
+    want = sorted({int(f[len("row=") :]) for f in wanted if f.startswith("row=") and f[len("row=") :].isdigit()})
     starts = [0]
     for g in range(pf.metadata.num_row_groups):
         starts.append(starts[-1] + pf.metadata.row_group(g).num_rows)

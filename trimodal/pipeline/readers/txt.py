@@ -15,7 +15,7 @@ Decoding is strict UTF-8 (a leading BOM is dropped): a file that is not UTF-8 is
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from trimodal.pipeline.readers.common import BOM, decode_utf8, error, open_stream, record, selected_lines
 from trimodal.pipeline.sources import SourceConfig
@@ -28,7 +28,7 @@ def read(source: SourceConfig, uri: str, file_key: str, wanted: set[str] | None 
         with open_stream(uri) as f:
             data = f.read()
         if data.startswith(BOM):
-            data = data[len(BOM):]
+            data = data[len(BOM) :]
         text = decode_utf8(data)
         if text is None:
             yield error(source, file_key, uri, "invalid_utf8", "file is not valid UTF-8")

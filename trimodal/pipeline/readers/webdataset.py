@@ -24,8 +24,7 @@ from __future__ import annotations
 
 import io
 import json
-from typing import Iterator
-
+from collections.abc import Iterator
 
 from trimodal.errors import InputError
 from trimodal.pipeline.readers.common import decode_utf8, encodable, error, open_stream, record
@@ -71,13 +70,16 @@ class _EndCheck(io.RawIOBase):
             if not chunk:
                 break
             if chunk.strip(b"\0"):
-                raise InputError(f"cannot read {uri}: data after where tar reading stopped at byte "
-                                 f"~{self.total} (a corrupt member header, or concatenated tars)")
+                raise InputError(
+                    f"cannot read {uri}: data after where tar reading stopped at byte "
+                    f"~{self.total} (a corrupt member header, or concatenated tars)"
+                )
             self.total += len(chunk)
             self.tail = (self.tail + chunk)[-BLOCK:]
         if self.total % BLOCK:
-            raise InputError(f"cannot read {uri}: truncated ({self.total} bytes is not a whole number of "
-                             "512-byte tar blocks)")
+            raise InputError(
+                f"cannot read {uri}: truncated ({self.total} bytes is not a whole number of 512-byte tar blocks)"
+            )
         if len(self.tail) < BLOCK or self.tail.strip(b"\0"):
             raise InputError(f"cannot read {uri}: truncated (no end-of-archive marker after {self.total} bytes)")
 
@@ -129,8 +131,9 @@ def read(source: SourceConfig, uri: str, file_key: str, wanted: set[str] | None 
             remaining.discard(wkey)
         key, origin = f"{file_key}/{wkey}", f"{uri}#{wkey}"
         if wkey in seen:
-            yield error(source, key, origin, "duplicate_key",
-                        "key occurs again later in the tar (its members are not adjacent)")
+            yield error(
+                source, key, origin, "duplicate_key", "key occurs again later in the tar (its members are not adjacent)"
+            )
             continue
         seen.add(wkey)
         yield _pair(source, sample, key, origin, media_role, media_keys, dup_members)
@@ -138,24 +141,42 @@ def read(source: SourceConfig, uri: str, file_key: str, wanted: set[str] | None 
             return
 
 
-def _pair(source: SourceConfig, sample: dict, key: str, origin: str, media_role: str, media_keys: list[str],
-          dup_members: set[str]) -> dict:
+def _pair(
+    source: SourceConfig,
+    sample: dict,
+    key: str,
+    origin: str,
+    media_role: str,
+    media_keys: list[str],
+    dup_members: set[str],
+) -> dict:
     wkey = sample["__key__"]
     if any(d.startswith(wkey + ".") for d in dup_members):
         return error(source, key, origin, "duplicate_member", "two members with the same extension")
     members = sorted(k for k in sample if not k.startswith("__"))
     media_ext = next((k for k in media_keys if k in sample), None)
     if media_ext is None:
-        return error(source, key, origin, f"missing_{media_role}",
-                     f"no {'/'.join(media_keys)} member (members: {', '.join(members) or 'none'})")
+        return error(
+            source,
+            key,
+            origin,
+            f"missing_{media_role}",
+            f"no {'/'.join(media_keys)} member (members: {', '.join(members) or 'none'})",
+        )
     # Zero-byte members pass through: judging media is the tokenizer's job (it names them
     # empty or corrupt), and a reader that decodes nothing cannot tell more.
     media = {media_role: sample[media_ext]}
     missing = source.missing_caption_reason
     present = [k for k in source.caption_keys if k in sample]
     if not present:
-        return error(source, key, origin, missing,
-                     f"no {'/'.join(source.caption_keys)} member (members: {', '.join(members)})", **media)
+        return error(
+            source,
+            key,
+            origin,
+            missing,
+            f"no {'/'.join(source.caption_keys)} member (members: {', '.join(members)})",
+            **media,
+        )
     ext = present[0]
     text = decode_utf8(sample[ext])
     if text is None:
@@ -166,16 +187,29 @@ def _pair(source: SourceConfig, sample: dict, key: str, origin: str, media_role:
         except json.JSONDecodeError as e:
             return error(source, key, origin, "bad_json", f".json member: {e.msg} at column {e.colno}", **media)
         if not isinstance(obj, dict):
-            return error(source, key, origin, "bad_json", f".json member is a {type(obj).__name__}, not an object",
-                         **media)
+            return error(
+                source, key, origin, "bad_json", f".json member is a {type(obj).__name__}, not an object", **media
+            )
         field = next((f for f in source.json_caption_fields if obj.get(f) is not None), None)
         if field is None:
-            return error(source, key, origin, missing,
-                         f".json member has none of the fields {source.json_caption_fields}", **media)
+            return error(
+                source,
+                key,
+                origin,
+                missing,
+                f".json member has none of the fields {source.json_caption_fields}",
+                **media,
+            )
         value = obj[field]
         if not isinstance(value, str):
-            return error(source, key, origin, "bad_field",
-                         f".json field {field!r} is {type(value).__name__}, expected a string", **media)
+            return error(
+                source,
+                key,
+                origin,
+                "bad_field",
+                f".json field {field!r} is {type(value).__name__}, expected a string",
+                **media,
+            )
         if not encodable(value):
             return error(source, key, origin, "invalid_utf8", f".json field {field!r} holds a lone surrogate", **media)
         text = value

@@ -10,38 +10,30 @@ PUT on S3): a crash never leaves a half-written shard under its final name.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trimodal.dataset.schema import MODALITIES, list_column
+from trimodal.dataset.storage import Location, resolve
 from trimodal.errors import IntegrityError
-from trimodal.pipeline.storage import Location, resolve
 
-MODALITY_COLUMNS = ("text", "image", "audio")
+MODALITY_COLUMNS = MODALITIES  # the code columns of a shard
+_HASH_CHUNK = 16 << 20
 BATCH_ROWS = 1024
 
-SCHEMA = pa.schema([
-    pa.field("id", pa.string(), nullable=False),
-    pa.field("source", pa.dictionary(pa.int32(), pa.string()), nullable=False),
-    pa.field("text", pa.list_(pa.int32())),
-    pa.field("image", pa.list_(pa.int32())),
-    pa.field("audio", pa.list_(pa.int32())),
-    pa.field("origin", pa.string()),
-])
-
-
-def _list_column(values: Sequence) -> pa.Array:
-    """Per-row code arrays (or None) → list<int32> with one concatenation, no per-token Python."""
-    lengths = np.fromiter((0 if v is None else len(v) for v in values), dtype=np.int64, count=len(values))
-    offsets = np.zeros(len(values) + 1, dtype=np.int32)
-    np.cumsum(lengths, out=offsets[1:])
-    present = [np.asarray(v, dtype=np.int32).reshape(-1) for v in values if v is not None]
-    flat = np.concatenate(present) if present else np.zeros(0, dtype=np.int32)
-    mask = np.fromiter((v is None for v in values), dtype=bool, count=len(values))
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, type=pa.int32()),
-                                    mask=pa.array(mask) if mask.any() else None)
+SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+        pa.field("text", pa.list_(pa.int32())),
+        pa.field("image", pa.list_(pa.int32())),
+        pa.field("audio", pa.list_(pa.int32())),
+        pa.field("origin", pa.string()),
+    ]
+)
 
 
 def rows_to_table(rows: Sequence[dict]) -> pa.Table:
@@ -49,9 +41,9 @@ def rows_to_table(rows: Sequence[dict]) -> pa.Table:
     cols = {
         "id": pa.array([r["id"] for r in rows], pa.string()),
         "source": pa.array([r["source"] for r in rows], pa.string()).dictionary_encode(),
-        "text": _list_column([r.get("text") for r in rows]),
-        "image": _list_column([r.get("image") for r in rows]),
-        "audio": _list_column([r.get("audio") for r in rows]),
+        "text": list_column([r.get("text") for r in rows]),
+        "image": list_column([r.get("image") for r in rows]),
+        "audio": list_column([r.get("audio") for r in rows]),
         "origin": pa.array([r.get("origin") for r in rows], pa.string()),
     }
     cols["source"] = cols["source"].cast(SCHEMA.field("source").type)
@@ -110,41 +102,56 @@ def write_shard(dataset_uri: str, name: str, table: pa.Table) -> dict:
     }
 
 
-def open_shard(loc: Location, entry: dict, verify: str = "sha256") -> pa.Table:
-    """Open one shard (memory-mapped locally, read through pyarrow's S3 client otherwise),
-    verifying it against its manifest entry; any mismatch raises IntegrityError naming it."""
+def open_shard_file(loc: Location, entry: dict, verify: str = "sha256") -> pa.ipc.RecordBatchFileReader:
+    """Open one shard for random access (memory-mapped locally, ranged reads through pyarrow's
+    S3 client otherwise) after checking it against its manifest entry: size (`verify` "size"),
+    size and sha256 ("sha256"), or nothing ("none"); the schema is always checked. Any mismatch
+    raises IntegrityError naming the shard."""
     import pyarrow.fs as pafs
 
     uri = loc.uri
     try:
         if isinstance(loc.fs, pafs.LocalFileSystem):
             source = pa.memory_map(loc.path, "r")
-            size = source.size()
         else:
-            data = loc.read_bytes()  # one ranged GET of the whole object; S3 has no mmap
-            source = pa.BufferReader(data)
-            size = len(data)
+            source = loc.fs.open_input_file(loc.path)
+        size = source.size()
     except (OSError, FileNotFoundError) as e:
         raise IntegrityError(f"shard {uri} listed in the manifest cannot be opened: {e}") from e
     if verify != "none" and size != entry["bytes"]:
         raise IntegrityError(f"shard {uri}: size {size} bytes, manifest says {entry['bytes']}")
     if verify == "sha256":
-        buf = source.read_buffer() if hasattr(source, "read_buffer") else None
-        if buf is None:
-            source.seek(0)
-            buf = source.read_buffer()
-        digest = hashlib.sha256(memoryview(buf)).hexdigest()
+        h = hashlib.sha256()
+        source.seek(0)
+        while True:  # in slices: zero-copy over a memory map, bounded buffers on S3
+            chunk = source.read_buffer(_HASH_CHUNK)
+            if not chunk.size:
+                break
+            h.update(memoryview(chunk))
+        digest = h.hexdigest()
         if digest != entry["sha256"]:
-            raise IntegrityError(f"shard {uri}: sha256 {digest[:12]}… does not match the manifest's {entry['sha256'][:12]}…")
+            raise IntegrityError(
+                f"shard {uri}: sha256 {digest[:12]}… does not match the manifest's {entry['sha256'][:12]}…"
+            )
         source.seek(0)
     try:
-        table = pa.ipc.open_file(source).read_all()
+        reader = pa.ipc.open_file(source)
     except pa.ArrowInvalid as e:
         raise IntegrityError(f"shard {uri} is not a readable Arrow IPC file: {e}") from e
-    if table.num_rows != entry["rows"]:
-        raise IntegrityError(f"shard {uri}: {table.num_rows} rows, manifest says {entry['rows']}")
-    if not table.schema.equals(SCHEMA):
+    if not reader.schema.equals(SCHEMA):
         raise IntegrityError(f"shard {uri}: schema differs from the dataset schema")
+    return reader
+
+
+def open_shard(loc: Location, entry: dict, verify: str = "sha256") -> pa.Table:
+    """One whole shard as a table (zero-copy over a memory map locally), verified as in
+    `open_shard_file`, with its row count checked against the manifest."""
+    try:
+        table = open_shard_file(loc, entry, verify).read_all()
+    except pa.ArrowInvalid as e:
+        raise IntegrityError(f"shard {loc.uri} is not a readable Arrow IPC file: {e}") from e
+    if table.num_rows != entry["rows"]:
+        raise IntegrityError(f"shard {loc.uri}: {table.num_rows} rows, manifest says {entry['rows']}")
     return table
 
 

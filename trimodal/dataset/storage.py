@@ -10,9 +10,11 @@ and region follow the AWS SDK's usual chain (env, profile, instance role).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import os
+import threading
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -64,7 +66,7 @@ class Location:
     path: str
     uri: str
 
-    def join(self, *parts: str) -> "Location":
+    def join(self, *parts: str) -> Location:
         p = "/".join([self.path.rstrip("/"), *[s.strip("/") for s in parts]])
         u = "/".join([self.uri.rstrip("/"), *[s.strip("/") for s in parts]])
         return Location(self.fs, p, u)
@@ -85,13 +87,7 @@ class Location:
         S3 PUTs are atomic already; on local disk write a temp file, fsync, rename.
         """
         if isinstance(self.fs, pafs.LocalFileSystem):
-            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
-            tmp = f"{self.path}.tmp-{os.getpid()}"
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            write_local_atomic(self.path, data)
         else:
             # One PUT: atomic on S3. (pyarrow's output stream uses multipart uploads, whose
             # completion some S3-compatible servers answer in ways it rejects.)
@@ -103,11 +99,38 @@ class Location:
             os.makedirs(self.path, exist_ok=True)
 
 
+TMP_MARK = ".tmp-"  # temp files of atomic writes are named <final name>.tmp-<pid>-<thread>
+
+
+@contextlib.contextmanager
+def atomic_local_path(path: str | os.PathLike):
+    """Yield a temp path beside `path` to write to; when the block ends without an error, the
+    file is fsynced and renamed over `path` (so a reader sees the old file or the whole new
+    one), else removed. For writers that need a path (torch, tarfile, a codec's save)."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}{TMP_MARK}{os.getpid()}-{threading.get_ident()}"
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_local_atomic(path: str | os.PathLike, data: bytes) -> None:
+    """Write bytes to a local file atomically (see `atomic_local_path`)."""
+    with atomic_local_path(path) as tmp, open(tmp, "wb") as f:
+        f.write(data)
+
+
 def resolve(uri: str | os.PathLike) -> Location:
     """URI → Location. Local paths are made absolute; ``s3://b/k`` becomes path ``b/k``."""
     uri = str(uri)
     if is_s3(uri):
-        return Location(filesystem_for(uri), uri[len("s3://"):].rstrip("/"), uri.rstrip("/"))
+        return Location(filesystem_for(uri), uri[len("s3://") :].rstrip("/"), uri.rstrip("/"))
     path = os.path.abspath(os.path.expanduser(uri))
     return Location(filesystem_for(path), path, path)
 
@@ -137,7 +160,7 @@ def expand(pattern: str) -> list[str]:
     base = Location(full.fs, static, _uri_of(full, static))
     if base.fs.get_file_info(base.path).type != pafs.FileType.Directory:
         raise InputError(f"no files match {pattern}")
-    out = [u for u in _list_files(base) if _glob_match(_path_of(u), base_path)]
+    out = [u for u in _list_files(base) if glob_match(_path_of(u), base_path)]
     if not out:
         raise InputError(f"no files match {pattern}")
     return out
@@ -148,7 +171,7 @@ def _uri_of(loc: Location, path: str) -> str:
 
 
 def _path_of(uri: str) -> str:
-    return uri[len("s3://"):] if is_s3(uri) else uri
+    return uri[len("s3://") :] if is_s3(uri) else uri
 
 
 def _list_files(loc: Location) -> list[str]:
@@ -159,7 +182,7 @@ def _list_files(loc: Location) -> list[str]:
     return [_uri_of(loc, f) for f in files]
 
 
-def _glob_match(path: str, pattern: str) -> bool:
+def glob_match(path: str, pattern: str) -> bool:
     # fnmatch's '*' crosses '/', which is what '**' should do; make single '*' stay in a level.
     if "**" in pattern:
         return fnmatch.fnmatchcase(path, pattern.replace("**/", "*").replace("**", "*"))
@@ -170,5 +193,8 @@ def boto3_client():
     """A boto3 S3 client using the same endpoint resolution as the pyarrow filesystem."""
     import boto3
 
-    return boto3.client("s3", endpoint_url=s3_endpoint(),
-                        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1")
+    return boto3.client(
+        "s3",
+        endpoint_url=s3_endpoint(),
+        region_name=os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1",
+    )

@@ -8,18 +8,41 @@ import pytest
 from click.testing import CliRunner
 
 from trimodal.cli import cli
+from trimodal.dataset.dataset import Dataset, build_dataset, summarize
+from trimodal.dataset.manifest import Manifest
+from trimodal.dataset.quarantine import read_quarantine
+from trimodal.dataset.shards import SCHEMA, rows_to_table
 from trimodal.errors import IntegrityError
-from trimodal.pipeline.dataset import Dataset, build_dataset, summarize
-from trimodal.pipeline.manifest import Manifest
-from trimodal.pipeline.quarantine import read_quarantine
-from trimodal.pipeline.shards import SCHEMA, rows_to_table
 
 FPS = {
-    "text": {"kind": "sentencepiece", "name": "t", "modality": "text", "codebook_size": 100, "levels": 1, "weights_sha256": "a"},
-    "image": {"kind": "vqmodel", "name": "i", "modality": "image", "codebook_size": 64, "levels": 1,
-              "code_grid": [4, 4], "image_size": 32, "weights_sha256": "b"},
-    "audio": {"kind": "dac", "name": "a", "modality": "audio", "codebook_size": 32, "levels": 2,
-              "sample_rate": 16000, "frame_rate": 62.5, "weights_sha256": "c"},
+    "text": {
+        "kind": "sentencepiece",
+        "name": "t",
+        "modality": "text",
+        "codebook_size": 100,
+        "levels": 1,
+        "weights_sha256": "a",
+    },
+    "image": {
+        "kind": "vqmodel",
+        "name": "i",
+        "modality": "image",
+        "codebook_size": 64,
+        "levels": 1,
+        "code_grid": [4, 4],
+        "image_size": 32,
+        "weights_sha256": "b",
+    },
+    "audio": {
+        "kind": "dac",
+        "name": "a",
+        "modality": "audio",
+        "codebook_size": 32,
+        "levels": 2,
+        "sample_rate": 16000,
+        "frame_rate": 62.5,
+        "weights_sha256": "c",
+    },
 }
 
 
@@ -28,14 +51,16 @@ def make_rows(n, seed=0):
     rows = []
     for i in range(n):
         kind = i % 3
-        rows.append({
-            "id": f"src{kind}/{i}",
-            "source": f"src{kind}",
-            "text": rng.integers(0, 100, rng.integers(1, 50)).astype(np.int32),
-            "image": rng.integers(0, 64, 16).astype(np.int32) if kind == 1 else None,
-            "audio": rng.integers(0, 32, 2 * rng.integers(1, 20)).astype(np.int32) if kind == 2 else None,
-            "origin": f"file:///raw/{i}.tar#{i}",
-        })
+        rows.append(
+            {
+                "id": f"src{kind}/{i}",
+                "source": f"src{kind}",
+                "text": rng.integers(0, 100, rng.integers(1, 50)).astype(np.int32),
+                "image": rng.integers(0, 64, 16).astype(np.int32) if kind == 1 else None,
+                "audio": rng.integers(0, 32, 2 * rng.integers(1, 20)).astype(np.int32) if kind == 2 else None,
+                "origin": f"file:///raw/{i}.tar#{i}",
+            }
+        )
     return rows
 
 
@@ -60,8 +85,13 @@ def test_rows_to_table_schema_and_nulls():
 def test_local_round_trip_and_manifest(tmp_path):
     rows = make_rows(25)
     uri = str(tmp_path / "ds")
-    m = build_dataset(uri, rows, FPS, shard_rows=10,
-                      quarantine=[{"id": "x/1", "source": "x", "origin": "o", "reason": "corrupt_image", "message": "m"}])
+    m = build_dataset(
+        uri,
+        rows,
+        FPS,
+        shard_rows=10,
+        quarantine=[{"id": "x/1", "source": "x", "origin": "o", "reason": "corrupt_image", "message": "m"}],
+    )
     assert [s["rows"] for s in m.shards] == [10, 10, 5]
     ds = Dataset.open(uri)
     assert ds.num_rows == 25
@@ -114,7 +144,7 @@ def test_s3_round_trip(s3_bucket):
 
 
 def test_s3_corruption_is_detected(s3_bucket):
-    from trimodal.pipeline.storage import boto3_client
+    from trimodal.dataset.storage import boto3_client
 
     uri = f"s3://{s3_bucket}/ds"
     m = build_dataset(uri, make_rows(6), FPS, shard_rows=6)
@@ -129,8 +159,13 @@ def test_s3_corruption_is_detected(s3_bucket):
 
 def test_inspect_cli_human_and_json(tmp_path):
     uri = str(tmp_path / "ds")
-    build_dataset(uri, make_rows(9), FPS, shard_rows=4,
-                  quarantine=[{"id": "a", "source": "s", "origin": "o", "reason": "empty_text", "message": "m"}] * 2)
+    build_dataset(
+        uri,
+        make_rows(9),
+        FPS,
+        shard_rows=4,
+        quarantine=[{"id": "a", "source": "s", "origin": "o", "reason": "empty_text", "message": "m"}] * 2,
+    )
     runner = CliRunner()
     res = runner.invoke(cli, ["inspect", uri])
     assert res.exit_code == 0, res.output
@@ -148,7 +183,9 @@ def test_inspect_verify_exit_code(tmp_path):
     data = bytearray(path.read_bytes())
     data[50] ^= 1
     path.write_bytes(bytes(data))
-    import subprocess, sys
+    import subprocess
+    import sys
+
     res = subprocess.run([sys.executable, "-m", "trimodal", "inspect", uri, "--verify"], capture_output=True, text=True)
     assert res.returncode == 3
     assert "part-00000" in res.stderr

@@ -2,8 +2,8 @@
 
 import pytest
 
+from trimodal.dataset.storage import boto3_client, expand, resolve
 from trimodal.errors import InputError
-from trimodal.pipeline.storage import boto3_client, expand, resolve
 
 
 def test_local_expand(tmp_path):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from typing import Iterable
+from collections.abc import Iterable
 
 import pyarrow.fs as pafs
 
-from trimodal.pipeline.storage import resolve
+from trimodal.dataset.storage import resolve
 
 FIELDS = ("id", "source", "origin", "reason", "message")
 
@@ -35,8 +35,9 @@ def read_quarantine(dataset_uri: str) -> list[dict]:
         return []
     infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
     out = []
-    for info in sorted((i for i in infos if i.type == pafs.FileType.File and i.path.endswith(".jsonl")),
-                       key=lambda i: i.path):
+    for info in sorted(
+        (i for i in infos if i.type == pafs.FileType.File and i.path.endswith(".jsonl")), key=lambda i: i.path
+    ):
         with loc.fs.open_input_stream(info.path) as f:
             out.extend(json.loads(line) for line in f.read().decode().splitlines() if line.strip())
     return out

@@ -13,16 +13,16 @@ tools use. The distributed tokenize job writes the same format through `write_sh
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import pyarrow as pa
 
+from trimodal.dataset.manifest import Manifest
+from trimodal.dataset.quarantine import write_quarantine
+from trimodal.dataset.shards import open_shard, open_shard_file, rows_to_table, write_shard
+from trimodal.dataset.storage import Location, resolve
 from trimodal.errors import IntegrityError
-from trimodal.pipeline.manifest import Manifest
-from trimodal.pipeline.quarantine import write_quarantine
-from trimodal.pipeline.shards import open_shard, rows_to_table, write_shard
-from trimodal.pipeline.storage import Location, resolve
 
 VERIFY_MODES = ("sha256", "size", "none")
 
@@ -41,7 +41,7 @@ class Dataset:
         self._root = resolve(self.uri)
 
     @classmethod
-    def open(cls, uri: str, verify: str = "sha256") -> "Dataset":
+    def open(cls, uri: str, verify: str = "sha256") -> Dataset:
         return cls(str(uri), Manifest.load(str(uri)), verify)
 
     @property
@@ -59,13 +59,22 @@ class Dataset:
     def shard_location(self, i: int) -> Location:
         return self._root.join(self.manifest.shards[i]["path"])
 
+    def _mode(self, i: int) -> str:
+        # One full hash per shard per process, then size checks only.
+        return "size" if (self.verify == "sha256" and i in self._verified) else self.verify
+
     def read_shard(self, i: int) -> pa.Table:
         """Shard i as a table: zero-copy over a memory map locally; verified on first read."""
-        entry = self.manifest.shards[i]
-        mode = "size" if (self.verify == "sha256" and i in self._verified) else self.verify
-        table = open_shard(self.shard_location(i), entry, verify=mode)
+        table = open_shard(self.shard_location(i), self.manifest.shards[i], verify=self._mode(i))
         self._verified.add(i)
         return table
+
+    def open_shard_file(self, i: int) -> pa.ipc.RecordBatchFileReader:
+        """Shard i for random access by record batch (memory map locally, ranged reads on S3),
+        verified like `read_shard`: sha256 the first time this process opens it, size after."""
+        reader = open_shard_file(self.shard_location(i), self.manifest.shards[i], verify=self._mode(i))
+        self._verified.add(i)
+        return reader
 
     def iter_tables(self) -> Iterator[pa.Table]:
         for i in range(len(self.manifest.shards)):
@@ -82,19 +91,27 @@ class Dataset:
         return problems
 
 
-def build_dataset(uri: str, rows: Sequence[dict], fingerprints: dict[str, dict], shard_rows: int = 1000,
-                  quarantine: Sequence[dict] = (), inputs: Sequence[dict] = (), stats: dict | None = None,
-                  shard_prefix: str = "part") -> Manifest:
+def build_dataset(
+    uri: str,
+    rows: Sequence[dict],
+    fingerprints: dict[str, dict],
+    shard_rows: int = 1000,
+    quarantine: Sequence[dict] = (),
+    inputs: Sequence[dict] = (),
+    stats: dict | None = None,
+    shard_prefix: str = "part",
+) -> Manifest:
     """Write `rows` as shards of `shard_rows` rows plus a manifest; return the manifest."""
     if shard_rows < 1:
         raise ValueError("shard_rows must be >= 1")
     entries = []
     for k, start in enumerate(range(0, len(rows), shard_rows)):
-        table = rows_to_table(rows[start:start + shard_rows])
+        table = rows_to_table(rows[start : start + shard_rows])
         entries.append(write_shard(uri, f"{shard_prefix}-{k:05d}", table))
     counts = write_quarantine(uri, f"{shard_prefix}-00000", quarantine) if quarantine else {}
-    manifest = Manifest(fingerprints=dict(fingerprints), shards=entries, inputs=list(inputs),
-                        quarantine=counts, stats=dict(stats or {}))
+    manifest = Manifest(
+        fingerprints=dict(fingerprints), shards=entries, inputs=list(inputs), quarantine=counts, stats=dict(stats or {})
+    )
     manifest.save(uri)
     return manifest
 

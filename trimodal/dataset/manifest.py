@@ -13,9 +13,9 @@ import json
 import time
 from dataclasses import asdict, dataclass, field
 
+from trimodal.dataset.shards import MODALITY_COLUMNS
+from trimodal.dataset.storage import resolve
 from trimodal.errors import IntegrityError
-from trimodal.pipeline.shards import MODALITY_COLUMNS
-from trimodal.pipeline.storage import resolve
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -61,17 +61,19 @@ class Manifest:
         resolve(dataset_uri).join(MANIFEST_NAME).write_bytes_atomic(blob)
 
     @classmethod
-    def load(cls, dataset_uri: str) -> "Manifest":
+    def load(cls, dataset_uri: str) -> Manifest:
         loc = resolve(dataset_uri).join(MANIFEST_NAME)
         if not loc.exists():
-            raise IntegrityError(f"{dataset_uri} is not a trimodal dataset (no {MANIFEST_NAME}; "
-                                 "an unfinished job never writes one)")
+            raise IntegrityError(
+                f"{dataset_uri} is not a trimodal dataset (no {MANIFEST_NAME}; an unfinished job never writes one)"
+            )
         try:
             d = json.loads(loc.read_bytes())
         except json.JSONDecodeError as e:
             raise IntegrityError(f"{loc.uri}: manifest is not valid JSON: {e}") from e
         if d.get("format_version") != FORMAT_VERSION:
-            raise IntegrityError(f"{loc.uri}: format_version {d.get('format_version')!r}, "
-                                 f"this trimodal reads {FORMAT_VERSION}")
+            raise IntegrityError(
+                f"{loc.uri}: format_version {d.get('format_version')!r}, this trimodal reads {FORMAT_VERSION}"
+            )
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in d.items() if k in known})
