@@ -21,9 +21,10 @@ from trimodal.errors import ConfigError, InputError, IntegrityError
 # name -> "module:attribute" of a click command or group
 COMMANDS = {
     "demo": ("trimodal.jobs.demo:demo", "Run the whole flow on a built-in corpus, offline, on CPU."),
-    "tokenize": ("trimodal.jobs.tokenize:tokenize", "Tokenize raw corpora into a dataset (Ray Data)."),
+    "tokenize": ("trimodal.jobs.tokenize:tokenize", "Tokenize raw corpora into a dataset on Ray."),
     "retokenize": ("trimodal.jobs.retokenize:retokenize", "Re-encode one modality of a dataset with a new tokenizer."),
     "inspect": ("trimodal.jobs.inspect:inspect_cmd", "Summarize a tokenized dataset."),
+    "migrate": ("trimodal.jobs.migrate:migrate_cmd", "Rewrite a format-1 dataset as format 2 (length index, tables)."),
     "tokenizer": ("trimodal.jobs.tokenizer:tokenizer", "Train text tokenizers."),
     "codec": ("trimodal.jobs.codec:codec", "Build local image/audio codecs."),
     "mix": ("trimodal.jobs.mix:mix", "Preview and check data mixes."),

@@ -189,3 +189,52 @@ def test_inspect_verify_exit_code(tmp_path):
     res = subprocess.run([sys.executable, "-m", "trimodal", "inspect", uri, "--verify"], capture_output=True, text=True)
     assert res.returncode == 3
     assert "part-00000" in res.stderr
+
+
+def test_format_1_datasets_stay_readable_and_migrate_in_place(tmp_path):
+    """A dataset written with the format-1 manifest (shards and inputs inline, no length index)
+    reads the same; `migrate` adds the indexes and tables and keeps every shard byte."""
+    import json
+
+    import numpy as np
+
+    from trimodal.dataset.dataset import Dataset, build_dataset
+    from trimodal.dataset.migrate import migrate
+
+    uri = str(tmp_path / "old")
+    rows = [
+        {"id": f"s/{i}", "source": "s", "text": np.arange(i % 7 + 1, dtype=np.int32), "origin": f"o{i}"}
+        for i in range(25)
+    ]
+    build_dataset(uri, rows, {"text": {"kind": "sentencepiece"}}, shard_rows=10)
+    new = Dataset.open(uri)
+    entries = list(new.shards)
+    for e in entries:  # write it as a format-1 dataset would have been: no index files
+        e.pop("index")
+        (tmp_path / "old" / "index" / e["path"].split("/")[-1]).unlink()
+    v1 = {
+        "format_version": 1,
+        "fingerprints": new.fingerprints,
+        "shards": entries,
+        "inputs": [],
+        "quarantine": {},
+        "stats": {},
+        "job": {},
+        "totals": {},
+        "created": "2026-01-01T00:00:00Z",
+    }
+    (tmp_path / "old" / "manifest.json").write_text(json.dumps(v1))
+    for t in (tmp_path / "old" / "tables").iterdir():
+        t.unlink()
+
+    old = Dataset.open(uri)
+    assert old.manifest.format_version == 1 and old.num_rows == 25
+    assert old.read_index(0).column("text").to_pylist() == [i % 7 + 1 for i in range(10)]  # computed
+    before = [(tmp_path / "old" / e["path"]).read_bytes() for e in entries]
+
+    assert migrate(uri) == {"from": 1, "to": 2, "shards": 3}
+    m = Dataset.open(uri)
+    assert m.manifest.format_version == 2 and m.verify_all() == [] and m.unreferenced_files() == []
+    assert [(tmp_path / "old" / e["path"]).read_bytes() for e in m.shards] == before
+    assert m.read_index(2).column("text").to_pylist() == [i % 7 + 1 for i in range(20, 25)]
+    assert migrate(uri)["shards"] == 0  # already format 2

@@ -5,12 +5,12 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 
 import pytest
 
 from tests.fixtures.datasets import PLANTED, read_rows
 from trimodal.dataset.dataset import Dataset
+from trimodal.dataset.manifest import Manifest
 from trimodal.dataset.quarantine import read_quarantine
 from trimodal.errors import ConfigError, IntegrityError
 from trimodal.pipeline.retokenize import run_retokenize
@@ -109,9 +109,9 @@ def test_quarantine_and_inputs_carry_over(tiny_dataset, retokenized):
 
 
 def test_rerun_resumes_everything(retokenized, ray_cluster):
-    before = json.loads(open(os.path.join(retokenized["uri"], "manifest.json")).read())
+    before = Manifest.load(retokenized["uri"]).to_dict()
     s = run_retokenize(dict(retokenized["config"]), address=ray_cluster, quiet=True)
-    after = json.loads(open(os.path.join(retokenized["uri"], "manifest.json")).read())
+    after = Manifest.load(retokenized["uri"]).to_dict()
     assert s["inputs_resumed"] == s["inputs"] and s["run"]["samples"] == 0
     assert after["shards"] == before["shards"]
 

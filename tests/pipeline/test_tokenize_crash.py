@@ -18,6 +18,7 @@ import sys
 import yaml
 
 from tests.fixtures.datasets import job_config, read_rows
+from trimodal.dataset.manifest import Manifest
 from trimodal.pipeline.job import run_tokenize
 
 
@@ -62,8 +63,8 @@ def test_sigkilled_driver_then_rerun_equals_clean_run(
     for i, r in clean.items():
         assert resumed[i] == r, i
     # Byte-identical shards: same names, same sha256, as the clean run wrote for those inputs.
-    clean_manifest = json.loads(open(os.path.join(tiny_dataset["uri"], "manifest.json")).read())
-    resumed_manifest = json.loads((out / "manifest.json").read_text())
+    clean_manifest = Manifest.load(tiny_dataset["uri"]).to_dict()
+    resumed_manifest = Manifest.load(str(out)).to_dict()
     keys = {i["key"] for i in resumed_manifest["inputs"]}
     expect = [
         (e["path"], e["sha256"])

@@ -15,6 +15,7 @@ import pytest
 from tests.fixtures.datasets import PLANTED, PLANTED_GOOD, job_config, read_rows
 from trimodal.config import from_dict
 from trimodal.dataset.dataset import Dataset
+from trimodal.dataset.manifest import Manifest
 from trimodal.dataset.quarantine import read_quarantine
 from trimodal.pipeline.job import run_tokenize
 from trimodal.pipeline.job_config import JobConfig
@@ -114,9 +115,9 @@ def test_each_input_has_its_own_shards_and_marker(tiny_dataset, tiny_corpus):
 
 
 def test_rerun_skips_completed_inputs(tiny_dataset):
-    before = json.loads(open(os.path.join(tiny_dataset["uri"], "manifest.json")).read())
+    before = Manifest.load(tiny_dataset["uri"]).to_dict()
     s = run_tokenize(copy.deepcopy(tiny_dataset["config"]), quiet=True)
-    after = json.loads(open(os.path.join(tiny_dataset["uri"], "manifest.json")).read())
+    after = Manifest.load(tiny_dataset["uri"]).to_dict()
     assert s["inputs_resumed"] == s["inputs"] == len(before["inputs"])
     assert s["run"]["samples"] == 0
     assert after["shards"] == before["shards"] and after["quarantine"] == before["quarantine"]

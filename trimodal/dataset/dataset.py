@@ -18,10 +18,18 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from trimodal.dataset.manifest import Manifest
+from trimodal.dataset.manifest import MANIFEST_NAME, TABLES_DIR, Manifest
 from trimodal.dataset.quarantine import write_quarantine
-from trimodal.dataset.shards import open_shard, open_shard_file, rows_to_table, write_shard
-from trimodal.dataset.storage import Location, resolve
+from trimodal.dataset.shards import (
+    INDEX_DIR,
+    SHARDS_DIR,
+    open_shard,
+    open_shard_file,
+    read_index,
+    rows_to_table,
+    write_shard,
+)
+from trimodal.dataset.storage import TMP_MARK, Location, list_files, resolve
 from trimodal.errors import IntegrityError
 
 VERIFY_MODES = ("sha256", "size", "none")
@@ -80,15 +88,65 @@ class Dataset:
         for i in range(len(self.manifest.shards)):
             yield self.read_shard(i)
 
+    def read_index(self, i: int) -> pa.Table:
+        """Shard i's length index (per row: code count per modality, -1 if absent; source)."""
+        return read_index(self._root, self.manifest.shards[i], verify=self.verify != "none")
+
     def verify_all(self) -> list[str]:
-        """Check every shard (sha256); return the problems found, one line per shard."""
+        """Check every shard and length index (sha256); return the problems found, one line
+        per file."""
         problems = []
         for i in range(len(self.manifest.shards)):
+            entry = self.manifest.shards[i]
             try:
-                open_shard(self.shard_location(i), self.manifest.shards[i], verify="sha256")
+                open_shard(self.shard_location(i), entry, verify="sha256")
+                if entry.get("index"):
+                    read_index(self._root, entry, verify=True)
             except IntegrityError as e:
                 problems.append(str(e))
         return problems
+
+    def unreferenced_files(self) -> list[str]:
+        """Files under the dataset's own folders that the manifest does not reference: shards,
+        indexes and tables of dead or superseded attempts, and temp files of interrupted
+        atomic writes (anywhere). Relative paths, sorted."""
+        return unreferenced_files(self.uri, self.manifest)
+
+
+def unreferenced_files(uri: str, manifest: Manifest) -> list[str]:
+    """See `Dataset.unreferenced_files`. Quarantine files count as referenced when their stem
+    is the key of an input in the manifest (or the manifest lists no inputs)."""
+    root = resolve(uri)
+    keep = {MANIFEST_NAME}
+    for e in manifest.shards:
+        keep.add(e["path"])
+        if e.get("index"):
+            keep.add(e["index"]["path"])
+    keep.update(ref["path"] for ref in manifest.tables.values())
+    keys = {e["key"] for e in manifest.inputs if e.get("key")}
+    out = []
+    for rel in list_files(root):
+        name = rel.rsplit("/", 1)[-1]
+        if TMP_MARK in name:
+            out.append(rel)
+        elif rel.startswith((f"{SHARDS_DIR}/", f"{INDEX_DIR}/", f"{TABLES_DIR}/")) and rel not in keep:
+            out.append(rel)
+        elif rel.startswith("quarantine/") and keys and name.removesuffix(".jsonl") not in keys:
+            out.append(rel)
+    return sorted(out)
+
+
+def remove_unreferenced(uri: str, manifest: Manifest) -> list[str]:
+    """Delete what `unreferenced_files` lists (call only after `manifest` is committed)."""
+    root = resolve(uri)
+    gone = unreferenced_files(uri, manifest)
+    for rel in gone:
+        loc = root.join(rel)
+        try:
+            loc.fs.delete_file(loc.path)
+        except FileNotFoundError:
+            pass
+    return gone
 
 
 def build_dataset(

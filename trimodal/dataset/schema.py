@@ -60,6 +60,10 @@ QUARANTINE_REASONS: dict[str, str] = {
     "nonfinite_audio": "the audio holds NaN or infinite samples",
     "audio_too_short": "the audio is shorter than limits.min_audio_seconds",
     "audio_too_long": "the audio is longer than limits.max_audio_seconds",
+    # encoding
+    "text_encode_failed": "the tokenizer raised an unexpected error on this text (the message has it)",
+    "image_encode_failed": "the image codec raised an unexpected error on this item",
+    "audio_encode_failed": "the audio codec raised an unexpected error on this item",
     # jobs
     "input_error": "the input broke part way; records after the damage were not read",
     "origin_mismatch": "retokenize: the record at the stored origin has another id",

@@ -5,6 +5,11 @@ and its footer indexes record batches, so ranged reads from S3 fetch only what i
 Rows are written in record batches of `BATCH_ROWS` to keep those ranged reads small. A shard
 is serialized in memory, hashed, then written in one atomic step (rename locally, a single
 PUT on S3): a crash never leaves a half-written shard under its final name.
+
+Beside each shard the writer puts its **length index**, `index/<name>.arrow`: per row the code
+count of each modality (int32, -1 where the modality is absent) and the source (dictionary),
+about 13 bytes per sample against ~4 KB of codes for a 1k-token sample. A reader plans sequences
+from it without touching the codes (the mixer reads it; `trimodal inspect` does not need it).
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from trimodal.errors import IntegrityError
 MODALITY_COLUMNS = MODALITIES  # the code columns of a shard
 _HASH_CHUNK = 16 << 20
 BATCH_ROWS = 1024
+SHARDS_DIR = "shards"
+INDEX_DIR = "index"
 
 SCHEMA = pa.schema(
     [
@@ -32,6 +39,16 @@ SCHEMA = pa.schema(
         pa.field("image", pa.list_(pa.int32())),
         pa.field("audio", pa.list_(pa.int32())),
         pa.field("origin", pa.string()),
+    ]
+)
+
+
+INDEX_SCHEMA = pa.schema(
+    [
+        pa.field("text", pa.int32()),
+        pa.field("image", pa.int32()),
+        pa.field("audio", pa.int32()),
+        pa.field("source", pa.dictionary(pa.int32(), pa.string()), nullable=False),
     ]
 )
 
@@ -78,8 +95,22 @@ def _by_source(table: pa.Table) -> dict[str, dict]:
     return stats
 
 
-def serialize(table: pa.Table) -> bytes:
+def canonical(table: pa.Table) -> pa.Table:
+    """The one in-memory layout a table is written from: contiguous columns and one source
+    dictionary in order of first appearance. A shard's bytes then depend on its rows only,
+    not on how they were chunked on the way (what makes retried and resumed writes identical)."""
     table = table.cast(SCHEMA) if table.schema != SCHEMA else table
+    src = table.column("source").cast(pa.string()).combine_chunks().dictionary_encode()
+    src = src.cast(SCHEMA.field("source").type)
+    table = table.set_column(table.schema.get_field_index("source"), SCHEMA.field("source"), src)
+    # Slices and concatenations keep their parents' buffers (oversized validity bitmaps, offsets
+    # not at 0), which the IPC writer copies as they are: one `take` into fresh, exact buffers
+    # makes the file the same as one written from freshly built rows (one copy of the shard).
+    return table.take(pa.array(np.arange(table.num_rows, dtype=np.int64))).combine_chunks()
+
+
+def serialize(table: pa.Table) -> bytes:
+    table = canonical(table)
     sink = pa.BufferOutputStream()
     with pa.ipc.new_file(sink, SCHEMA) as writer:
         for batch in table.to_batches(max_chunksize=BATCH_ROWS):
@@ -87,11 +118,31 @@ def serialize(table: pa.Table) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+def index_table(table: pa.Table) -> pa.Table:
+    """A shard's length index: per row the code count of each modality (-1: absent) and the
+    source, computed from the list offsets (no code is read)."""
+    table = canonical(table)
+    cols = {m: pc.list_value_length(table[m]).fill_null(-1).cast(pa.int32()) for m in MODALITIES}
+    return pa.table({**cols, "source": table["source"]}, schema=INDEX_SCHEMA)
+
+
+def serialize_index(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, INDEX_SCHEMA) as writer:
+        writer.write_table(index_table(table))
+    return sink.getvalue().to_pybytes()
+
+
 def write_shard(dataset_uri: str, name: str, table: pa.Table) -> dict:
-    """Write `shards/<name>.arrow` atomically and return its manifest entry."""
+    """Write `shards/<name>.arrow` and its length index `index/<name>.arrow`, each atomically
+    (index first: a shard on disk always has its index), and return the shard's manifest entry."""
+    root = resolve(dataset_uri)
+    index = serialize_index(table)
+    index_rel = f"{INDEX_DIR}/{name}.arrow"
+    root.join(index_rel).write_bytes_atomic(index)
     data = serialize(table)
-    rel = f"shards/{name}.arrow"
-    resolve(dataset_uri).join(rel).write_bytes_atomic(data)
+    rel = f"{SHARDS_DIR}/{name}.arrow"
+    root.join(rel).write_bytes_atomic(data)
     return {
         "path": rel,
         "rows": table.num_rows,
@@ -99,7 +150,31 @@ def write_shard(dataset_uri: str, name: str, table: pa.Table) -> dict:
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
         "by_source": _by_source(table),
+        "index": {"path": index_rel, "bytes": len(index), "sha256": hashlib.sha256(index).hexdigest()},
     }
+
+
+def read_index(root: Location, entry: dict, verify: bool = True) -> pa.Table:
+    """The length index of one shard (see `index_table`): from its sidecar file when the
+    manifest names one (checked against its size and sha256), else computed from the shard's
+    list offsets (format-1 datasets)."""
+    ref = entry.get("index")
+    if not ref:
+        return index_table(open_shard(root.join(entry["path"]), entry, verify="size" if verify else "none"))
+    loc = root.join(ref["path"])
+    try:
+        data = loc.read_bytes()
+    except OSError as e:
+        raise IntegrityError(f"length index {loc.uri} listed in the manifest cannot be read: {e}") from e
+    if verify and (len(data) != ref["bytes"] or hashlib.sha256(data).hexdigest() != ref["sha256"]):
+        raise IntegrityError(f"length index {loc.uri} does not match the manifest (size or sha256)")
+    try:
+        t = pa.ipc.open_file(pa.BufferReader(data)).read_all()
+    except pa.ArrowInvalid as e:
+        raise IntegrityError(f"length index {loc.uri} is not a readable Arrow IPC file: {e}") from e
+    if t.num_rows != entry["rows"] or not t.schema.equals(INDEX_SCHEMA):
+        raise IntegrityError(f"length index {loc.uri}: {t.num_rows} rows or schema differ from the manifest's shard")
+    return t
 
 
 def open_shard_file(loc: Location, entry: dict, verify: str = "sha256") -> pa.ipc.RecordBatchFileReader:

@@ -189,6 +189,13 @@ def glob_match(path: str, pattern: str) -> bool:
     return len(path.split("/")) == len(pattern.split("/")) and fnmatch.fnmatchcase(path, pattern)
 
 
+def list_files(root: Location) -> list[str]:
+    """Every file below `root`, as paths relative to it, sorted (hidden files included)."""
+    sel = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
+    base = root.path.rstrip("/") + "/"
+    return sorted(i.path[len(base) :] for i in root.fs.get_file_info(sel) if i.type == pafs.FileType.File)
+
+
 def boto3_client():
     """A boto3 S3 client using the same endpoint resolution as the pyarrow filesystem."""
     import boto3

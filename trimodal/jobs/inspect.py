@@ -59,7 +59,11 @@ def format_summary(s: dict) -> str:
 @click.command("inspect")
 @click.argument("dataset")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
-@click.option("--verify", is_flag=True, help="Also hash every shard against the manifest (reads all data).")
+@click.option(
+    "--verify",
+    is_flag=True,
+    help="Also hash every shard and index against the manifest (reads all data) and list unreferenced files.",
+)
 def inspect_cmd(dataset: str, as_json: bool, verify: bool):
     """Summarize DATASET (a local path or s3://bucket/prefix): samples, tokens per modality and
     source, shards, bytes, tokenizer fingerprints, quarantine counts by reason.
@@ -68,8 +72,11 @@ def inspect_cmd(dataset: str, as_json: bool, verify: bool):
     ds = Dataset.open(dataset)
     s = summarize(ds)
     problems = ds.verify_all() if verify else []
+    unreferenced = ds.unreferenced_files() if verify else []
     if verify:
-        s["verify"] = {"ok": not problems, "problems": problems}
+        # Unreferenced files (a dead attempt's shards, temp files) are reported, not an error:
+        # no reader ever opens them, and the next commit of the job removes them.
+        s["verify"] = {"ok": not problems, "problems": problems, "unreferenced": unreferenced}
     if as_json:
         click.echo(json.dumps(s, indent=2, sort_keys=True))
     else:
@@ -80,5 +87,9 @@ def inspect_cmd(dataset: str, as_json: bool, verify: bool):
             )
             for p in problems:
                 click.echo(f"  {p}", err=True)
+            if unreferenced:
+                click.echo(f"unreferenced {len(unreferenced)} file(s) the manifest does not list (safe to delete):")
+                for rel in unreferenced[:20]:
+                    click.echo(f"  {rel}")
     if problems:
         sys.exit(3)

@@ -147,10 +147,15 @@ class RayConfig:
     # Restarts of a dead actor and retries of its in-flight batches (and of read tasks).
     # Rows carry (input, seq), so a retried batch can never duplicate or lose samples.
     max_retries: int = 4
-    # Ray Data's output in input order. Off: a slow input does not hold back the ones behind
-    # it, and the driver buffers the codes of the inputs in flight (small next to raw media).
-    # Correctness never depends on it: rows are regrouped and ordered per input.
-    preserve_order: bool = False
+    # Custom resources every input task and codec actor asks for (e.g. {"worker": 0.01} to
+    # keep work off a head node that only has that resource elsewhere).
+    resources: dict[str, float] = field(default_factory=dict)
+    # Memory (MiB) to reserve per codec actor, so the scheduler does not overpack a node with
+    # models (a base DAC or VQModel actor uses 0.6-1 GiB); None reserves nothing.
+    actor_memory_mb: int | None = None
+    # Chunks of `read_chunk_rows` records an input task keeps in flight to the codec actors
+    # while it reads and decodes the next: a GPU actor sees a queue, not a round trip.
+    inflight_chunks: int = 4
 
     def validate(self):
         for m, n in self.actors.items():
@@ -170,6 +175,13 @@ class RayConfig:
             raise ConfigError(f"read_chunk_rows: must be >= 1, got {self.read_chunk_rows}")
         if self.max_retries < 0:
             raise ConfigError(f"max_retries: must be >= 0, got {self.max_retries}")
+        for k, v in self.resources.items():
+            if not isinstance(v, (int, float)) or v < 0:
+                raise ConfigError(f"resources.{k}: must be a number >= 0, got {v!r}")
+        if self.actor_memory_mb is not None and self.actor_memory_mb < 1:
+            raise ConfigError(f"actor_memory_mb: must be >= 1, got {self.actor_memory_mb}")
+        if self.inflight_chunks < 1:
+            raise ConfigError(f"inflight_chunks: must be >= 1, got {self.inflight_chunks}")
 
     def actors_for(self, modality: str) -> int:
         return int(self.actors.get(modality, 1))

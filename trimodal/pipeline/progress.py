@@ -54,6 +54,7 @@ class Progress:
         self.enabled = enabled
         self.label = label
         self.lock = threading.Lock()
+        self.extra = ""  # e.g. codec pools' busy fractions, set by the driver loop
 
     def add_records(self, records: int, rejected: int, tokens: dict) -> None:
         with self.lock:
@@ -80,7 +81,11 @@ class Progress:
             f"[{self.label}] inputs {self.done + self.skipped}/{self.total} "
             f"(resumed {self.skipped}) | samples {self.samples} ({_rate(self.samples, el)}/s), "
             f"quarantined {self.rejected} | tokens {toks or '0'} | {el:.0f}s elapsed, ETA {eta}"
+            + (f" | {self.extra}" if self.extra else "")
         )
+
+    def due(self) -> bool:
+        return self.enabled and time.monotonic() - self.last >= self.interval
 
     def maybe_print(self, force: bool = False) -> None:
         now = time.monotonic()

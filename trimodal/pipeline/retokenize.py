@@ -4,10 +4,11 @@ A better codec should not mean re-running the whole pipeline. For each input the
 consumed (its manifest's `inputs`), the job reads the parent's rows of that input (`id`,
 `origin`), fetches exactly those raw samples again through the readers (the origin names the
 file and the record in it; the file is read once, front to back, only as far as the last
-wanted record), decodes and encodes the one modality on the same Ray Data graph as `tokenize`,
-and writes the parent's rows with that one column replaced. Every other column is copied
+wanted record), decodes and encodes the one modality in the same input tasks as `tokenize`
+(worker.py; the parent's rows of the input are read by the task, never by the driver), and
+writes the parent's rows with that one column replaced. Every other column is copied
 unchanged, so text codes, ids and row order stay byte-identical. Inputs whose source has no
-such modality (text corpora when retokenizing audio) are copied shard for shard, without Ray.
+such modality (text corpora when retokenizing audio) are copied shard for shard by a task.
 
 Samples that the new tokenizer rejects, or whose raw record is gone (`origin_not_found`), are
 dropped from the new dataset and quarantined beside the parent's own quarantine records.
@@ -21,25 +22,20 @@ are taken from the parent manifest); in exchange no raw media is ever duplicated
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
-
-import pyarrow as pa
 
 from trimodal.config import from_dict, to_dict
 from trimodal.dataset.dataset import Dataset
 from trimodal.dataset.manifest import Manifest
-from trimodal.dataset.quarantine import FIELDS as QUARANTINE_FIELDS
 from trimodal.dataset.schema import KIND_MODALITIES, MODALITIES
-from trimodal.dataset.shards import concat_tables
 from trimodal.dataset.storage import resolve
 from trimodal.errors import ConfigError
-from trimodal.pipeline.assemble import Faults, write_input
-from trimodal.pipeline.job import FORMAT, execute, faults_from_env, input_entry, job_stats, load_stage
 from trimodal.pipeline.job_config import DEFAULT_BATCH, Limits, ProgressConfig, RayConfig, TokenizerSpec
 from trimodal.pipeline.resume import MarkerStore, canonical_hash
+from trimodal.pipeline.runner import FORMAT, Plan, faults_from_env, load_stage, run
 from trimodal.pipeline.sources import SourceConfig
+from trimodal.pipeline.worker import TaskSpec
 
 
 @dataclass
@@ -73,91 +69,8 @@ def _parent_sources(parent: Manifest, uri: str) -> dict[str, SourceConfig]:
     return {s["name"]: from_dict(SourceConfig, s, where=f"{uri} manifest job.sources") for s in specs}
 
 
-class RetokenizeWriter:
-    """finalize() for retokenizing: parent rows of one input + new codes → shards, quarantine, marker."""
-
-    def __init__(
-        self,
-        out: str,
-        job: str,
-        parent: Dataset,
-        modality: str,
-        plan: dict,
-        store,
-        shard_rows: int,
-        shard_bytes: int,
-        faults: Faults,
-    ):
-        self.out, self.job, self.parent, self.m = out, job, parent, modality
-        self.plan, self.store = plan, store
-        self.shard_rows, self.shard_bytes = shard_rows, shard_bytes
-        self.faults = faults
-
-    def __call__(self, key: str, t: pa.Table | None, end: dict) -> dict:
-        info = self.plan[key]
-        rows = info["rows"]  # the parent's rows of this input, in order
-        new_ids = {} if t is None else {v: i for i, v in enumerate(t.column("id").to_pylist())}
-        reasons = [] if t is None else t.column("reason").to_pylist()
-        messages = [] if t is None else t.column("message").to_pylist()
-        keep, take, bad = [], [], []
-        for j, (rid, src, origin) in enumerate(
-            zip(rows.column("id").to_pylist(), rows.column("source").to_pylist(), rows.column("origin").to_pylist())
-        ):
-            i = new_ids.get(rid)
-            if i is not None and reasons[i] is None:
-                keep.append(j)
-                take.append(i)
-                continue
-            if i is None:  # the read stopped before reaching it (the input broke)
-                reason, message = "input_error", f"{rid} ({origin}): not re-read: {end.get('message')}"
-            else:
-                reason, message = reasons[i], messages[i]
-            bad.append({"id": rid, "source": src, "origin": origin, "reason": reason, "message": message})
-        good = rows.take(pa.array(keep, pa.int64()))
-        codes = (
-            t.column(f"{self.m}_codes").take(pa.array(take, pa.int64()))
-            if t is not None
-            else pa.chunked_array([], pa.list_(pa.int32()))
-        )
-        good = good.set_column(good.schema.get_field_index(self.m), self.m, codes.cast(pa.list_(pa.int32())))
-        entries, counts = write_input(self.out, key, good, info["quarantine"] + bad, self.shard_rows, self.shard_bytes)
-        self.faults.before_marker()
-        marker = _marker(self.job, key, info, entries, counts, info["records"], end)
-        self.store.write(key, marker)
-        return marker
-
-
-def _marker(job, key, info, entries, counts, records, end) -> dict:
-    return {
-        "job": job,
-        "key": key,
-        "uri": info["uri"],
-        "source": info["source"],
-        "status": "failed" if end.get("reason") else "done",
-        "error": end.get("message"),
-        "records": records,
-        "rows": sum(e["rows"] for e in entries),
-        "shards": entries,
-        "quarantine": counts,
-        "tokens": {m: sum(e["tokens"].get(m, 0) for e in entries) for m in MODALITIES},
-        "bytes": sum(e["bytes"] for e in entries),
-    }
-
-
-def _parent_quarantine(parent_uri: str, key: str) -> list[dict]:
-    loc = resolve(parent_uri).join(f"quarantine/{key}.jsonl")
-    if not loc.exists():
-        return []
-    return [
-        {k: r.get(k) for k in QUARANTINE_FIELDS}
-        for r in (json.loads(line) for line in loc.read_bytes().decode().splitlines() if line.strip())
-    ]
-
-
 def run_retokenize(config: RetokenizeConfig | dict, *, address: str | None = None, quiet: bool = False) -> dict:
     """Write `config.out`: the parent dataset with `config.modality` re-encoded; returns the summary."""
-    from trimodal.pipeline.graph import ensure_ray
-
     cfg = config if isinstance(config, RetokenizeConfig) else from_dict(RetokenizeConfig, config)
     t0 = time.monotonic()
     m = cfg.modality
@@ -179,7 +92,7 @@ def run_retokenize(config: RetokenizeConfig | dict, *, address: str | None = Non
         "kind": "retokenize",
         "modality": m,
         "fingerprint": fp,
-        "parent": {"fingerprints": pm.fingerprints, "shards": [s["sha256"] for s in pm.shards]},
+        "parent": {"fingerprints": pm.fingerprints, "shards": canonical_hash([s["sha256"] for s in pm.shards])},
         "limits": to_dict(limits),
     }
     job_fp = canonical_hash(parts)
@@ -187,19 +100,11 @@ def run_retokenize(config: RetokenizeConfig | dict, *, address: str | None = Non
     store.begin(job_fp, parts, cfg.mode)
     done = store.load_all(job_fp)
 
-    shard_index = {s["path"]: i for i, s in enumerate(pm.shards)}
-    order, plan, items, copies = [], {}, [], []
+    by_path = {s["path"]: s for s in pm.shards}
+    order, pending = [], []
     for entry in pm.inputs:
         k = entry["key"]
         order.append(k)
-        info = {
-            "key": k,
-            "uri": entry["uri"],
-            "source": entry["source"],
-            "shards": entry.get("shards") or [],
-            "records": entry.get("records") or 0,
-        }
-        plan[k] = info
         if k in done:
             continue
         src = sources.get(entry["source"])
@@ -208,92 +113,58 @@ def run_retokenize(config: RetokenizeConfig | dict, *, address: str | None = Non
                 f"{cfg.dataset}: input {entry['uri']} names source {entry['source']!r}, "
                 "which its manifest does not describe"
             )
-        if m in KIND_MODALITIES[src.kind] and entry.get("rows"):
-            tables = [parent.read_shard(shard_index[p]) for p in info["shards"]]
-            rows = concat_tables(tables).select(["id", "source", "text", "image", "audio", "origin"])
-            info["rows"] = rows
-            info["quarantine"] = _parent_quarantine(cfg.dataset, k)
-            items.append(
-                {
-                    "key": k,
-                    "source": entry["source"],
-                    "uri": entry["uri"],
-                    "origins": [
-                        {"id": i, "origin": o}
-                        for i, o in zip(rows.column("id").to_pylist(), rows.column("origin").to_pylist())
-                    ],
-                }
-            )
-        else:
-            copies.append(k)
+        # Inputs with rows of this modality are re-read and re-encoded; the others (a text
+        # corpus when retokenizing audio, or an input that kept no row) are copied byte for byte.
+        reencode = m in KIND_MODALITIES[src.kind] and bool(entry.get("rows"))
+        pending.append(
+            {
+                "key": k,
+                "source": entry["source"],
+                "uri": entry["uri"],
+                "status": entry.get("status"),
+                "error": entry.get("error"),
+                "records": entry.get("records") or 0,
+                "parent": cfg.dataset,
+                "parent_shards": [by_path[p] for p in entry.get("shards") or []],
+                "copy": not reencode,
+            }
+        )
 
-    # Inputs without this modality: the parent's shards and quarantine, byte for byte.
-    for k in copies:
-        plan[k]["marker"] = _copy_input(cfg.dataset, cfg.out, job_fp, plan[k], parent, shard_index, store)
-
-    if items:
-        ensure_ray(address or cfg.ray.address, cfg.ray.num_cpus)
-    faults = faults_from_env()
-    writer = RetokenizeWriter(cfg.out, job_fp, parent, m, plan, store, shard_rows, shard_bytes, Faults(faults))
-    results, progress = execute(
-        items,
-        writer,
-        total_inputs=len(order),
-        skipped=len(order) - len(items),
-        progress_cfg=cfg.progress,
-        label="retokenize",
-        quiet=quiet,
-        sources=sources,
-        stages=[stage],
-        kinds={n: s.kind for n, s in sources.items()},
+    task = TaskSpec(
+        out=cfg.out,
+        sources={n: to_dict(s) for n, s in sources.items()},
+        stages={m: stage},
+        pools={},
         limits=to_dict(limits),
-        ray_cfg=cfg.ray,
-        faults=faults,
+        shard_rows=shard_rows,
+        shard_bytes=shard_bytes,
+        chunk_rows=cfg.ray.read_chunk_rows,
+        inflight_chunks=cfg.ray.inflight_chunks,
         only=m,
+        faults=faults_from_env(),
     )
-    markers = [done.get(k) or results.get(k) or plan[k]["marker"] for k in order]
-    summary, stats = job_stats(markers, progress, time.monotonic() - t0, len(items) + len(copies))
+    plan = Plan("retokenize", cfg.out, job_fp, order, pending, done, task, [stage])
     job = dict(pjob)
     job["tokenizers"] = dict(pjob.get("tokenizers") or {})
     job["tokenizers"][m] = to_dict(spec)
     job.update(
         {
             "kind": "retokenize",
-            "fingerprint": job_fp,
             "retokenized": {"modality": m, "parent": cfg.dataset, "parent_fingerprint": pm.fingerprints.get(m)},
             "output": {"shard_rows": shard_rows, "shard_bytes": shard_bytes},
         }
     )
-    manifest = Manifest(
+    return run(
+        plan,
+        store,
+        ray_cfg=cfg.ray,
+        progress_cfg=cfg.progress,
+        quiet=quiet,
+        address=address,
+        t0=t0,
         fingerprints=fps,
-        shards=[e for mk in markers for e in mk["shards"]],
-        inputs=[input_entry(mk) for mk in markers],
-        quarantine=summary["quarantined"],
-        stats=stats,
         job=job,
     )
-    manifest.save(cfg.out)
-    progress.maybe_print(force=True)
-    return {"output": cfg.out, "job_fingerprint": job_fp, **stats}
-
-
-def _copy_input(parent_uri, out, job_fp, info, parent: Dataset, shard_index, store) -> dict:
-    entries = []
-    for p in info["shards"]:
-        i = shard_index[p]
-        parent.read_shard(i)  # verifies it against the parent manifest before it is copied
-        data = parent.shard_location(i).read_bytes()
-        resolve(out).join(p).write_bytes_atomic(data)
-        entries.append(dict(parent.manifest.shards[i]))
-    q = _parent_quarantine(parent_uri, info["key"])
-    counts: dict[str, int] = {}
-    if q:
-        from trimodal.dataset.quarantine import write_quarantine
-
-        counts = write_quarantine(out, info["key"], q)
-    marker = _marker(job_fp, info["key"], info, entries, counts, info["records"], {})
-    store.write(info["key"], marker)
-    return marker
 
 
 __all__ = ["RetokenizeConfig", "run_retokenize"]
