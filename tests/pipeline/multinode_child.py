@@ -21,17 +21,23 @@ import sys
 import threading
 import time
 
-import psutil
-
 
 def busy_titles(node) -> list[str]:
-    """Process titles of the Ray workers of one node that are running something."""
-    raylet = node.all_processes["raylet"][0].process
+    """Process titles of the Ray workers of one node (children of its raylet, read from /proc)
+    that are running something (Ray titles a worker `ray::<task or actor>`, `ray::IDLE` when idle)."""
+    raylet = node.all_processes["raylet"][0].process.pid
     out = []
-    for p in psutil.Process(raylet.pid).children(recursive=True):
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
         try:
-            title = " ".join(p.cmdline())
-        except psutil.Error:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            if ppid != raylet:
+                continue
+            with open(f"/proc/{d}/cmdline", "rb") as f:
+                title = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except (OSError, ValueError, IndexError):
             continue
         if title.startswith("ray::") and "IDLE" not in title:
             out.append(title.split()[0])
@@ -57,28 +63,18 @@ def main() -> None:
         dash = ray.init(address=cluster.address, logging_level="warning").dashboard_url
         ray.shutdown()
         env = {k: os.environ[k] for k in os.environ if k.startswith(("TRIMODAL_", "AWS_", "RAY_AUTH"))}
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "ray.scripts.scripts",
-                "job",
-                "submit",
-                "--address",
-                f"http://{dash}",
-                "--runtime-env-json",
-                json.dumps({"env_vars": env}),
-                "--",
-                sys.executable,
-                "-m",
-                "trimodal.jobs.tokenize",
-                job_path.replace(".json", ".yaml"),
-                "--json",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
+        cmd = [
+            *(sys.executable, "-m", "ray.scripts.scripts", "job", "submit", "--address", f"http://{dash}"),
+            *("--runtime-env-json", json.dumps({"env_vars": env}), "--"),
+            *(sys.executable, "-m", "trimodal.jobs.tokenize", job_path.replace(".json", ".yaml"), "--json"),
+        ]
+        deadline = time.monotonic() + 120
+        while True:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+            # The head's job agent answers some seconds after the cluster is up.
+            if "No available agent" not in proc.stdout + proc.stderr or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         result["submit_rc"] = proc.returncode
         result["submit_tail"] = (proc.stdout + proc.stderr)[-3000:]
     else:

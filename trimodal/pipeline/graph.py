@@ -28,6 +28,10 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS")
     env = {k: os.environ[k] for k in _FORWARD_ENV if os.environ.get(k)}
+    # Under `ray job submit` the job's own runtime env reaches every worker already, and Ray
+    # refuses a driver env that sets the same keys: the job's values win.
+    job_env = _job_env_vars()
+    env = {k: v for k, v in env.items() if k not in job_env}
     if address:
         ray.init(address=address, logging_level="warning", runtime_env={"env_vars": env} if env else None)
     else:
@@ -44,3 +48,16 @@ def cluster_cpus() -> int:
     import ray
 
     return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _job_env_vars() -> dict:
+    """Environment variables of the Ray Job this driver runs in (empty outside a job)."""
+    import json
+
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not raw:
+        return {}
+    try:
+        return dict(((json.loads(raw).get("runtime_env") or {}).get("env_vars")) or {})
+    except (ValueError, AttributeError):
+        return {}
