@@ -176,6 +176,23 @@ def test_inspect_cli_human_and_json(tmp_path):
     assert s["samples"] == 9 and s["quarantine"] == {"empty_text": 2}
 
 
+def test_inspect_text_shows_failed_inputs(tmp_path):
+    # The text output used to hide them: only --json (through stats) named a failed input.
+    uri = str(tmp_path / "ds")
+    inputs = [
+        {"key": "k0", "uri": "/c/good.jsonl", "source": "web", "status": "done", "error": None},
+        {"key": "k1", "uri": "/c/bad.jsonl.gz", "source": "web", "status": "failed", "error": "damaged gzip data"},
+    ]
+    build_dataset(uri, make_rows(3), FPS, shard_rows=3, inputs=inputs)
+    for args in (["inspect", uri], ["inspect", uri, "--verify"]):
+        res = CliRunner().invoke(cli, args)
+        assert res.exit_code == 0, res.output
+        assert "inputs    2, 1 FAILED" in res.output
+        assert "FAILED INPUT /c/bad.jsonl.gz: damaged gzip data" in res.output
+    s = json.loads(CliRunner().invoke(cli, ["inspect", uri, "--json"]).output)
+    assert s["failed_inputs"] == [{"uri": "/c/bad.jsonl.gz", "key": "k1", "error": "damaged gzip data"}]
+
+
 def test_inspect_verify_exit_code(tmp_path):
     uri = str(tmp_path / "ds")
     m = build_dataset(uri, make_rows(5), FPS, shard_rows=5)

@@ -22,6 +22,24 @@ def test_local_expand(tmp_path):
         expand(f"{base}/*.parquet")
 
 
+def test_local_expand_lists_dangling_symlinks_and_stops_at_loops(tmp_path):
+    import os
+
+    base = tmp_path / "a"
+    (base / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "r.jsonl").write_text("{}")
+    (base / "x.jsonl").write_text("{}")
+    os.symlink(tmp_path / "gone.jsonl", base / "dangling.jsonl")
+    os.symlink(tmp_path / "elsewhere", base / "linked")  # a linked directory is followed
+    os.symlink("..", base / "sub" / "up")  # a loop back into an ancestor is not
+    os.symlink(base / "_hidden", base / "_hidden.jsonl")  # hidden names stay hidden
+    assert expand(str(base)) == [str(base / n) for n in ("dangling.jsonl", "linked/r.jsonl", "x.jsonl")]
+    assert expand(f"{base}/*.jsonl") == [str(base / "dangling.jsonl"), str(base / "x.jsonl")]
+    with pytest.raises(InputError, match=r"input not found: .*dangling.jsonl \(a symlink to .*gone.jsonl"):
+        expand(str(base / "dangling.jsonl"))
+
+
 def test_s3_expand_and_atomic_write(s3_bucket):
     s3 = boto3_client()
     for key in ["c/p1.tar", "c/p2.tar", "c/q/p3.tar", "c/readme.md"]:

@@ -6,7 +6,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from tests.mixer.conftest import FPS, mix_cfg, text_rows
+from tests.mixer.conftest import FPS, build, image_rows, mix_cfg, text_rows
 from trimodal.cli import cli, main
 from trimodal.dataset.dataset import build_dataset
 
@@ -56,6 +56,31 @@ def test_check_refuses_mismatched_sources_with_exit_code_3(mix_data, tmp_path, c
     assert e.value.code == 3
     err = capsys.readouterr().err
     assert "'other'" in err and "levels" in err
+
+
+def test_check_counts_only_the_corpora_a_source_draws_from(tmp_path):
+    # One dataset of 700 web + 300 img + 50 other samples mixed as two sources: each counts its
+    # own corpora (it used to report all 1050 for both).
+    rows = text_rows(700, source="web") + image_rows(300, source="img") + text_rows(50, source="other", seed=9)
+    path = build(tmp_path / "both", rows, fps=("text", "image"), shard_rows=400)
+    cfg = {
+        "sources": [
+            {"name": "t", "dataset": path, "share": 0.6, "dataset_sources": ["web", "other"]},
+            {"name": "i", "dataset": path, "share": 0.4, "dataset_sources": ["img"]},
+            {"name": "all", "dataset": path, "share": 0.1},
+        ],
+        "seq_len": 128,
+    }
+    mix = write_mix(tmp_path, cfg)
+    r = CliRunner().invoke(cli, ["mix", "check", mix, "--json"])
+    assert r.exit_code == 0, r.output
+    src = json.loads(r.output)["sources"]
+    assert (src["t"]["samples"], src["i"]["samples"], src["all"]["samples"]) == (750, 300, 1050)
+    # Shards of 400 rows in order: [web], [web, img], [img, other].
+    assert (src["t"]["shards"], src["i"]["shards"], src["all"]["shards"]) == (3, 2, 3)
+    r = CliRunner().invoke(cli, ["mix", "check", mix])
+    assert "t: 750 samples in 3 shards" in r.output and ", only web, other)" in r.output, r.output
+    assert "i: 300 samples in 2 shards" in r.output and "all: 1,050 samples in 3 shards" in r.output
 
 
 def test_config_errors_name_the_key_with_exit_code_2(mix_data, tmp_path, capsys):

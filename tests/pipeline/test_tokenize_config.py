@@ -91,7 +91,50 @@ def test_limits_and_fields_become_tokenizer_options(tmp_path):
         "image_size": 128,
         "max_pixels": 10_000,
     }
-    assert TokenizerSpec("dac", p, levels=2, options={"max_seconds": 5.0}).load_options("audio", limits) == {
-        "n_levels": 2,
-        "max_seconds": 5.0,
-    }
+    assert TokenizerSpec("dac", p, levels=2).load_options("audio", limits) == {"n_levels": 2, "max_seconds": 12.5}
+
+
+def test_audio_is_never_cut_by_the_codec(tmp_path):
+    p = str(tmp_path)
+    # No limit: the codec must not fall back on its own 30 s cut.
+    assert TokenizerSpec("dac", p).load_options("audio", Limits(max_audio_seconds=None)) == {"max_seconds": None}
+    # A codec cut other than the limit would truncate clips the limit keeps.
+    with pytest.raises(ConfigError, match=r"options\.max_seconds: 5.0 differs from limits\.max_audio_seconds \(12.5\)"):
+        TokenizerSpec("dac", p, options={"max_seconds": 5.0}).load_options("audio", Limits(max_audio_seconds=12.5))
+    same = TokenizerSpec("dac", p, options={"max_seconds": 12.5}).load_options("audio", Limits(max_audio_seconds=12.5))
+    assert same == {"max_seconds": 12.5}
+
+
+def test_unlimited_audio_reaches_the_codec_whole(audio_codec_path):
+    # limits.max_audio_seconds: null used to leave the codec's default 30 s cut in place, so a
+    # 40 s clip was silently encoded as its first 30 s.
+    import numpy as np
+
+    from trimodal.pipeline.encode import PREPARERS, prepare_params
+    from trimodal.tokenizers.base import load_tokenizer
+
+    limits = Limits(max_audio_seconds=None)
+    tok = load_tokenizer(
+        "dac", audio_codec_path, **TokenizerSpec("dac", audio_codec_path).load_options("audio", limits)
+    )
+    assert tok.fingerprint()["preprocess"]["max_seconds"] is None
+    rate = 16000
+    clip = (0.1 * np.sin(np.arange(40 * rate) / 7.0)).astype(np.float32)
+    _, prepare, _ = PREPARERS["dac"]
+    prepared = prepare(_flac(clip, rate), "long", prepare_params("dac", tok), {"max_audio_seconds": None})
+    assert len(np.frombuffer(prepared, dtype=np.float32)) == 40 * tok.sample_rate
+    # With a limit, the same clip is quarantined (audio_too_long), not cut.
+    from trimodal.errors import SampleError
+
+    with pytest.raises(SampleError, match="exceeds limits.max_audio_seconds=30"):
+        prepare(_flac(clip, rate), "long", prepare_params("dac", tok), {"max_audio_seconds": 30.0})
+
+
+def _flac(wave, rate) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, wave, rate, format="FLAC")
+    return buf.getvalue()

@@ -135,6 +135,24 @@ def test_fingerprint_changes_with_weights(tok, audio_codec_path_alt):
     assert not np.array_equal(alt.encode(clip)[0], tok.encode(clip)[0])
 
 
+def test_a_moved_codec_file_is_the_same_codec(tok, audio_codec_path, tmp_path):
+    # Only the label `name` follows the file; every comparison (fingerprint_id, the vocabulary
+    # check, the job fingerprint that resume compares) ignores it, so they agree.
+    import shutil
+
+    from trimodal.tokenizers.base import LABEL_FIELDS, code_identity
+    from trimodal.tokenizers.vocab import IDENTITY_FIELDS, Vocabulary
+
+    moved = tmp_path / "elsewhere" / "renamed.pth"
+    moved.parent.mkdir()
+    shutil.copyfile(audio_codec_path, moved)
+    a, b = tok.fingerprint(), load_tokenizer("dac", str(moved)).fingerprint()
+    assert a["name"] != b["name"] and not set(IDENTITY_FIELDS) & set(LABEL_FIELDS)
+    assert code_identity(a) == code_identity(b) and "name" not in code_identity(a)
+    assert load_tokenizer("dac", str(moved)).fingerprint_id() == tok.fingerprint_id()
+    Vocabulary.from_fingerprints({"audio": a}).check("audio", b)
+
+
 def test_load_errors_are_config_errors(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_tokenizer("dac", str(tmp_path / "none.pth"))

@@ -176,9 +176,14 @@ def build_dataset(
 
 def summarize(ds: Dataset) -> dict:
     """The `inspect` summary: samples and tokens per modality and source, shards, bytes,
-    fingerprints, quarantine counts by reason, job stats."""
+    fingerprints, quarantine counts by reason, the inputs that failed, job stats."""
     m = ds.manifest
     totals = m.compute_totals()
+    failed = [
+        {"uri": i.get("uri"), "key": i.get("key"), "error": i.get("error")}
+        for i in m.inputs
+        if i.get("status") == "failed"
+    ]
     return {
         "uri": ds.uri,
         "format_version": m.format_version,
@@ -192,5 +197,6 @@ def summarize(ds: Dataset) -> dict:
         "quarantine": dict(sorted(m.quarantine.items())),
         "quarantined": totals["quarantined"],
         "inputs": len(m.inputs),
+        "failed_inputs": failed,
         "stats": m.stats,
     }

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import functools
+import logging
 import os
 import threading
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from urllib.parse import urlparse
 import pyarrow.fs as pafs
 
 from trimodal.errors import InputError
+
+log = logging.getLogger(__name__)
 
 
 def is_s3(uri: str) -> bool:
@@ -138,8 +141,9 @@ def resolve(uri: str | os.PathLike) -> Location:
 def expand(pattern: str) -> list[str]:
     """Expand a local or s3:// glob (``*``, ``?``, ``**``) or directory into sorted file URIs.
 
-    A directory expands to every file below it. A pattern matching nothing is an InputError
-    naming it, because a silently empty source is almost always a typo.
+    A directory expands to every file below it, dangling symlinks included (reading one fails
+    that input, loudly). A pattern matching nothing is an InputError naming it, because a
+    silently empty source is almost always a typo.
     """
     pattern = str(pattern)
     loc = resolve(pattern.split("*")[0].split("?")[0] if any(c in pattern for c in "*?") else pattern)
@@ -149,7 +153,10 @@ def expand(pattern: str) -> list[str]:
         if info.type == pafs.FileType.File:
             return [loc.uri]
         if info.type == pafs.FileType.NotFound:
-            raise InputError(f"input not found: {pattern}")
+            target = dangling_symlink(loc.uri)
+            raise InputError(
+                f"input not found: {pattern}" + (f" (a symlink to {target}, which does not exist)" if target else "")
+            )
         return _list_files(loc)
     # Glob: list from the deepest non-glob directory, then match.
     full = resolve(pattern)
@@ -175,11 +182,48 @@ def _path_of(uri: str) -> str:
 
 
 def _list_files(loc: Location) -> list[str]:
-    sel = pafs.FileSelector(loc.path, recursive=True)
-    infos = loc.fs.get_file_info(sel)
-    files = sorted(i.path for i in infos if i.type == pafs.FileType.File)
-    files = [f for f in files if not os.path.basename(f).startswith((".", "_"))]
+    """Every visible file below a directory, sorted. Names starting with ``.`` or ``_`` are
+    hidden (``_SUCCESS``, ``.crc`` files). Locally, dangling symlinks are listed too, so that
+    reading them fails loudly as an input instead of the file vanishing from the corpus."""
+    if isinstance(loc.fs, pafs.LocalFileSystem):
+        files = _walk_local(loc.path)
+    else:
+        infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, recursive=True))
+        files = [i.path for i in infos if i.type == pafs.FileType.File]
+    files = sorted(f for f in files if not os.path.basename(f).startswith((".", "_")))
     return [_uri_of(loc, f) for f in files]
+
+
+def _walk_local(top: str) -> list[str]:
+    """Files below `top`, following symlinked directories (as pyarrow's selector does) except
+    back into one of their own ancestors (a loop), plus every dangling symlink.
+
+    Not pyarrow's recursive selector: it drops dangling symlinks without a word (a corpus
+    assembled from links to a mount that moved would silently shrink) and follows link loops
+    until the path gets too long."""
+    out: list[str] = []
+    stack = [(top, frozenset([os.path.realpath(top)]))]
+    while stack:
+        d, chain = stack.pop()
+        with os.scandir(d) as it:
+            entries = list(it)
+        for e in entries:
+            if e.is_dir():
+                real = os.path.realpath(e.path)
+                if real in chain:
+                    log.warning("not following %s: a symlink back into %s", e.path, real)
+                    continue
+                stack.append((e.path, chain | {real}))
+            elif e.is_file() or (e.is_symlink() and not os.path.exists(e.path)):
+                out.append(e.path)
+    return out
+
+
+def dangling_symlink(uri: str) -> str | None:
+    """The target of `uri` if it is a local symlink to nothing, else None (for messages)."""
+    if is_s3(uri) or not os.path.islink(uri) or os.path.exists(uri):
+        return None
+    return os.readlink(uri)
 
 
 def glob_match(path: str, pattern: str) -> bool:

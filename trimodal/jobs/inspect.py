@@ -19,11 +19,17 @@ def _human_bytes(n: int) -> str:
 
 
 def format_summary(s: dict) -> str:
+    failed = s.get("failed_inputs") or []
     lines = [
         f"dataset   {s['uri']}",
         f"samples   {s['samples']:,} in {s['shards']} shards, {_human_bytes(s['bytes'])}",
         "tokens    " + "  ".join(f"{m} {n:,}" for m, n in s["tokens"].items()),
     ]
+    if s.get("inputs"):
+        lines.append(
+            f"inputs    {s['inputs']:,}"
+            + (f", {len(failed)} FAILED: their records are not in the dataset (a rerun retries them)" if failed else "")
+        )
     if s["by_source"]:
         lines.append("")
         lines.append(f"{'source':<20}{'samples':>10}{'text':>12}{'image':>12}{'audio':>12}")
@@ -53,6 +59,8 @@ def format_summary(s: dict) -> str:
         lines.append("quarantine 0")
     if s.get("stats", {}).get("wall_seconds"):
         lines.append(f"job       {s['stats']['wall_seconds']:.1f} s wall")
+    for f in failed:
+        lines.append(f"FAILED INPUT {f['uri']}: {f.get('error')}")
     return "\n".join(lines)
 
 
@@ -66,7 +74,7 @@ def format_summary(s: dict) -> str:
 )
 def inspect_cmd(dataset: str, as_json: bool, verify: bool):
     """Summarize DATASET (a local path or s3://bucket/prefix): samples, tokens per modality and
-    source, shards, bytes, tokenizer fingerprints, quarantine counts by reason.
+    source, shards, bytes, tokenizer fingerprints, quarantine counts by reason, failed inputs.
 
     Exit code 3 if --verify finds a shard that does not match the manifest."""
     ds = Dataset.open(dataset)

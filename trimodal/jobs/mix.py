@@ -3,8 +3,9 @@
 `preview` plans N global batches and prints, per source, the target share, the realized share
 of real tokens and of sequence positions (padding included), padding utilization, epochs and
 skipped samples; `--plot` writes the shares over steps as a PNG. `check` opens every source,
-derives the shared vocabulary (refusing sources whose tokenizers disagree) and can write it as
-vocab.json.
+derives the shared vocabulary (refusing sources whose tokenizers disagree), can write it as
+vocab.json, and counts each source's samples and shards (only its `dataset_sources` corpora
+when it names some).
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def preview(mix_yaml: str, steps: int, global_batch: int | None, as_json: bool, 
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def check(mix_yaml: str, vocab_out: str | None, as_json: bool):
     """Open every source and check that their tokenizers agree on one vocabulary."""
-    from trimodal.mixer.sources import build_vocabulary, open_datasets
+    from trimodal.mixer.sources import build_vocabulary, open_datasets, source_counts
 
     cfg = load_mix(mix_yaml)
     datasets = open_datasets(cfg)
@@ -65,8 +66,14 @@ def check(mix_yaml: str, vocab_out: str | None, as_json: bool):
         "ranges": {
             m: list(vocab.range(m)) for m in ("special", "text", "image", "audio") if m == "special" or vocab.has(m)
         },
+        # A source limited by dataset_sources counts only those corpora's samples.
         "sources": {
-            n: {"dataset": ds.uri, "samples": ds.num_rows, "shards": len(ds.shards)} for n, ds in datasets.items()
+            s.name: {
+                "dataset": datasets[s.name].uri,
+                "dataset_sources": s.dataset_sources,
+                **source_counts(datasets[s.name], s.dataset_sources),
+            }
+            for s in cfg.sources
         },
     }
     if as_json:
@@ -74,6 +81,7 @@ def check(mix_yaml: str, vocab_out: str | None, as_json: bool):
         return
     click.echo(f"vocabulary: {vocab.size} ids; " + ", ".join(f"{m} [{a}, {b})" for m, (a, b) in out["ranges"].items()))
     for n, s in out["sources"].items():
-        click.echo(f"  {n}: {s['samples']:,} samples in {s['shards']} shards ({s['dataset']})")
+        only = f", only {', '.join(s['dataset_sources'])}" if s["dataset_sources"] else ""
+        click.echo(f"  {n}: {s['samples']:,} samples in {s['shards']} shards ({s['dataset']}{only})")
     if vocab_out:
         click.echo(f"vocab written to {vocab_out}")

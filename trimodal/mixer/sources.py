@@ -47,6 +47,15 @@ def source_tokens(ds: Dataset, names: list[str] | None) -> dict[str, int]:
     return {m: sum(totals["by_source"].get(n, {}).get(m, 0) for n in names) for m in MODALITY_COLUMNS}
 
 
+def source_counts(ds: Dataset, names: list[str] | None) -> dict:
+    """Samples and the shards holding them, of a dataset or of the listed corpora in it (what a
+    mix source with `dataset_sources` actually draws from)."""
+    if not names:
+        return {"samples": ds.num_rows, "shards": len(ds.shards)}
+    rows = [sum(sh.get("by_source", {}).get(n, {}).get("rows", 0) for n in names) for sh in ds.shards]
+    return {"samples": sum(rows), "shards": sum(1 for r in rows if r)}
+
+
 def _differences(a: dict, b: dict) -> list[str]:
     return [f"{k}: {a.get(k)!r} vs {b.get(k)!r}" for k in IDENTITY_FIELDS if a.get(k) != b.get(k)]
 

@@ -162,7 +162,7 @@ def _audio_prepare(item: bytes, name: str, p: dict, limits: dict) -> bytes:
 
     wav, rate = media.load_audio(item, name)
     limit = limits.get("max_audio_seconds")
-    if limit and wav.shape[-1] > limit * rate:
+    if limit is not None and wav.shape[-1] > limit * rate:
         raise SampleError(
             "audio_too_long", f"{name}: {wav.shape[-1] / rate:.2f} s exceeds limits.max_audio_seconds={limit}"
         )

@@ -6,9 +6,11 @@ output (`_progress/job.json`, refusing progress of a different job); skip inputs
 completion markers; run one task per remaining input (worker.py: read, decode, encode, write
 its own shards); then commit the manifest from all markers, in input order (runner.py).
 
-An input that cannot be read (or breaks part way) does not stop the job: the records read
-before the damage are kept, the input is listed in the manifest (`inputs[].status = failed`,
-`stats.failed_inputs`) and the summary with its path and error, and the next run retries it.
+An input that cannot be read (or breaks part way) does not stop the job: what the readers
+trust is kept (the records before the damage of an uncompressed input; nothing of a damaged
+compressed, empty or missing one, see `trimodal.pipeline.readers`), the input is listed in the
+manifest (`inputs[].status = failed`, `stats.failed_inputs`) and the summary with its path and
+error, and the next run retries it.
 The job still exits 0, because the dataset it committed is complete and consistent for what
 could be read, and on a multi-terabyte corpus one bad object must not cost the run; a pipeline
 that wants a hard failure sets `strict: true` (or `--strict`), which exits 4 after committing.
@@ -24,6 +26,7 @@ from trimodal.pipeline.job_config import JobConfig, check_inputs
 from trimodal.pipeline.resume import MarkerStore, canonical_hash, input_key
 from trimodal.pipeline.runner import FORMAT, Plan, faults_from_env, load_stage, run
 from trimodal.pipeline.worker import TaskSpec
+from trimodal.tokenizers.base import code_identity
 
 
 def run_tokenize(
@@ -47,11 +50,11 @@ def run_tokenize(
     limits = to_dict(cfg.limits)
     sources = [to_dict(s) for s in cfg.sources]
     # Everything that changes which rows are kept or what their codes are; paths are left out
-    # so that a source can grow new files and resume.
+    # so that a source can grow new files and a codec file can move, and still resume.
     parts = {
         "format": FORMAT,
         "kind": "tokenize",
-        "fingerprints": fps,
+        "fingerprints": {m: code_identity(fp) for m, fp in fps.items()},
         "limits": limits,
         "sources": [{k: v for k, v in s.items() if k != "paths"} for s in sources],
     }

@@ -87,10 +87,18 @@ class TokenizerSpec:
                 opts.setdefault("image_size", int(limits.image_resolution))
             if limits.max_image_pixels:
                 opts.setdefault("max_pixels", int(limits.max_image_pixels))
-        if modality == "audio" and limits.max_audio_seconds:
-            # Longer clips are quarantined before the codec; the codec's own cut then never
-            # applies to a kept clip.
-            opts.setdefault("max_seconds", float(limits.max_audio_seconds))
+        if modality == "audio":
+            # The job never cuts audio: longer clips are quarantined before the codec, and with
+            # no limit (null) every clip is encoded whole. So the codec's own cut (DAC's
+            # max_seconds, 30 s unless told otherwise) is always the limit, null included.
+            limit = None if limits.max_audio_seconds is None else float(limits.max_audio_seconds)
+            given = opts.get("max_seconds", limit)
+            if given != limit:
+                raise ConfigError(
+                    f"options.max_seconds: {given} differs from limits.max_audio_seconds ({limit}); the job "
+                    "quarantines audio over the limit and never cuts it, so set only limits.max_audio_seconds"
+                )
+            opts["max_seconds"] = limit
         return opts
 
 
@@ -99,7 +107,7 @@ class Limits:
     """Samples beyond these are quarantined (never silently truncated): the reason is counted."""
 
     max_text_tokens: int | None = None  # text_too_long
-    max_audio_seconds: float | None = 30.0  # audio_too_long
+    max_audio_seconds: float | None = 30.0  # audio_too_long; None: no limit (clips are never cut)
     image_resolution: int | None = None  # codec input size (square); None = the codec's own
     # Pixels of the *input* image (w*h, read from its header before decoding); the codec
     # resizes to its own resolution, so this guards against decompression bombs and junk.

@@ -1,7 +1,8 @@
 """Progress lines and the final summary of a tokenize / retokenize job.
 
 A job on a cluster is watched through logs (`ray job logs`), so progress is a periodic plain
-line on stderr rather than a redrawn bar: inputs done / total, samples, quarantined, tokens and
+line on stderr rather than a redrawn bar: inputs done / total, samples kept (records the
+readers gave, minus the quarantined ones, which are counted apart), quarantined, tokens and
 throughput per modality, and an ETA from the rate of finished inputs (inputs are the unit of
 resume, so that is the ETA that matters). The same counters feed the manifest's `stats`, and
 `format_summary` renders the final summary the CLI prints.
@@ -44,7 +45,8 @@ class Progress:
         self.total = total_inputs
         self.skipped = skipped_inputs
         self.done = 0
-        self.samples = 0
+        self.records = 0  # everything the readers gave: kept samples + quarantined records
+        self.samples = 0  # kept: what lands in shards
         self.rejected = 0
         self.tokens = {m: 0 for m in MODALITIES}
         self.start = time.monotonic()
@@ -57,8 +59,10 @@ class Progress:
         self.extra = ""  # e.g. codec pools' busy fractions, set by the driver loop
 
     def add_records(self, records: int, rejected: int, tokens: dict) -> None:
+        """`records` read, of which `rejected` were quarantined, and their tokens."""
         with self.lock:
-            self.samples += records
+            self.records += records
+            self.samples += records - rejected
             self.rejected += rejected
             for m, v in tokens.items():
                 self.tokens[m] += v
@@ -80,8 +84,8 @@ class Progress:
         return (
             f"[{self.label}] inputs {self.done + self.skipped}/{self.total} "
             f"(resumed {self.skipped}) | samples {self.samples} ({_rate(self.samples, el)}/s), "
-            f"quarantined {self.rejected} | tokens {toks or '0'} | {el:.0f}s elapsed, ETA {eta}"
-            + (f" | {self.extra}" if self.extra else "")
+            f"quarantined {self.rejected} of {self.records} records | tokens {toks or '0'} | "
+            f"{el:.0f}s elapsed, ETA {eta}" + (f" | {self.extra}" if self.extra else "")
         )
 
     def due(self) -> bool:

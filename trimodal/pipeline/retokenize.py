@@ -36,6 +36,7 @@ from trimodal.pipeline.resume import MarkerStore, canonical_hash
 from trimodal.pipeline.runner import FORMAT, Plan, faults_from_env, load_stage, run
 from trimodal.pipeline.sources import SourceConfig
 from trimodal.pipeline.worker import TaskSpec
+from trimodal.tokenizers.base import code_identity
 
 
 @dataclass
@@ -91,8 +92,11 @@ def run_retokenize(config: RetokenizeConfig | dict, *, address: str | None = Non
         "format": FORMAT,
         "kind": "retokenize",
         "modality": m,
-        "fingerprint": fp,
-        "parent": {"fingerprints": pm.fingerprints, "shards": canonical_hash([s["sha256"] for s in pm.shards])},
+        "fingerprint": code_identity(fp),
+        "parent": {
+            "fingerprints": {k: code_identity(v) if v else v for k, v in pm.fingerprints.items()},
+            "shards": canonical_hash([s["sha256"] for s in pm.shards]),
+        },
         "limits": to_dict(limits),
     }
     job_fp = canonical_hash(parts)

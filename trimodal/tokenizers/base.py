@@ -8,6 +8,10 @@ so a change of vocabulary layout never rewrites data.
 
 The `fingerprint()` names everything that changes the codes; two tokenizers with equal
 fingerprints produce the same codes, and datasets with different fingerprints are never mixed.
+Its `name` is only a label for people (the file's name): moving or renaming a codec file
+changes it but not the codes, so every comparison goes through `code_identity`, which leaves
+the labels out (resume checks, `fingerprint_id`; the vocabulary check looks at fewer fields
+still, see vocab.IDENTITY_FIELDS).
 "The same" is bit-exact for text. For media it is bit-exact on one kind of device with one
 pass-size setting: each item's input is independent of its batch neighbours (no shared padding)
 and image passes have a fixed shape. Across devices or pass sizes, float rounding inside the
@@ -95,9 +99,19 @@ def encode_safe(tok: Tokenizer, items: Sequence[Any], names: Sequence[str] | Non
     return tok.encode_each(items, names=names)
 
 
+# Fingerprint fields that label a tokenizer for people and never change its codes.
+LABEL_FIELDS = ("name",)
+
+
+def code_identity(fp: dict) -> dict:
+    """`fp` without its label fields: what decides whether two tokenizers give the same codes
+    (the weights' sha256 and the settings), not where the file lies or what it is called."""
+    return {k: v for k, v in fp.items() if k not in LABEL_FIELDS}
+
+
 def fingerprint_id(fp: dict) -> str:
-    """Short stable hash of a fingerprint (canonical JSON)."""
-    blob = json.dumps(fp, sort_keys=True, separators=(",", ":")).encode()
+    """Short stable hash of a fingerprint's `code_identity` (canonical JSON)."""
+    blob = json.dumps(code_identity(fp), sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 

@@ -38,7 +38,9 @@ SPECIAL_TOKENS = (
 # Per-token modality tags carried in batches next to the ids.
 MODALITY_IDS = {"pad": 0, "text": 1, "image": 2, "audio": 3, "special": 4}
 
-# Fingerprint fields that must agree for two datasets to share ids.
+# Fingerprint fields that must agree for two datasets to share ids: the same weights and id
+# layout. Never a label (base.LABEL_FIELDS, e.g. the file's name): a moved codec file is the
+# same codec here as in the resume check (pipeline, which compares base.code_identity).
 IDENTITY_FIELDS = ("kind", "codebook_size", "levels", "weights_sha256")
 
 

@@ -174,6 +174,35 @@ def test_damaged_tars_are_reported_not_silently_short(tmp_path, damage):
     assert all(r["image"] == img for r in got) and ei.value.records_read == expected
 
 
+@pytest.mark.parametrize("comp", ["gz", "zst"])
+def test_damaged_compressed_tar_yields_no_sample(tmp_path, comp):
+    # Unlike a plain tar cut short (above), damage inside a compressed tar is only known at the
+    # end of the gzip member / zstd frame, after the samples before it were decoded from it.
+    import zstandard
+
+    img, data, _ = _six_pairs()
+    if comp == "gz":
+        blob = bytearray(compress(data, "gz"))
+    else:
+        blob = bytearray(zstandard.ZstdCompressor(write_checksum=True).compress(data))
+    blob[len(blob) // 2] ^= 0x01
+    f = tmp_path / f"damaged.tar.{comp}"
+    f.write_bytes(bytes(blob))
+    got = []
+    with pytest.raises(InputError, match=r"damaged.tar.*whole input is left out") as ei:
+        for r in read_input(source("image_text", [f]), str(f)):
+            got.append(r)
+    assert got == [] and ei.value.records_read == 0
+
+
+@pytest.mark.parametrize("name", ["e.tar", "e.tar.gz", "e.tgz", "e.tar.zst", "e.parquet"])
+def test_zero_byte_pair_inputs_fail(tmp_path, name):
+    f = tmp_path / name
+    f.write_bytes(b"")
+    with pytest.raises(InputError, match=rf"{name}: empty file \(0 bytes\)"):
+        list(read_input(source("audio_text", [tmp_path]), str(f)))
+
+
 def test_valid_tar_variants_read_to_the_end(tmp_path):
     img, data, _ = _six_pairs()
     for name, blob in [("padded.tar", data + bytes(10240)), ("two.tar", data)]:

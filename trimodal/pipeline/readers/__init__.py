@@ -16,8 +16,13 @@ Three calls, used by the tokenize job inside Ray Data tasks and by retokenize:
 Unusable samples are *yielded* with ``error_reason`` set (codes in `trimodal.dataset.schema.QUARANTINE_REASONS`; the message
 names the input and the key) so that the job can quarantine them; their other fields are best
 effort and must not be tokenized. An input that cannot be read at all raises InputError naming
-it. An input that breaks part way (truncated gzip, zstd or tar) yields every complete record
-before the damage and then raises InputError (attribute ``records_read`` = how many were
+it; so does a missing input (a dangling symlink found in a listed directory included) and a
+zero-byte one, in every format. A compressed input (``.gz``, ``.zst``) is verified whole
+before its first record (`common.verify_compressed`): if it is damaged or truncated anywhere,
+it yields nothing, because gzip and zstd only reveal damage at the end of a member or frame,
+after the damaged records were decoded. An uncompressed input that breaks part way (a truncated
+tar, an unreadable Parquet row group) yields every complete record before the damage, which
+the damage did not alter, then raises InputError (attribute ``records_read`` = how many were
 yielded): the job keeps or drops those as it likes, but the file is always reported.
 
 The format of each input is `source.format`, or detected from the extension (``.gz`` / ``.zst``
@@ -29,17 +34,20 @@ READMEs and index files beside their shards); a file named explicitly must be re
 from __future__ import annotations
 
 import logging
-import tarfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator
-
-import pyarrow as pa
 
 from trimodal.dataset import storage
 from trimodal.errors import InputError
 from trimodal.pipeline.readers import jsonl, parquet, txt, webdataset
-from trimodal.pipeline.readers.common import REASONS, input_key, normalize_uri
-from trimodal.pipeline.sources import FORMATS_BY_KIND, SourceConfig, detect_format
+from trimodal.pipeline.readers.common import (
+    REASONS,
+    STREAM_ERRORS,
+    check_input,
+    input_key,
+    normalize_uri,
+    verify_compressed,
+)
+from trimodal.pipeline.sources import FORMATS_BY_KIND, SourceConfig, detect_format, split_compression
 
 log = logging.getLogger(__name__)
 
@@ -52,20 +60,6 @@ READERS: dict[str, Reader] = {
     "parquet": parquet.read,
     "webdataset": webdataset.read,
 }
-
-
-def _stream_errors() -> tuple[type[BaseException], ...]:
-    errs: list[type[BaseException]] = [OSError, EOFError, zlib.error, tarfile.TarError, pa.ArrowException]
-    try:
-        import zstandard
-
-        errs.append(zstandard.ZstdError)
-    except ImportError:  # pragma: no cover - zstandard is a dependency
-        pass
-    return tuple(errs)
-
-
-STREAM_ERRORS = _stream_errors()
 
 
 def list_inputs(source: SourceConfig) -> list[str]:
@@ -147,11 +141,20 @@ def _guarded(records: Iterator[dict], uri: str) -> Iterator[dict]:
         raise err from e
 
 
+def _checked(source: SourceConfig, uri: str, reader: Reader, wanted: set[str] | None) -> Iterator[dict]:
+    """`reader`'s records, once the input is known to exist, to be non-empty and, if
+    compressed, to be intact from end to end (see `common.verify_compressed`)."""
+    check_input(uri)
+    if split_compression(uri)[1] and detect_format(source, uri) != "parquet":
+        verify_compressed(uri)
+    yield from reader(source, uri, input_key(source, uri), wanted)
+
+
 def read_input(source: SourceConfig, uri: str) -> Iterator[dict]:
     """Stream the records of one input (see the module docstring for the record shape)."""
     uri = normalize_uri(uri)
     reader = _reader_for(source, uri)
-    return _guarded(reader(source, uri, input_key(source, uri), None), uri)
+    return _guarded(_checked(source, uri, reader, None), uri)
 
 
 def split_origin(origin: str, _exists: dict[str, bool] | None = None) -> tuple[str, str]:
@@ -216,7 +219,7 @@ def read_origins(source: SourceConfig | None, origins: Iterable[str]) -> dict[st
     for uri, frags in by_uri.items():
         src = source if source is not None else guess_source(uri, next(iter(frags)))
         reader = _reader_for(src, uri)
-        for rec in _guarded(reader(src, uri, input_key(src, uri), set(frags)), uri):
+        for rec in _guarded(_checked(src, uri, reader, set(frags)), uri):
             frag = rec["origin"][len(uri) + 1 :]
             if frag in frags:
                 out[frags[frag]] = rec
