@@ -76,3 +76,43 @@ def test_sigkilled_driver_then_rerun_equals_clean_run(
     assert sorted(p.name for p in (out / "shards").glob("*.arrow")) == sorted(
         e["path"].split("/")[-1] for e in resumed_manifest["shards"]
     )
+
+
+def test_input_task_killed_mid_write_is_retried_and_its_temp_file_removed(
+    tiny_dataset, tiny_corpus, tokenizer_specs, ray_cluster, tmp_path, monkeypatch
+):
+    """An input task's process is SIGKILLed while writing a shard (a half-written temp file is
+    left). Ray retries the task, which rewrites the same shards; the commit removes the temp
+    file, and the dataset equals the clean run's for those inputs."""
+    from trimodal.dataset.dataset import Dataset
+
+    corpus = copy.deepcopy(tiny_corpus)
+    corpus["sources"] = [s for s in corpus["sources"] if s["kind"] == "text"]
+    flag = tmp_path / "killed"
+    monkeypatch.setenv("TRIMODAL_FAULTS", json.dumps({"kill_writer": {"flag": str(flag)}}))
+    out = tmp_path / "ds"
+    s = run_tokenize(job_config(corpus, {"text": tokenizer_specs["text"]}, str(out)), address=ray_cluster, quiet=True)
+    assert flag.exists() and s["inputs_failed"] == 0
+    assert s["removed_unreferenced"] >= 1  # the dead attempt's temp file
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+    clean = {e["path"]: e["sha256"] for e in Manifest.load(tiny_dataset["uri"]).shards}
+    got = {e["path"]: e["sha256"] for e in Manifest.load(str(out)).shards}
+    assert got and all(clean[p] == h for p, h in got.items())
+    assert Dataset.open(str(out)).unreferenced_files() == []
+
+
+def test_inspect_verify_lists_unreferenced_files(tiny_dataset, tmp_path):
+    import shutil
+
+    from click.testing import CliRunner
+
+    from trimodal.jobs.inspect import inspect_cmd
+
+    ds = tmp_path / "copy"
+    shutil.copytree(tiny_dataset["uri"], ds)
+    (ds / "shards" / "part-gone-0000.arrow").write_bytes(b"orphan")
+    (ds / "index" / "part-x-0000.arrow.tmp-123-4").write_bytes(b"partial")
+    res = CliRunner().invoke(inspect_cmd, [str(ds), "--verify", "--json"])
+    assert res.exit_code == 0, res.output
+    v = json.loads(res.output)["verify"]
+    assert v["ok"] and v["unreferenced"] == ["index/part-x-0000.arrow.tmp-123-4", "shards/part-gone-0000.arrow"]
