@@ -193,14 +193,21 @@ def run_input(item: dict, spec: TaskSpec) -> dict:
         while len(inflight) > spec.inflight_chunks:
             _finish_chunk(inflight.popleft(), writer, bad, stats, new_codes)
 
-    try:
-        for row in read_records(src, name, uri, only=spec.only, wanted=wanted):
-            rows.append(row)
-            if len(rows) >= spec.chunk_rows:
-                flush(rows)
-                rows = []
-    except Exception as e:  # the input (not one record) failed: keep what was read before
-        error = str(e) if uri in str(e) else f"{uri}: {type(e).__name__}: {e}"
+    records = read_records(src, name, uri, only=spec.only, wanted=wanted)
+    while True:
+        # Only a failure of the reader is the input's: an error from a codec call or the
+        # writer is the job's and propagates (the task fails; the driver names the input).
+        try:
+            row = next(records)
+        except StopIteration:
+            break
+        except Exception as e:  # the input broke part way: keep what was read before
+            error = str(e) if uri in str(e) else f"{uri}: {type(e).__name__}: {e}"
+            break
+        rows.append(row)
+        if len(rows) >= spec.chunk_rows:
+            flush(rows)
+            rows = []
     if rows:
         flush(rows)
     while inflight:
