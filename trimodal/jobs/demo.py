@@ -20,6 +20,8 @@ import time
 import click
 import yaml
 
+from trimodal.cluster import ensure_ray
+
 MODALITY_OF_TASK = {"text": "text", "t2i": "image", "t2s": "audio"}
 
 
@@ -192,12 +194,9 @@ def demo(workdir, steps, seq_len, seed, fresh, quiet, as_json):
         shutil.rmtree(workdir)
     os.makedirs(workdir, exist_ok=True)
     quiet = quiet or as_json
-    started_ray = False
-    if not ray.is_initialized():
-        # One local Ray for tokenizing and training; 2 logical CPUs whatever the machine so the
-        # demo behaves the same everywhere (the jobs use fractional CPUs per actor and worker).
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="error", log_to_driver=not quiet)
-        started_ray = True
+    # One Ray for tokenizing and training; a local one gets 2 logical CPUs whatever the machine
+    # so the demo behaves the same everywhere (the jobs use fractional CPUs per actor and worker).
+    started_ray = ensure_ray(num_cpus=2, logging_level="error", log_to_driver=not quiet)
     try:
         inputs = build_inputs(workdir, seed, quiet)
         tok = tokenize_stage(workdir, inputs, quiet)

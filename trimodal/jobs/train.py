@@ -17,6 +17,7 @@ import uuid
 
 import click
 
+from trimodal.cluster import ensure_ray
 from trimodal.config import from_dict, from_yaml, load_yaml, to_dict
 from trimodal.dataset.storage import is_s3, resolve
 from trimodal.errors import ConfigError
@@ -88,13 +89,10 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
             cfg.validate()
         return Trainer(cfg).run()
 
-    import ray
     from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    if not ray.is_initialized():
-        ray.init(address=address, logging_level="warning") if address else ray.init(logging_level="warning")
+    ensure_ray(address)
     resources = {"CPU": cfg.cpus_per_worker}
     trainer = TorchTrainer(
         ray_train_loop,
