@@ -198,13 +198,6 @@ class Mixer:
             raise StopIteration
         return self._render(plans)
 
-    def global_batches(self) -> Iterator[dict]:
-        while True:
-            try:
-                yield self.next_global()
-            except StopIteration:
-                return
-
     # state ----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         """Small JSON-safe position of the global stream (the same on every rank)."""

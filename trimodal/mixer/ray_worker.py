@@ -2,7 +2,8 @@
 
 Each training worker builds the mixer for its rank inside `train_loop_per_worker`; all workers
 plan the same global stream and render their slice, so nothing is shipped between processes
-and a restarted job on another number of workers resumes from the saved state.
+and a restarted job on another number of workers resumes from the saved state. The trainer's
+data stream (`trimodal.model.data`, ``mix.kind: mixer``) is built here.
 """
 
 from __future__ import annotations

@@ -58,11 +58,6 @@ class Scheduler:
                 self.target[n] += w * amount
         self.got[chosen] += int(amount)
 
-    def add(self, name: str, target: float = 0.0, got: int = 0) -> None:
-        if name not in self.target:
-            self.names.append(name)
-        self.target[name], self.got[name] = float(target), int(got)
-
     def state(self) -> dict:
         return {n: [self.target[n], self.got[n]] for n in self.names}
 

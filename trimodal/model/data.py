@@ -32,7 +32,7 @@ from trimodal.tokenizers.vocab import MODALITY_IDS, Vocabulary
 
 
 def _mixer_stream(mix: dict, rank: int, world_size: int, global_batch: int):
-    from trimodal.mixer import Mixer
+    from trimodal.mixer import rank_stream
 
     mix = dict(mix)
     if mix.get("global_batch") not in (None, global_batch):
@@ -41,7 +41,7 @@ def _mixer_stream(mix: dict, rank: int, world_size: int, global_batch: int):
             f"{global_batch}; leave it out, the trainer sets it"
         )
     mix["global_batch"] = global_batch  # the logical batch: one optimizer step of all ranks
-    return Mixer(mix, rank=rank, world_size=world_size)
+    return rank_stream(mix, rank=rank, world_size=world_size)
 
 
 class SyntheticStream:
