@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from trimodal.cli import EXIT_INTEGRITY
 from trimodal.dataset.dataset import Dataset, summarize
 
 
@@ -100,4 +101,4 @@ def inspect_cmd(dataset: str, as_json: bool, verify: bool):
                 for rel in unreferenced[:20]:
                     click.echo(f"  {rel}")
     if problems:
-        sys.exit(3)
+        sys.exit(EXIT_INTEGRITY)

@@ -13,6 +13,7 @@ import json
 
 import click
 
+from trimodal.cli import EXIT_INPUT
 from trimodal.dataset.schema import TOKENIZER_KINDS
 from trimodal.errors import ConfigError
 
@@ -118,7 +119,7 @@ def retokenize(
     click.echo(json.dumps(result, indent=1, sort_keys=True) if as_json else format_summary(result))
     if strict and result["failed_inputs"]:
         click.echo(f"{len(result['failed_inputs'])} input(s) could not be read again (strict)", err=True)
-        return 4
+        return EXIT_INPUT
     return 0
 
 
