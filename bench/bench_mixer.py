@@ -1,7 +1,7 @@
 """Mixer throughput on one core, against MosaicML `streaming` and `litdata` on the same tokens.
 
-    python bench/mixer.py [--tokens 40e6] [--seconds 8] [--workdir DIR] [--no-peers]
-    python bench/mixer.py --big 3 --drop-cache [--shuffle-window 16] [--seconds 60]   # RSS, 3 GB
+    python bench/bench_mixer.py [--tokens 40e6] [--seconds 8] [--workdir DIR] [--no-peers]
+    python bench/bench_mixer.py --big 3 --drop-cache [--shuffle-window 16] [--seconds 60]   # RSS, 3 GB
 
 Three sources (text documents, image-text pairs with 256 image codes, audio-text pairs with
 2-level codes) are written once as a trimodal dataset, as MDS shards (streaming) and as litdata

@@ -1,6 +1,6 @@
 """How much of the bare tokenizers' throughput the tokenize job keeps, on this machine.
 
-    python bench/pipeline.py [--text-mb 64] [--images 384] [--image-size 128] [--clips 96] [--json]
+    python bench/bench_pipeline.py [--text-mb 64] [--images 384] [--image-size 128] [--clips 96] [--json]
 
 In one run, on the same corpus, cores and batch sizes:
 

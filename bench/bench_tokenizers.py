@@ -1,7 +1,7 @@
 """Throughput of each tokenizer: the bare library call next to trimodal's wrapper, same batch.
 
-    python bench/tokenizers.py [--config small|base] [--repeat 5] [--json]
-    python bench/tokenizers.py --text-model m.model --image-codec DIR --audio-codec dac.pth
+    python bench/bench_tokenizers.py [--config small|base] [--repeat 5] [--json]
+    python bench/bench_tokenizers.py --text-model m.model --image-codec DIR --audio-codec dac.pth
 
 For each modality two rows are timed on identical inputs:
 

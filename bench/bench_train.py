@@ -1,9 +1,9 @@
 """Training throughput with the mixer feeding the model: tokens/s, model FLOPs utilization (on a
 GPU) and the fraction of step time spent waiting for data.
 
-    python bench/train.py                                  # GPU: preset 1b, seq 2048; CPU: small, seq 512
-    python bench/train.py --preset 100m --seq-len 1024 --batch 8 --steps 30
-    python bench/train.py --stream synthetic               # the same model without the mixer
+    python bench/bench_train.py                                  # GPU: preset 1b, seq 2048; CPU: small, seq 512
+    python bench/bench_train.py --preset 100m --seq-len 1024 --batch 8 --steps 30
+    python bench/bench_train.py --stream synthetic               # the same model without the mixer
 
 A three-source dataset (text documents, image-text pairs of 256 image codes, audio-text pairs
 of 4-level codes; shares 60/25/15) is written once with the pipeline's writer, then the trainer
