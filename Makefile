@@ -1,17 +1,29 @@
 # The two commands the README promises. `make install` installs into the active Python
-# environment (use a venv); `make test` runs the whole suite on CPU.
+# environment (use a venv); `make test` runs the linters, then the whole suite on CPU, and
+# fails when either fails. `make lint` and `make test-fast` (no Ray, no subprocesses, no demo)
+# are the inner loop.
 PYTHON ?= python3
 DAC_PKGS = descript-audio-codec==1.0.0 descript-audiotools==0.7.2
+LINT_PATHS = trimodal tests bench
 
-.PHONY: install test demo bench-install
+.PHONY: install test lint test-fast demo bench-install
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0
 	$(PYTHON) -m pip install --no-deps $(DAC_PKGS)
 	$(PYTHON) -m pip install -e '.[test]'
 
-test:
+test: lint
 	$(PYTHON) -m pytest -q
+
+# ruff (lint + format check) and the import-linter layer contracts in pyproject.toml
+lint:
+	$(PYTHON) -m ruff check $(LINT_PATHS)
+	$(PYTHON) -m ruff format --check $(LINT_PATHS)
+	lint-imports --no-logo
+
+test-fast: lint
+	$(PYTHON) -m pytest -q -m "not slow"
 
 demo:
 	trimodal demo

@@ -193,6 +193,7 @@ def test_inspect_text_shows_failed_inputs(tmp_path):
     assert s["failed_inputs"] == [{"uri": "/c/bad.jsonl.gz", "key": "k1", "error": "damaged gzip data"}]
 
 
+@pytest.mark.slow  # spawns a subprocess
 def test_inspect_verify_exit_code(tmp_path):
     uri = str(tmp_path / "ds")
     m = build_dataset(uri, make_rows(5), FPS, shard_rows=5)

@@ -6,8 +6,11 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 import soundfile as sf
 from PIL import Image
+
+pytestmark = pytest.mark.slow  # runs the demo in a subprocess
 
 
 def test_demo_runs_the_whole_flow(tmp_path):

@@ -70,6 +70,7 @@ def test_help_lists_the_options():
         assert opt in out
 
 
+@pytest.mark.slow  # a subprocess that starts its own Ray
 def test_module_entry_point_on_its_own_local_ray(tmp_path, text_tokenizer_path):
     """`python -m trimodal.jobs.tokenize` with no address starts a local Ray; an unreadable input
     is listed in the JSON summary, and --strict turns it into exit code 4 after committing."""

@@ -17,6 +17,8 @@ from trimodal.model.checkpoint import list_checkpoints, load_model
 from trimodal.model.data import open_stream
 from trimodal.model.evaluate import elbo, unigram_entropy
 
+pytestmark = pytest.mark.slow  # starts Ray (Ray Train)
+
 FPS = {
     "text": {
         "kind": "sentencepiece",

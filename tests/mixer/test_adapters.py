@@ -22,7 +22,7 @@ def same(a, b):
     return all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in KEYS)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: worker processes
 def test_dataloader_workers_keep_the_rank_stream(mix_data, workers):
     cfg = mix_cfg(mix_data, global_batch=8)
     ref = reference(cfg, 9, rank=1, world=2)
@@ -37,7 +37,7 @@ def test_dataloader_workers_keep_the_rank_stream(mix_data, workers):
     assert all(same(g, r) for g, r in zip(got, ref))
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 2: worker processes
 def test_stateful_dataloader_resumes_exactly(mix_data, workers):
     from torchdata.stateful_dataloader import StatefulDataLoader
 
@@ -85,6 +85,7 @@ def _train_loop(config):
         )
 
 
+@pytest.mark.slow  # starts Ray (Ray Train)
 def test_ray_train_workers_build_their_rank_streams(mix_data, ray_cluster, tmp_path):
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer

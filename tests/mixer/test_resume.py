@@ -6,10 +6,13 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.mixer.conftest import mix_cfg
 from tests.mixer.resume_child import digest
 from trimodal.mixer import Mixer
+
+pytestmark = pytest.mark.slow  # spawns a subprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 

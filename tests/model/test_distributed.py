@@ -14,6 +14,8 @@ from trimodal.model.checkpoint import load_model
 
 from .test_trainer import config
 
+pytestmark = pytest.mark.slow  # spawns worker processes
+
 
 def _worker(rank, world, port, cfg_dict):
     import torch.distributed as dist

@@ -35,6 +35,7 @@ def config(output, **kw):
     return cfg
 
 
+@pytest.mark.slow  # spawns a subprocess
 def test_kill_and_resume_replays_the_same_loss_curve(tmp_path):
     ref = run_train(config(tmp_path / "ref"), in_process=True)
     ref_curve = loss_curve(ref["log_dir"])

@@ -15,6 +15,8 @@ from trimodal.dataset.quarantine import read_quarantine
 from trimodal.errors import ConfigError, IntegrityError
 from trimodal.pipeline.retokenize import run_retokenize
 
+pytestmark = pytest.mark.slow  # starts Ray (the tokenize and retokenize jobs)
+
 
 @pytest.fixture(scope="module")
 def retokenized(tiny_dataset, audio_codec_path_alt, ray_cluster, tmp_path_factory):

@@ -15,11 +15,14 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import yaml
 
 from tests.fixtures.datasets import job_config, read_rows
 from trimodal.dataset.manifest import Manifest
 from trimodal.pipeline.job import run_tokenize
+
+pytestmark = pytest.mark.slow  # starts Ray and a driver subprocess
 
 
 def test_sigkilled_driver_then_rerun_equals_clean_run(

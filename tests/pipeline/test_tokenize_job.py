@@ -22,6 +22,8 @@ from trimodal.pipeline.job_config import JobConfig
 from trimodal.pipeline.readers import list_inputs, read_input, read_origin
 from trimodal.pipeline.sources import SourceConfig
 
+pytestmark = pytest.mark.slow  # starts Ray (the tokenize job)
+
 
 def _reader_ids(corpus) -> set[str]:
     ids = set()

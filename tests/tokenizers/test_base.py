@@ -63,6 +63,7 @@ def test_unknown_kind_is_a_config_error(tmp_path):
         load_tokenizer("bpe", str(tmp_path))
 
 
+@pytest.mark.slow  # spawns a subprocess
 def test_text_kind_does_not_import_torch(text_tokenizer_path):
     import subprocess
     import sys

@@ -5,6 +5,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
+pytestmark = pytest.mark.slow  # spawns a subprocess
+
 
 def test_audio_tokenizer_works_without_torchaudio(audio_codec_path):
     code = textwrap.dedent(f"""
