@@ -1,9 +1,12 @@
 """trimodal: data pipeline, mixer and trainer for tri-modal masked diffusion models.
 
-Subpackages: `pipeline` (Ray Data tokenize jobs, the on-disk dataset), `tokenizers` (text,
-image and audio codecs behind one contract, the unified vocabulary), `mixer` (ratio-exact,
-resumable streaming of packed sequences), `model` (masked diffusion transformer and trainer),
-`jobs` (thin entry points). Importing the package imports nothing heavy.
+Layers, top to bottom (docs/design.md, "Layers"; `lint-imports` enforces them): `jobs` and `cli`
+(the commands) → `model` (masked diffusion transformer and trainer) → `mixer` (ratio-exact,
+resumable streaming of packed sequences) | `pipeline` (Ray Data tokenize jobs), independent
+siblings → `tokenizers` (text, image and audio codecs behind one contract, the unified
+vocabulary) → `dataset` (the on-disk format, storage, the domain's names) → `config` (typed
+configs) | `cluster` (starting or joining Ray) → `errors`. Importing the package imports nothing
+heavy.
 """
 
 __version__ = "0.1.0"

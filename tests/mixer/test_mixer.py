@@ -1,4 +1,4 @@
-"""The Mixer contract (DESIGN.md): deterministic, elastic, ratio-exact, every sample once per
+"""The Mixer contract (docs/design.md): deterministic, elastic, ratio-exact, every sample once per
 epoch, schedules without repeats or skips, honest utilization, refused vocabularies."""
 
 from __future__ import annotations

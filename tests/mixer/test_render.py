@@ -1,4 +1,4 @@
-"""Rendering codes into the unified sequence layout (DESIGN.md), piece by piece."""
+"""Rendering codes into the unified sequence layout (docs/design.md), piece by piece."""
 
 import numpy as np
 

@@ -1,1 +1,12 @@
-"""placeholder"""
+"""The dataset layer: the on-disk contract every other part reads or writes, and the domain's names.
+
+Owns: `schema` (modalities, source kinds, tokenizer kinds, quarantine reasons, the Arrow list
+column of codes), `storage` (local paths and ``s3://`` behind one `Location`, atomic writes),
+`shards` (Arrow IPC shard files), `manifest` (the atomic entry point), `quarantine` (rejected
+samples with their reason) and `dataset` (opening and verifying a dataset, `build_dataset` for
+small writers). It is the bottom data layer so that the mixer and the model read datasets without
+importing the pipeline that writes them.
+
+May import: `trimodal.config`, `trimodal.cluster`, `trimodal.errors` (enforced by `lint-imports`,
+see docs/design.md, "Layers").
+"""

@@ -134,7 +134,7 @@ def loss_curve(log_dir: str) -> dict[int, float]:
 
 @click.command("train")
 @click.argument("config", type=click.Path(dir_okay=False))
-@click.option("--address", default=None, help="Ray cluster address (default: start a local Ray).")
+@click.option("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in `output`.")
 @click.option("--in-process", is_flag=True, help="One worker in this process, without Ray.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

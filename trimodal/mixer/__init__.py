@@ -2,7 +2,14 @@
 
 `Mixer(cfg, rank, world_size)` is the stream; `MixerDataset` wraps it for torch DataLoaders
 (imported lazily, so the mixer itself never imports torch); `rank_stream` builds a Ray Train
-worker's stream; `preview_mix` reports realized shares for a number of steps.
+worker's stream (the trainer's, through `trimodal.model.data`); `preview_mix` reports realized
+shares for a number of steps. Owns the mix config, shard reading (through `trimodal.dataset`),
+per-source streams and shuffles, the ratio scheduler, packing and rendering into the unified
+vocabulary's ids.
+
+May import: `trimodal.tokenizers` (the vocabulary), `trimodal.dataset`, `trimodal.config`,
+`trimodal.cluster`, `trimodal.errors`. Never `trimodal.pipeline` (its independent sibling) nor
+anything above (enforced by `lint-imports`, see docs/design.md, "Layers").
 """
 
 from trimodal.mixer.config import MixConfig, ScheduleEntry, SourceConfig, load_mix

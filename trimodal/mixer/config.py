@@ -2,7 +2,7 @@
 
 Shares are relative weights, normalized over the sources still active. `share_unit` says what
 they count:
-- "tokens" (default, as DESIGN.md states a mix): real tokens, i.e. every rendered id including
+- "tokens" (default, as docs/design.md states a mix): real tokens, i.e. every rendered id including
   the structure specials (<bos>, <boi>, ...) but not padding. This is what "30% image tokens"
   means to a reader of the paper, and with padded pairs it gives those sources more rows.
 - "positions": sequence positions, padding included (rows × seq_len): the compute each source

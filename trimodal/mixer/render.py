@@ -1,4 +1,4 @@
-"""Shard codes → unified ids laid out as documents (DESIGN.md, "sequence layout").
+"""Shard codes → unified ids laid out as documents (docs/design.md, "sequence layout").
 
     text          <bos> t t t ... <eos>
     image-text    <bos> <t2i> caption <boi> i i i <eoi> <eos>     reverse: <bos> <i2t> <boi> i i i <eoi> caption <eos>

@@ -4,5 +4,10 @@ config (typed configs, presets) · transformer + attention (bidirectional, docum
 schedules + diffusion (noise schedules, the ELBO loss) · batch_size + optim (κ rule, AdamW,
 warmup + cosine) · data (the worker's stream, prefetching) · trainer (the per-worker loop,
 Ray Train entry point) · checkpoint (local / S3) · sampler (iterative unmasking) · evaluate
-(deterministic ELBO, unigram baseline). Nothing here imports from `trimodal.jobs`.
+(deterministic ELBO, unigram baseline).
+
+May import: `trimodal.mixer` (the worker's stream), `trimodal.pipeline` (allowed by the layers,
+unused today), `trimodal.tokenizers`, `trimodal.dataset`, `trimodal.config`, `trimodal.cluster`,
+`trimodal.errors`; never `trimodal.jobs` (enforced by `lint-imports`, see docs/design.md,
+"Layers").
 """

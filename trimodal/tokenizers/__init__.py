@@ -1,0 +1,11 @@
+"""Tokenizers: the codecs behind one contract, their fingerprints and the unified vocabulary.
+
+Owns: `base` (the Tokenizer contract and the registry that loads one by kind), `text`
+(SentencePiece, and training it), `image` (a diffusers VQModel), `audio` (descript-audio-codec
+DAC, imported through `dac_import`), `media` (decoding raw images and audio into what a codec
+expects), `codecs` (small random-weight codecs built offline) and `vocab` (the unified id space
+derived from fingerprints).
+
+May import: `trimodal.dataset`, `trimodal.config`, `trimodal.cluster`, `trimodal.errors`
+(enforced by `lint-imports`, see docs/design.md, "Layers").
+"""
