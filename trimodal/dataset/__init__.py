@@ -2,9 +2,9 @@
 
 Owns: `schema` (modalities, source kinds, tokenizer kinds, quarantine reasons, the Arrow list
 column of codes), `storage` (local paths and ``s3://`` behind one `Location`, atomic writes),
-`shards` (Arrow IPC shard files), `manifest` (the atomic entry point), `quarantine` (rejected
-samples with their reason) and `dataset` (opening and verifying a dataset, `build_dataset` for
-small writers). It is the bottom data layer so that the mixer and the model read datasets without
+`shards` (Arrow IPC shard files and their length indexes), `manifest` (the atomic entry point
+and its tables), `quarantine` (rejected samples with their reason), `dataset` (opening and
+verifying a dataset, `build_dataset` for small writers) and `migrate` (format 1 → 2). It is the bottom data layer so that the mixer and the model read datasets without
 importing the pipeline that writes them.
 
 May import: `trimodal.config`, `trimodal.cluster`, `trimodal.errors` (enforced by `lint-imports`,

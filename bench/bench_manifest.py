@@ -1,7 +1,7 @@
 """How the dataset manifest scales with the number of shards (format 2: a small JSON header plus
 Arrow tables), against the same content as format-1 inline JSON.
 
-    python bench/manifest_scale.py [--shards 1000000] [--json]
+    python bench/bench_manifest.py [--shards 1000000] [--json]
 
 Writes a synthetic dataset manifest of N shards (entries only; no shard files), then times, in
 fresh child processes so that nothing is cached in Python: loading the header, loading the shard
