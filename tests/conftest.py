@@ -8,6 +8,8 @@ small datasets.
 import os
 import socket
 
+import pytest
+
 pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.s3",
@@ -37,3 +39,13 @@ def pytest_configure(config):
     os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
     os.environ["AWS_REGION"] = "us-east-1"
     os.environ["AWS_DEFAULT_REGION"] = "us-east-1"
+
+
+def pytest_collection_modifyitems(config, items):
+    # A test that uses the session's Ray (directly or through a fixture such as tiny_dataset)
+    # must be marked slow, so that `pytest -m "not slow"` stays the quick inner loop.
+    unmarked = [
+        i.nodeid for i in items if "ray_cluster" in getattr(i, "fixturenames", ()) and not i.get_closest_marker("slow")
+    ]
+    if unmarked:
+        raise pytest.UsageError(f"tests that start Ray must be marked @pytest.mark.slow: {', '.join(unmarked)}")
