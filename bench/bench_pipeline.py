@@ -202,7 +202,9 @@ def main(argv=None) -> dict:
     # ---- the job, one modality at a time, on a local Ray with the same CPUs
     import ray
 
-    ray.init(num_cpus=args.cpus, include_dashboard=False, logging_level="error")
+    from trimodal.cluster import ensure_ray
+
+    ensure_ray(num_cpus=args.cpus, logging_level="error")
     grid = itok.fingerprint()["code_grid"]
     afp = atok.fingerprint()
     runs = {
