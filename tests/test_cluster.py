@@ -1,10 +1,16 @@
-"""Starting or joining Ray (trimodal/cluster.py), checked on the arguments it gives `ray.init`,
+"""Starting or joining Ray (trimodal/cluster.py). Checked on the arguments it gives `ray.init`,
 without starting Ray: the runtime env forwards storage, offline mode and faults to the workers
-of a joined cluster, never credentials, and every command goes through this one function."""
+of a joined cluster, never credentials, and every command goes through this one function. One
+slow test joins the session's Ray from a subprocess and asks a worker what it sees."""
 
 import json
+import os
 import pathlib
 import re
+import subprocess
+import sys
+
+import pytest
 
 from trimodal.cluster import FORWARD_ENV, ensure_ray, forwarded_env, init_kwargs
 
@@ -83,3 +89,37 @@ def test_every_command_starts_ray_through_cluster_py():
     root = pathlib.Path(__file__).resolve().parents[1] / "trimodal"
     callers = sorted(str(p.relative_to(root)) for p in root.rglob("*.py") if re.search(r"\bray\.init\(", p.read_text()))
     assert callers == ["cluster.py"]
+
+
+_CHILD = """
+import json, os, sys
+import ray
+from trimodal.cluster import ensure_ray
+assert ensure_ray(sys.argv[1]) is True
+@ray.remote(num_cpus=0.1)
+def env():
+    return {k: os.environ.get(k) for k in ("TRIMODAL_FAULTS", "AWS_ENDPOINT_URL_S3")}
+print(json.dumps(ray.get(env.remote())))
+"""
+
+
+@pytest.mark.slow  # joins the session Ray from a subprocess
+def test_workers_of_a_joined_cluster_see_the_drivers_env(ray_cluster):
+    # The session cluster was started without these variables, so only the runtime env can
+    # bring them to its workers. The child also runs as `ray job submit` would start it, with
+    # the job's own runtime env setting one of them: Ray refuses to merge two runtime envs that
+    # set the same variable, so that one must be left to the job.
+    job = {"runtime_env": {"env_vars": {"AWS_ENDPOINT_URL_S3": "http://job:9000"}}}
+    env = dict(
+        os.environ,
+        TRIMODAL_FAULTS='{"probe": 1}',
+        AWS_ENDPOINT_URL_S3="http://job:9000",
+        RAY_JOB_CONFIG_JSON_ENV_VAR=json.dumps(job),
+        RAY_ADDRESS="",
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", _CHILD, ray_cluster], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    seen = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert seen == {"TRIMODAL_FAULTS": '{"probe": 1}', "AWS_ENDPOINT_URL_S3": "http://job:9000"}
