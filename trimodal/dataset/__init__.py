@@ -8,5 +8,5 @@ verifying a dataset, `build_dataset` for small writers) and `migrate` (format 1 
 importing the pipeline that writes them.
 
 May import: `trimodal.config`, `trimodal.cluster`, `trimodal.errors` (enforced by `lint-imports`,
-see docs/design.md, "Layers").
+see docs/design.md, "Layout and layers").
 """

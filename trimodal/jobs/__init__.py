@@ -1,9 +1,9 @@
-"""The commands: one thin module per `trimodal` subcommand (tokenize, retokenize, inspect,
+"""The commands: one thin module per `trimodal` subcommand (tokenize, retokenize, inspect, migrate,
 tokenizer, codec, mix, train, generate, demo), each reading its config or options, calling the
 library and printing a summary; `demo_corpus` writes the demo's built-in corpus.
 
 May import every layer below (`model`, `mixer`, `pipeline`, `tokenizers`, `dataset`, `config`,
 `cluster`, `errors`) and `trimodal.cli` for the exit codes; nothing in the library imports a job
-(enforced by `lint-imports`, see docs/design.md, "Layers"). Ray is started or joined only through
-`trimodal.cluster.ensure_ray`.
+(enforced by `lint-imports`, see docs/design.md, "Layout and layers"). Ray is started or joined
+only through `trimodal.cluster.ensure_ray`.
 """

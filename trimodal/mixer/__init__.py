@@ -9,7 +9,7 @@ vocabulary's ids.
 
 May import: `trimodal.tokenizers` (the vocabulary), `trimodal.dataset`, `trimodal.config`,
 `trimodal.cluster`, `trimodal.errors`. Never `trimodal.pipeline` (its independent sibling) nor
-anything above (enforced by `lint-imports`, see docs/design.md, "Layers").
+anything above (enforced by `lint-imports`, see docs/design.md, "Layout and layers").
 """
 
 from trimodal.mixer.config import MixConfig, ScheduleEntry, SourceConfig, load_mix

@@ -9,5 +9,5 @@ Ray Train entry point) · checkpoint (local / S3) · sampler (iterative unmaskin
 May import: `trimodal.mixer` (the worker's stream), `trimodal.pipeline` (allowed by the layers,
 unused today), `trimodal.tokenizers`, `trimodal.dataset`, `trimodal.config`, `trimodal.cluster`,
 `trimodal.errors`; never `trimodal.jobs` (enforced by `lint-imports`, see docs/design.md,
-"Layers").
+"Layout and layers").
 """

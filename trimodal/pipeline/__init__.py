@@ -10,5 +10,5 @@ Datasets are written through `trimodal.dataset`, so the on-disk format is define
 
 May import: `trimodal.tokenizers`, `trimodal.dataset`, `trimodal.config`, `trimodal.cluster`,
 `trimodal.errors`. Never `trimodal.mixer` (its independent sibling) nor anything above (enforced
-by `lint-imports`, see docs/design.md, "Layers").
+by `lint-imports`, see docs/design.md, "Layout and layers").
 """

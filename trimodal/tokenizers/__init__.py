@@ -7,5 +7,5 @@ expects), `codecs` (small random-weight codecs built offline) and `vocab` (the u
 derived from fingerprints).
 
 May import: `trimodal.dataset`, `trimodal.config`, `trimodal.cluster`, `trimodal.errors`
-(enforced by `lint-imports`, see docs/design.md, "Layers").
+(enforced by `lint-imports`, see docs/design.md, "Layout and layers").
 """
