@@ -265,7 +265,7 @@ def run(
         label=plan.label,
     )
     if plan.pending:
-        from trimodal.pipeline.graph import ensure_ray
+        from trimodal.cluster import ensure_ray
 
         ensure_ray(address or ray_cfg.address, ray_cfg.num_cpus)
     results = execute(plan, store, ray_cfg, progress, faults)
