@@ -70,3 +70,65 @@ def test_yaml_reads_exponent_floats_as_numbers(tmp_path):
     data = load_yaml(p)
     assert data == {"horizon": 1e10, "lr": 3e-4, "steps": 100, "name": "1e"}
     assert isinstance(data["horizon"], float) and isinstance(data["steps"], int)
+
+
+@dataclass
+class Counted:
+    n: int = 0
+    calls = []  # every validate() call, across instances
+
+    def validate(self):
+        Counted.calls.append(self.n)
+        if self.n < 0:
+            raise ConfigError(f"n: must be >= 0, got {self.n}")
+
+
+@dataclass
+class Holder:
+    inner: Counted = field(default_factory=Counted)
+    items: list[Counted] = field(default_factory=list)
+
+
+def test_each_validate_runs_once_nested_or_top_level(tmp_path):
+    Counted.calls.clear()
+    from_dict(Holder, {"inner": {"n": 1}, "items": [{"n": 2}, {"n": 3}]})
+    assert sorted(Counted.calls) == [1, 2, 3]
+    # A top-level `where` with dots in it (a file name) is not mistaken for a nested key: the
+    # top-level config is validated once, by from_dict, its errors prefixed with `where`.
+    Counted.calls.clear()
+    p = tmp_path / "c.yaml"
+    p.write_text("n: 4\n")
+    from_yaml(Counted, p)
+    assert Counted.calls == [4]
+    p.write_text("n: -1\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: n: must be >= 0, got -1"):
+        from_yaml(Counted, p)
+    with pytest.raises(ConfigError) as e:
+        from_dict(Counted, {"n": -1})
+    assert str(e.value) == "n: must be >= 0, got -1"  # no `where`: no prefix
+    with pytest.raises(ConfigError, match=r"^train: n: must be >= 0"):
+        from_dict(Counted, {"n": -1}, where="train")
+
+
+def test_nested_validation_errors_carry_the_key():
+    with pytest.raises(ConfigError, match=r"^Holder\.inner: n: must be >= 0, got -5$"):
+        from_dict(Holder, {"inner": {"n": -5}})
+    with pytest.raises(ConfigError, match=r"^job\.yaml\.items\[1\]: n: must be >= 0, got -2$"):
+        from_dict(Holder, {"items": [{"n": 0}, {"n": -2}]}, where="job.yaml")
+
+
+def _halve(value, key):
+    if not isinstance(value, int) or value % 2:
+        raise ConfigError(f"{key}: expected an even integer, got {value!r}")
+    return value // 2
+
+
+@dataclass
+class WithConverter:
+    half: int = field(default=0, metadata={"convert": _halve})
+
+
+def test_a_field_can_name_its_converter():
+    assert from_dict(WithConverter, {"half": 8}).half == 4
+    with pytest.raises(ConfigError, match=r"^w\.half: expected an even integer, got 3$"):
+        from_dict(WithConverter, {"half": 3}, where="w")

@@ -2,7 +2,12 @@
 
 Every component declares a dataclass; `from_dict` walks it, rejects unknown keys with the
 nearest valid names, checks types, and reports errors with the full dotted key path
-(``sources[1].kind``). Kept dependency-free (no pydantic) because dataclasses are what the
+(``sources[1].kind``). Each dataclass's `validate()` runs once: a nested one right after it is
+built, its errors prefixed with its key (``model: n_heads: ...``); the top-level one by
+`from_dict`, prefixed with `where` when the caller names the data's origin (a file). A field
+whose value needs more than the type (a mapping or the path of a YAML holding it, a choice of
+dataclass by a `kind` key) names its converter in ``field(metadata={"convert": fn})``;
+`fn(value, key)` returns the built value or raises ConfigError naming `key`. Kept dependency-free (no pydantic) because dataclasses are what the
 rest of the code passes around; the trade-off is a small hand-written type checker that knows
 the few type shapes configs use (scalars, Optional, Literal, list, dict, nested dataclasses).
 """
@@ -57,11 +62,22 @@ def from_yaml(cls: type[T], path: str | Path) -> T:
 
 
 def from_dict(cls: type[T], data: Any, where: str = "") -> T:
-    """Build dataclass `cls` from `data`, validating keys and types recursively."""
-    obj = _convert(cls, data, where or cls.__name__)
+    """Build dataclass `cls` from `data`, validating keys and types recursively, then run its
+    `validate()` once. `where` (e.g. the YAML path) starts every error key and prefixes the
+    top-level validation errors."""
+    key = where or cls.__name__
+    if dataclasses.is_dataclass(cls):
+        obj = _convert_dataclass(cls, data, key, nested=False)
+    else:
+        obj = _convert(cls, data, key)
     validate = getattr(obj, "validate", None)
     if callable(validate):
-        validate()
+        try:
+            validate()
+        except ConfigError as e:
+            if where:
+                raise ConfigError(f"{where}: {e}") from e
+            raise
     return obj
 
 
@@ -82,7 +98,7 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
-        return _convert_dataclass(tp, value, key)
+        return _convert_dataclass(tp, value, key, nested=True)
     if origin is typing.Union or origin is types.UnionType:
         if value is None and type(None) in args:
             return None
@@ -128,7 +144,10 @@ def _convert(tp: Any, value: Any, key: str) -> Any:
     return value
 
 
-def _convert_dataclass(cls: Any, value: Any, key: str) -> Any:
+def _convert_dataclass(cls: Any, value: Any, key: str, nested: bool) -> Any:
+    """Build `cls` from a mapping. A nested dataclass (`nested`: a field or an element of its
+    parent) is validated here, its errors prefixed with its key; the top-level one is left to
+    `from_dict`, so that every `validate()` runs exactly once."""
     if dataclasses.is_dataclass(value) and isinstance(value, cls):
         return value
     if not isinstance(value, dict):
@@ -145,12 +164,13 @@ def _convert_dataclass(cls: Any, value: Any, key: str) -> Any:
     for name, f in fields.items():
         sub = f"{key}.{name}"
         if name in value:
-            kwargs[name] = _convert(hints[name], value[name], sub)
+            convert = f.metadata.get("convert")
+            kwargs[name] = convert(value[name], sub) if convert else _convert(hints[name], value[name], sub)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise ConfigError(f"{sub}: required key is missing")
     obj = cls(**kwargs)
     validate = getattr(obj, "validate", None)
-    if callable(validate) and key.count(".") + key.count("[") > 0:
+    if callable(validate) and nested:
         try:
             validate()
         except ConfigError as e:
