@@ -81,9 +81,9 @@ def build(workdir: str, text_mb: float, images: int, image_size: int, clips: int
 
 def _raw(files: list[str], kind: str, name: str) -> list[dict]:
     from trimodal.pipeline.readers import read_input
-    from trimodal.pipeline.sources import SourceConfig
+    from trimodal.pipeline.sources import CorpusSource
 
-    src = SourceConfig(name=name, kind=kind, paths=files)
+    src = CorpusSource(name=name, kind=kind, paths=files)
     return [r for f in files for r in read_input(src, f) if r["error_reason"] is None]
 
 

@@ -11,7 +11,7 @@ import numpy as np
 from trimodal.config import from_dict
 from trimodal.jobs.demo_corpus import corpus_text_files, write_demo_corpus
 from trimodal.pipeline.readers import list_inputs, read_input
-from trimodal.pipeline.sources import SourceConfig
+from trimodal.pipeline.sources import CorpusSource
 
 
 def _digests(corpus):
@@ -25,7 +25,7 @@ def _digests(corpus):
 def _records(corpus):
     out = {}
     for spec in corpus["sources"]:
-        src = from_dict(SourceConfig, spec)
+        src = from_dict(CorpusSource, spec)
         out[spec["kind"]] = [r for u in list_inputs(src) for r in read_input(src, u)]
     return out
 

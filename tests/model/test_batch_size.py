@@ -66,10 +66,13 @@ def test_warmup_then_cosine_to_the_floor():
     assert lr_factor(100, 100, 10, 0.1) == pytest.approx(0.1)
 
 
+MIX = {"sources": [{"name": "t", "dataset": "d", "share": 1.0}], "seq_len": 32}  # a valid mix, never opened
+
+
 def test_logical_batch_must_be_a_multiple_of_the_physical_batch():
     with pytest.raises(ConfigError, match="logical_batch"):
-        from_dict(TrainConfig, {"mix": {}, "output": "x", "physical_batch": 3, "logical_batch": 8, "num_workers": 2})
-    cfg = from_dict(TrainConfig, {"mix": {}, "output": "x", "physical_batch": 2, "logical_batch": 8, "num_workers": 2})
+        from_dict(TrainConfig, {"mix": MIX, "output": "x", "physical_batch": 3, "logical_batch": 8, "num_workers": 2})
+    cfg = from_dict(TrainConfig, {"mix": MIX, "output": "x", "physical_batch": 2, "logical_batch": 8, "num_workers": 2})
     assert cfg.accum_steps == 2
     with pytest.raises(ConfigError, match="stepz"):  # unknown keys are named, with a suggestion
-        from_dict(TrainConfig, {"mix": {}, "output": "x", "stepz": 3})
+        from_dict(TrainConfig, {"mix": MIX, "output": "x", "stepz": 3})

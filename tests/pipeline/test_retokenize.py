@@ -83,11 +83,11 @@ def test_only_the_audio_column_and_fingerprint_change(tiny_dataset, retokenized,
 def test_new_codes_are_the_new_codecs(retokenized, audio_codec_path_alt, tiny_corpus):
     from trimodal.config import from_dict
     from trimodal.pipeline.readers import read_origin
-    from trimodal.pipeline.sources import SourceConfig
+    from trimodal.pipeline.sources import CorpusSource
     from trimodal.tokenizers.base import load_tokenizer, to_storage
 
     m = Dataset.open(retokenized["uri"]).manifest
-    sources = {s["name"]: from_dict(SourceConfig, s) for s in m.job["sources"]}
+    sources = {s["name"]: from_dict(CorpusSource, s) for s in m.job["sources"]}
     rows = [r for r in read_rows(retokenized["uri"]).values() if r["audio"] is not None][:3]
     tok = load_tokenizer("dac", audio_codec_path_alt, max_seconds=m.job["limits"]["max_audio_seconds"])
     assert m.fingerprints["audio"] == tok.fingerprint()

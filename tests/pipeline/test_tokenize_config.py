@@ -6,7 +6,8 @@ import pytest
 
 from trimodal.config import from_dict, from_yaml
 from trimodal.errors import ConfigError
-from trimodal.pipeline.job_config import JobConfig, Limits, TokenizerSpec, check_inputs
+from trimodal.pipeline.job_config import JobConfig, Limits, check_inputs
+from trimodal.tokenizers.spec import TokenizerSpec
 
 
 def _cfg(tmp_path, **over) -> dict:
@@ -138,3 +139,20 @@ def _flac(wave, rate) -> bytes:
     buf = io.BytesIO()
     sf.write(buf, wave, rate, format="FLAC")
     return buf.getvalue()
+
+
+def test_sources_are_corpus_sources_and_tokenizer_paths_must_exist(tmp_path):
+    from trimodal.pipeline.retokenize import RetokenizeConfig
+    from trimodal.pipeline.sources import CorpusSource
+
+    cfg = from_dict(JobConfig, _cfg(tmp_path))
+    assert type(cfg.sources[0]) is CorpusSource and type(cfg.tokenizers["text"]) is TokenizerSpec
+    c = _cfg(tmp_path)
+    c["tokenizers"]["text"]["path"] = str(tmp_path / "none.model")
+    with pytest.raises(ConfigError, match=r"^job\.yaml: tokenizers\.text: path: tokenizer not found: .*none\.model$"):
+        from_dict(JobConfig, c, where="job.yaml")
+    retok = {"dataset": "a", "modality": "text", "out": "b", "tokenizer": {"kind": "sentencepiece", "path": "/no/m"}}
+    with pytest.raises(ConfigError, match=r"tokenizer: path: tokenizer not found: /no/m"):
+        from_dict(RetokenizeConfig, retok)
+    with pytest.raises(ConfigError, match=r"RetokenizeConfig\.tokenizer: levels: must be >= 1, got 0"):
+        from_dict(RetokenizeConfig, {**retok, "tokenizer": {"kind": "dac", "path": "/no/m", "levels": 0}})

@@ -20,7 +20,7 @@ from trimodal.dataset.quarantine import read_quarantine
 from trimodal.pipeline.job import run_tokenize
 from trimodal.pipeline.job_config import JobConfig
 from trimodal.pipeline.readers import list_inputs, read_input, read_origin
-from trimodal.pipeline.sources import SourceConfig
+from trimodal.pipeline.sources import CorpusSource
 
 pytestmark = pytest.mark.slow  # starts Ray (the tokenize job)
 
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow  # starts Ray (the tokenize job)
 def _reader_ids(corpus) -> set[str]:
     ids = set()
     for spec in corpus["sources"]:
-        src = from_dict(SourceConfig, spec)
+        src = from_dict(CorpusSource, spec)
         for uri in list_inputs(src):
             ids.update(r["id"] for r in read_input(src, uri))
     return ids

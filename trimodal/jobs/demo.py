@@ -120,7 +120,7 @@ def train_stage(workdir: str, mix: dict, tokenizers: dict, steps: int, seed: int
     _stage(f"train a tiny masked diffusion model ({steps} steps, Ray Train, 2 CPU workers)", quiet)
     run = os.path.join(workdir, "run")
     config = {
-        "mix": {k: v for k, v in mix.items() if k != "preview"},
+        "mix": os.path.join(workdir, "mix.yaml"),  # the mix mix_stage wrote and previewed at this batch
         "output": run,
         "steps": steps,
         "physical_batch": 8,

@@ -349,7 +349,7 @@ def write_demo_corpus(
 
 
 def demo_sources(paths: dict) -> list[dict]:
-    """Tokenize-config source mappings (`SourceConfig` fields) for a corpus written by
+    """Tokenize-config source mappings (`CorpusSource` fields) for a corpus written by
     `write_demo_corpus`: pass what it returned, or its ``"paths"``."""
     paths = paths.get("paths", paths)
     names = {"text": "demo_text", "image_text": "demo_images", "audio_text": "demo_audio"}
@@ -373,13 +373,13 @@ def corpus_text_files(corpus: dict, out_dir: str) -> list[str]:
     """
     from trimodal.config import from_dict
     from trimodal.pipeline.readers import list_inputs, read_input
-    from trimodal.pipeline.sources import SourceConfig
+    from trimodal.pipeline.sources import CorpusSource
 
     os.makedirs(out_dir, exist_ok=True)
     out = os.path.join(out_dir, "demo_text.txt")
     with open(out, "w", encoding="utf-8") as fh:
         for spec in demo_sources(corpus):
-            src = from_dict(SourceConfig, spec)
+            src = from_dict(CorpusSource, spec)
             for uri in list_inputs(src):
                 for rec in read_input(src, uri):
                     if rec["error_reason"] is None:

@@ -33,8 +33,8 @@ def _tokenizer(modality: str, cfg, vocab, overrides: dict):
         kind, _, path = overrides[modality].partition(":")
         options = {}
     elif modality in cfg.tokenizers:
-        ref = cfg.tokenizers[modality]
-        kind, path, options = ref.kind, ref.path, dict(ref.options)
+        spec = cfg.tokenizers[modality]
+        kind, path, options = spec.kind, spec.path, spec.load_options(modality)
     else:
         raise ConfigError(
             f"tokenizers.{modality}: the checkpoint's config names no {modality} tokenizer; "

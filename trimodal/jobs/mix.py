@@ -29,7 +29,7 @@ def mix():
     "--global-batch",
     type=click.IntRange(min=1),
     default=None,
-    help="Sequences per global batch (default: the mix's, else 64).",
+    help="Sequences per global batch: the training run's logical_batch (default: the mix's, else 64).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON (history included).")
 @click.option(

@@ -18,19 +18,21 @@ import uuid
 import click
 
 from trimodal.cluster import ensure_ray
-from trimodal.config import from_dict, from_yaml, load_yaml, to_dict
+from trimodal.config import from_dict, from_yaml, to_dict
 from trimodal.dataset.storage import is_s3, resolve
 from trimodal.errors import ConfigError
+from trimodal.mixer.config import MixConfig
 from trimodal.model.checkpoint import latest_checkpoint
-from trimodal.model.config import TrainConfig
+from trimodal.model.config import SyntheticStreamConfig, TrainConfig
 
 
 def load_train_config(config) -> TrainConfig:
-    """A TrainConfig from a TrainConfig, a mapping or a YAML path, with local paths made
-    absolute (Ray workers run in their own working directories) and the log dir fixed."""
+    """A TrainConfig from a TrainConfig, a mapping or a YAML path, validated whole (the mix
+    included: a `mix:` path is read here) before any Ray work, with local paths made absolute
+    (Ray workers run in their own working directories) and the log dir fixed."""
     if isinstance(config, TrainConfig):
-        cfg = config
-        cfg.validate()
+        # rebuilt, so that a mix given as a mapping or a path is typed and checked too
+        cfg = from_dict(TrainConfig, to_dict(config), where="train")
     elif isinstance(config, dict):
         cfg = from_dict(TrainConfig, config, where="train")
     else:
@@ -50,22 +52,19 @@ def load_train_config(config) -> TrainConfig:
     return dataclasses.replace(cfg, log_dir=log_dir_for(cfg))
 
 
-def _absolute_mix(mix):
-    """The mix as a mapping with local dataset and vocab paths made absolute."""
-    if isinstance(mix, str):
-        mix = load_yaml(mix)
-    mix = dict(mix)
+def _absolute_mix(mix: MixConfig | SyntheticStreamConfig) -> MixConfig | SyntheticStreamConfig:
+    """The mix with local dataset and vocab paths made absolute (a synthetic stream has none)."""
+    if not isinstance(mix, MixConfig):
+        return mix
 
     def fix(uri):
         return uri if uri is None or is_s3(uri) else os.path.abspath(uri)
 
-    if isinstance(mix.get("sources"), list):
-        mix["sources"] = [
-            dict(s, dataset=fix(s["dataset"])) if isinstance(s, dict) and "dataset" in s else s for s in mix["sources"]
-        ]
-    if mix.get("vocab"):
-        mix["vocab"] = fix(mix["vocab"])
-    return mix
+    return dataclasses.replace(
+        mix,
+        sources=[dataclasses.replace(s, dataset=fix(s.dataset)) for s in mix.sources],
+        vocab=fix(mix.vocab),
+    )
 
 
 def run_train(config, address: str | None = None, resume: bool = False, in_process: bool = False) -> dict:

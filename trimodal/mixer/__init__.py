@@ -12,14 +12,14 @@ May import: `trimodal.tokenizers` (the vocabulary), `trimodal.dataset`, `trimoda
 anything above (enforced by `lint-imports`, see docs/design.md, "Layout and layers").
 """
 
-from trimodal.mixer.config import MixConfig, ScheduleEntry, SourceConfig, load_mix
+from trimodal.mixer.config import MixConfig, MixSource, ScheduleEntry, load_mix
 from trimodal.mixer.mixer import Mixer
 from trimodal.mixer.preview import preview_mix
 from trimodal.mixer.ray_worker import rank_stream
 
 __all__ = [
     "MixConfig",
-    "SourceConfig",
+    "MixSource",
     "ScheduleEntry",
     "load_mix",
     "Mixer",

@@ -24,7 +24,7 @@ from trimodal.errors import ConfigError
 
 
 @dataclass
-class SourceConfig:
+class MixSource:
     name: str
     dataset: str  # dataset URI (local directory or s3://bucket/prefix)
     share: float
@@ -55,9 +55,11 @@ class ScheduleEntry:
 
 @dataclass
 class MixConfig:
-    sources: list[SourceConfig]
+    sources: list[MixSource]
     seq_len: int
-    global_batch: int | None = None  # sequences per global batch (all ranks); the trainer sets it
+    # Sequences per global batch (all ranks), for the mixer on its own (`Mixer`, benches). A train
+    # config's mix leaves it out (refused there): the trainer sets it to its logical batch.
+    global_batch: int | None = None
     seed: int = 0
     share_unit: str = "tokens"  # "tokens" (real tokens) or "positions" (rows × seq_len)
     schedule: list[ScheduleEntry] | None = None
@@ -118,7 +120,7 @@ class MixConfig:
             shares.update(e.shares)
         return shares
 
-    def source(self, name: str) -> SourceConfig:
+    def source(self, name: str) -> MixSource:
         for s in self.sources:
             if s.name == name:
                 return s

@@ -28,7 +28,7 @@ import numpy as np
 
 from trimodal.dataset.shards import BATCH_ROWS as BLOCK_ROWS
 from trimodal.errors import IntegrityError
-from trimodal.mixer.config import SourceConfig
+from trimodal.mixer.config import MixSource
 from trimodal.mixer.render import BOTH, TEXT, doc_kinds, doc_lengths
 from trimodal.mixer.shard_reader import ShardReader
 from trimodal.mixer.shuffle import BlockOrder, GlobalOrder, derive_key, uniform
@@ -39,7 +39,7 @@ MAX_WINDOW = 1024  # documents whose order, location and length are computed at 
 class SourceStream:
     def __init__(
         self,
-        cfg: SourceConfig,
+        cfg: MixSource,
         reader: ShardReader,
         seq_len: int,
         seed: int,

@@ -3,17 +3,24 @@
 Model sizes come from named presets (tiny for tests up to ~3B) that any explicit field
 overrides, so a YAML can say ``preset: 1b`` and still change ``n_layers``. Everything is a plain
 dataclass filled by `trimodal.config.from_dict`; `validate()` raises ConfigError naming the key.
-The mixer's own config stays an opaque mapping here (`TrainConfig.mix`) and is checked by the
-mixer itself, so this module does not depend on the mixer's field list.
+
+`TrainConfig.mix` is typed: the mixer's `MixConfig` (inline, or the path of a mix YAML read when
+the train config is loaded) or a `SyntheticStreamConfig` (``kind: synthetic``), so a typo in it
+fails in the driver with its key named, before Ray starts, not inside the training workers.
+The global batch has one owner: the trainer sets the mix's to `logical_batch`, so a training
+mix must leave `global_batch` out.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
+from trimodal.config import from_dict, load_yaml, to_dict
 from trimodal.dataset.schema import MODALITIES
 from trimodal.errors import ConfigError
+from trimodal.mixer.config import MixConfig
+from trimodal.tokenizers.spec import TokenizerSpec
 
 # name -> (dim, n_layers, n_heads). Non-embedding params ≈ 12·dim²·layers (SwiGLU at 8/3·dim).
 PRESETS: dict[str, tuple[int, int, int]] = {
@@ -142,15 +149,68 @@ class OptimConfig:
 
 
 @dataclass
-class TokenizerRef:
-    kind: str
-    path: str
-    options: dict = field(default_factory=dict)
+class SyntheticStreamConfig:
+    """``mix: {kind: synthetic, ...}``: a fixed pool of random packed rows (model/data.py), for
+    isolating model throughput and for overfit checks."""
+
+    fingerprints: dict[str, dict]  # modality -> tokenizer fingerprint: the vocabulary
+    seq_len: int = 64
+    pool: int = 16  # distinct rows, served in order and repeated
+    seed: int = 0
+    doc_len: int | None = None  # tokens per document; default max(8, seq_len // 2)
+    kind: Literal["synthetic"] = "synthetic"
+
+    def validate(self) -> None:
+        for m in self.fingerprints:
+            if m not in MODALITIES:
+                raise ConfigError(f"fingerprints.{m}: not a modality {MODALITIES}")
+        for k in ("seq_len", "pool"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"{k}: must be >= 1")
+        if self.doc_len is not None and self.doc_len < 1:
+            raise ConfigError("doc_len: must be >= 1")
+
+
+STREAM_KINDS = ("mixer", "synthetic")
+
+
+def stream_config(value: Any, key: str = "mix") -> MixConfig | SyntheticStreamConfig:
+    """A training stream's config from a mapping, the path of a YAML holding one, or a config
+    (checked again). ``kind`` chooses the stream: "mixer" (default) or "synthetic". A mixer mix
+    must leave `global_batch` out: the trainer sets it from `logical_batch`. Errors name `key`
+    (and the file, for a path)."""
+    if isinstance(value, (MixConfig, SyntheticStreamConfig)):
+        value = to_dict(value)
+    if isinstance(value, str):
+        try:
+            data = load_yaml(value)
+        except ConfigError as e:
+            raise ConfigError(f"{key}: {e}") from e
+        try:
+            return stream_config(data, key)
+        except ConfigError as e:
+            raise ConfigError(f"{value}: {e}") from e
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: expected a mix mapping or the path of a mix YAML, got {value!r}")
+    kind = value.get("kind", "mixer")
+    if kind not in STREAM_KINDS:
+        raise ConfigError(f"{key}.kind: {kind!r} is not one of {list(STREAM_KINDS)}")
+    # where=key: this config sits at `key` in the train config; its errors say so
+    if kind == "synthetic":
+        return from_dict(SyntheticStreamConfig, value, where=key)
+    mix = from_dict(MixConfig, {k: v for k, v in value.items() if k != "kind"}, where=key)
+    if mix.global_batch is not None:
+        raise ConfigError(
+            f"{key}.global_batch: {mix.global_batch}: leave it out of a training mix; the trainer "
+            "sets the global batch to the train config's logical_batch"
+        )
+    return mix
 
 
 @dataclass
 class TrainConfig:
-    mix: dict | str  # the mixer's MixConfig as a mapping or a YAML path (checked by the mixer)
+    # the mixer's MixConfig (a mapping or a mix YAML's path) or a synthetic stream: stream_config()
+    mix: MixConfig | SyntheticStreamConfig = field(metadata={"convert": stream_config})
     output: str  # run directory, local or s3://: checkpoints/, metrics.jsonl, tb/
     steps: int = 100
     physical_batch: int = 8  # sequences per worker per micro-step (what fits in memory)
@@ -176,7 +236,7 @@ class TrainConfig:
     # horizon stay those of `steps`: time-limited allocations train in slices, each `--resume`.
     stop_at_step: int | None = None
     log_dir: str | None = None  # metrics.jsonl + tb/; default: output if local, else ./trimodal_logs/<run>
-    tokenizers: dict[str, TokenizerRef] = field(default_factory=dict)  # for generate
+    tokenizers: dict[str, TokenizerSpec] = field(default_factory=dict)  # for generate
     # Fault injection for recovery tests and drills: after finishing this optimizer step, the
     # worker of rank `kill_rank` SIGKILLs its own process, once per run directory.
     kill_at_step: int | None = None

@@ -5,7 +5,8 @@ Both give the same interface: iterate → dict of np arrays [global_batch / worl
 (tokens, modality, segment_ids, positions), rank r holding rows [r·n, (r+1)·n) of the global
 batch; `.vocab`; `.seq_len`; `state_dict()` / `load_state_dict()` holding a global position,
 valid for any world size. Registry: `STREAMS[kind]`, chosen by ``mix.kind`` in the train config
-(default "mixer"; the key is removed before the mixer sees it).
+(default "mixer"; the key is removed before the mixer sees it); the config is typed and checked
+by `trimodal.model.config.stream_config` when the train config is loaded.
 
 The trainer opens the stream with the LOGICAL batch as the global batch and cuts each rank's
 share into micro-batches itself, so the data a step sees depends on neither the number of
@@ -21,26 +22,25 @@ batch CONSUMED, not fetched, so resuming never skips the batches that sat in its
 from __future__ import annotations
 
 import copy
+import dataclasses
 import queue
 import threading
 from collections.abc import Callable
 
 import numpy as np
 
+from trimodal.config import from_dict
 from trimodal.errors import ConfigError
+from trimodal.mixer.config import MixConfig
+from trimodal.model.config import SyntheticStreamConfig, stream_config
 from trimodal.tokenizers.vocab import MODALITY_IDS, Vocabulary
 
 
-def _mixer_stream(mix: dict, rank: int, world_size: int, global_batch: int):
+def _mixer_stream(mix: MixConfig, rank: int, world_size: int, global_batch: int):
     from trimodal.mixer import rank_stream
 
-    mix = dict(mix)
-    if mix.get("global_batch") not in (None, global_batch):
-        raise ConfigError(
-            f"mix.global_batch: {mix['global_batch']} differs from the train config's logical_batch "
-            f"{global_batch}; leave it out, the trainer sets it"
-        )
-    mix["global_batch"] = global_batch  # the logical batch: one optimizer step of all ranks
+    # the logical batch: one optimizer step of all ranks (stream_config refused a mix's own)
+    mix = dataclasses.replace(mix, global_batch=global_batch)
     return rank_stream(mix, rank=rank, world_size=world_size)
 
 
@@ -52,19 +52,17 @@ class SyntheticStream:
     p mod pool, so the stream is elastic and resumable like the mixer's.
     """
 
-    def __init__(self, spec: dict, rank: int, world_size: int, global_batch: int):
-        known = {"seq_len", "fingerprints", "pool", "seed", "doc_len"}
-        bad = set(spec) - known
-        if bad:
-            raise ConfigError(f"mix.{sorted(bad)[0]}: unknown key for a synthetic stream; valid: {sorted(known)}")
-        self.vocab = Vocabulary.from_fingerprints(spec["fingerprints"])
-        self.seq_len = int(spec.get("seq_len", 64))
+    def __init__(self, spec: SyntheticStreamConfig | dict, rank: int, world_size: int, global_batch: int):
+        if not isinstance(spec, SyntheticStreamConfig):
+            spec = from_dict(SyntheticStreamConfig, spec, where="mix")
+        self.vocab = Vocabulary.from_fingerprints(spec.fingerprints)
+        self.seq_len = spec.seq_len
         self.rank, self.world_size, self.global_batch = rank, world_size, global_batch
         if global_batch % world_size:
             raise ConfigError("mix: global batch not divisible by the number of workers")
-        rng = np.random.default_rng(int(spec.get("seed", 0)))
-        doc_len = int(spec.get("doc_len", max(8, self.seq_len // 2)))
-        rows = [self._row(rng, doc_len) for _ in range(int(spec.get("pool", 16)))]
+        rng = np.random.default_rng(spec.seed)
+        doc_len = spec.doc_len or max(8, self.seq_len // 2)
+        rows = [self._row(rng, doc_len) for _ in range(spec.pool)]
         self.pool = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
         self.position = 0
 
@@ -143,16 +141,11 @@ STREAMS: dict[str, Callable] = {
 }
 
 
-def open_stream(mix: dict | str, rank: int, world_size: int, global_batch: int):
-    """The rank's stream for a mix mapping (or the path of a mix YAML)."""
-    if isinstance(mix, str):
-        from trimodal.config import load_yaml
-
-        mix = load_yaml(mix)
-    mix = dict(mix)
-    kind = mix.pop("kind", "mixer")
-    if kind not in STREAMS:
-        raise ConfigError(f"mix.kind: {kind!r} is not one of {sorted(STREAMS)}")
+def open_stream(mix: MixConfig | SyntheticStreamConfig | dict | str, rank: int, world_size: int, global_batch: int):
+    """The rank's stream for a train config's mix (typed, a mapping or the path of a mix YAML)."""
+    if not isinstance(mix, (MixConfig, SyntheticStreamConfig)):
+        mix = stream_config(mix, "mix")
+    kind = "synthetic" if isinstance(mix, SyntheticStreamConfig) else "mixer"
     return STREAMS[kind](mix, rank, world_size, global_batch)
 
 

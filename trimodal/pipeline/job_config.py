@@ -3,7 +3,7 @@
 One YAML file describes a job:
 
 ```yaml
-sources:                        # the readers' SourceConfig, one per corpus
+sources:                        # the readers' CorpusSource, one per corpus
   - {name: web, kind: text, paths: ["s3://corpus/web/*.jsonl.zst"]}
   - {name: laion, kind: image_text, paths: ["s3://corpus/laion/"]}
 tokenizers:                     # modality -> kind + local path (+ batch_size, levels, device, threads, options)
@@ -28,78 +28,17 @@ cluster, codec actors get one GPU each by default (`num_gpus_per_actor: null` = 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from trimodal.dataset.schema import KIND_MODALITIES, MODALITIES
 from trimodal.errors import ConfigError, InputError
-from trimodal.pipeline.sources import SourceConfig
+from trimodal.pipeline.sources import CorpusSource
+from trimodal.tokenizers.spec import TokenizerSpec
 
 # Rows per encode call when the config does not say: what keeps a CPU or a GPU busy without
 # making blocks huge (text is cheap per row, codecs are not).
 DEFAULT_BATCH = {"text": 512, "image": 16, "audio": 8}
-
-
-@dataclass
-class TokenizerSpec:
-    kind: str  # registry kind: sentencepiece | vqmodel | dac
-    path: str  # local path of the model / weights (no download)
-    batch_size: int | None = None  # rows per encode call (default: DEFAULT_BATCH)
-    levels: int | None = None  # audio: residual codebook levels kept (DAC n_levels)
-    device: str | None = None  # cpu | cuda | auto (None): cuda when the actor holds a GPU
-    # Threads per actor: SentencePiece's num_threads, or torch intra-op threads for codecs.
-    # None leaves Ray's default (1 thread for an actor holding less than one CPU).
-    threads: int | None = None
-    options: dict[str, Any] = field(default_factory=dict)  # further load_tokenizer(**options)
-
-    def validate(self):
-        if not self.kind:
-            raise ConfigError("kind: must not be empty")
-        if not self.path:
-            raise ConfigError("path: must not be empty")
-        if not os.path.exists(os.path.expanduser(self.path)):
-            raise ConfigError(f"path: tokenizer not found: {self.path}")
-        for k in ("batch_size", "levels", "threads"):
-            v = getattr(self, k)
-            if v is not None and v < 1:
-                raise ConfigError(f"{k}: must be >= 1, got {v}")
-        if self.device not in (None, "auto", "cpu", "cuda") and not str(self.device).startswith("cuda:"):
-            raise ConfigError(f"device: {self.device!r} is not one of auto, cpu, cuda")
-
-    def load_options(self, modality: str, limits: Limits) -> dict:
-        """The keyword options for `load_tokenizer`: explicit `options`, then the typed fields,
-        then the job's limits where the tokenizer enforces them itself."""
-        opts = dict(self.options or {})
-        if self.levels is not None:
-            opts.setdefault("n_levels", self.levels)
-        if self.batch_size is not None:
-            opts.setdefault("batch_size", self.batch_size)
-        if self.device not in (None, "auto") and modality != "text":
-            opts.setdefault("device", self.device)
-        if modality == "text":
-            if self.threads is not None:
-                opts.setdefault("num_threads", self.threads)
-            if limits.max_text_tokens:
-                opts.setdefault("max_tokens", int(limits.max_text_tokens))
-        if modality == "image":
-            if limits.image_resolution:
-                opts.setdefault("image_size", int(limits.image_resolution))
-            if limits.max_image_pixels:
-                opts.setdefault("max_pixels", int(limits.max_image_pixels))
-        if modality == "audio":
-            # The job never cuts audio: longer clips are quarantined before the codec, and with
-            # no limit (null) every clip is encoded whole. So the codec's own cut (DAC's
-            # max_seconds, 30 s unless told otherwise) is always the limit, null included.
-            limit = None if limits.max_audio_seconds is None else float(limits.max_audio_seconds)
-            given = opts.get("max_seconds", limit)
-            if given != limit:
-                raise ConfigError(
-                    f"options.max_seconds: {given} differs from limits.max_audio_seconds ({limit}); the job "
-                    "quarantines audio over the limit and never cuts it, so set only limits.max_audio_seconds"
-                )
-            opts["max_seconds"] = limit
-        return opts
 
 
 @dataclass
@@ -207,7 +146,7 @@ class ProgressConfig:
 
 @dataclass
 class JobConfig:
-    sources: list[SourceConfig]
+    sources: list[CorpusSource]
     tokenizers: dict[str, TokenizerSpec]
     output: OutputConfig
     limits: Limits = field(default_factory=Limits)
@@ -222,9 +161,13 @@ class JobConfig:
         for i, n in enumerate(names):
             if names.index(n) != i:
                 raise ConfigError(f"sources[{i}].name: duplicate source name {n!r}")
-        for m in self.tokenizers:
+        for m, spec in self.tokenizers.items():
             if m not in MODALITIES:
                 raise ConfigError(f"tokenizers.{m}: unknown modality; valid: {', '.join(MODALITIES)}")
+            try:
+                spec.check_path()  # the job loads it here and on its actors
+            except ConfigError as e:
+                raise ConfigError(f"tokenizers.{m}: {e}") from e
         for i, s in enumerate(self.sources):
             if s.kind not in KIND_MODALITIES:
                 raise ConfigError(f"sources[{i}].kind: {s.kind!r} is not one of {list(KIND_MODALITIES)}")

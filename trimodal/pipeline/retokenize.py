@@ -31,12 +31,13 @@ from trimodal.dataset.manifest import Manifest
 from trimodal.dataset.schema import KIND_MODALITIES, MODALITIES
 from trimodal.dataset.storage import resolve
 from trimodal.errors import ConfigError
-from trimodal.pipeline.job_config import DEFAULT_BATCH, Limits, ProgressConfig, RayConfig, TokenizerSpec
+from trimodal.pipeline.job_config import DEFAULT_BATCH, Limits, ProgressConfig, RayConfig
 from trimodal.pipeline.resume import MarkerStore, canonical_hash
 from trimodal.pipeline.runner import FORMAT, Plan, faults_from_env, load_stage, run
-from trimodal.pipeline.sources import SourceConfig
+from trimodal.pipeline.sources import CorpusSource
 from trimodal.pipeline.worker import TaskSpec
 from trimodal.tokenizers.base import code_identity
+from trimodal.tokenizers.spec import TokenizerSpec
 
 
 @dataclass
@@ -56,18 +57,22 @@ class RetokenizeConfig:
             raise ConfigError(f"modality: {self.modality!r} is not one of {list(MODALITIES)}")
         if self.mode not in ("resume", "restart"):
             raise ConfigError(f"mode: {self.mode!r} is not one of ['resume', 'restart']")
+        try:
+            self.tokenizer.check_path()
+        except ConfigError as e:
+            raise ConfigError(f"tokenizer: {e}") from e
         if resolve(self.out).uri == resolve(self.dataset).uri:
             raise ConfigError("out: must differ from the dataset being retokenized (it is read while writing)")
 
 
-def _parent_sources(parent: Manifest, uri: str) -> dict[str, SourceConfig]:
+def _parent_sources(parent: Manifest, uri: str) -> dict[str, CorpusSource]:
     specs = (parent.job or {}).get("sources")
     if not specs:
         raise ConfigError(
             f"{uri}: its manifest records no sources (not written by `trimodal tokenize`), so "
             "the raw samples cannot be found again"
         )
-    return {s["name"]: from_dict(SourceConfig, s, where=f"{uri} manifest job.sources") for s in specs}
+    return {s["name"]: from_dict(CorpusSource, s, where=f"{uri} manifest job.sources") for s in specs}
 
 
 def run_retokenize(config: RetokenizeConfig | dict, *, address: str | None = None, quiet: bool = False) -> dict:

@@ -1,4 +1,4 @@
-"""What a raw corpus is: the `SourceConfig` a tokenize job lists, one per corpus.
+"""What a raw corpus is: the `CorpusSource` a tokenize job lists, one per corpus.
 
 A source names its corpus (sample ids are ``f"{name}/{key}"``), says which kind of samples it
 holds (text documents, image-caption pairs, audio-transcript pairs), where the files are (local
@@ -52,7 +52,7 @@ DEFAULT_JSON_CAPTION_FIELDS = ["caption", "text", "transcript"]
 
 
 @dataclass
-class SourceConfig:
+class CorpusSource:
     """One raw corpus. Field-by-field meaning is in the comments; `validate` names bad keys."""
 
     name: str  # corpus name; sample ids are f"{name}/{key}"
@@ -127,7 +127,7 @@ def split_compression(path: str) -> tuple[str, str | None]:
     return (root, comp) if comp else (path, None)
 
 
-def detect_format(source: SourceConfig, uri: str) -> str | None:
+def detect_format(source: CorpusSource, uri: str) -> str | None:
     """The format a file is read as: the configured one, else by extension (None: unknown)."""
     if source.format != "auto":
         return source.format

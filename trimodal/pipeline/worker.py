@@ -72,10 +72,10 @@ def _text_tokenizer(kind: str, path: str, options_json: str):
 
 
 def _source(spec: TaskSpec, name: str):
-    from trimodal.pipeline.sources import SourceConfig
+    from trimodal.pipeline.sources import CorpusSource
 
     s = spec.sources[name]
-    return SourceConfig(**s) if isinstance(s, dict) else s
+    return CorpusSource(**s) if isinstance(s, dict) else s
 
 
 class _Chunk:

@@ -8,13 +8,13 @@ import pytest
 from trimodal.config import from_dict
 from trimodal.errors import InputError
 from trimodal.pipeline.readers import list_inputs, read_input, read_origin, read_origins
-from trimodal.pipeline.sources import SourceConfig
+from trimodal.pipeline.sources import CorpusSource
 
 from ._data import IMAGE_EXPECTED, compress, flac, image_members, parquet_bytes, png, tar_bytes
 
 
-def source(kind, paths, **kw) -> SourceConfig:
-    return from_dict(SourceConfig, {"name": "pairs", "kind": kind, "paths": [str(p) for p in paths], **kw})
+def source(kind, paths, **kw) -> CorpusSource:
+    return from_dict(CorpusSource, {"name": "pairs", "kind": kind, "paths": [str(p) for p in paths], **kw})
 
 
 def _wkey(rec):

@@ -9,7 +9,7 @@ from trimodal.config import from_dict
 from trimodal.dataset.storage import boto3_client
 from trimodal.errors import InputError
 from trimodal.pipeline.readers import list_inputs, read_input, read_origin, read_origins
-from trimodal.pipeline.sources import SourceConfig
+from trimodal.pipeline.sources import CorpusSource
 
 from ._data import IMAGE_EXPECTED, compress, flac, image_members, jsonl_bytes, parquet_bytes, tar_bytes
 
@@ -38,7 +38,7 @@ def corpus(s3_bucket, tmp_path):
 
 
 def _src(kind, root, sub):
-    return from_dict(SourceConfig, {"name": kind, "kind": kind, "paths": [f"{root}/{sub}"]})
+    return from_dict(CorpusSource, {"name": kind, "kind": kind, "paths": [f"{root}/{sub}"]})
 
 
 def _read_all(src):
@@ -67,7 +67,7 @@ def test_s3_reads_like_local_disk(corpus, kind, sub, n_inputs):
 
 def test_s3_image_tar_records_and_glob(corpus):
     s3_root, _ = corpus
-    src = from_dict(SourceConfig, {"name": "img", "kind": "image_text", "paths": [f"{s3_root}/images/*.tar"]})
+    src = from_dict(CorpusSource, {"name": "img", "kind": "image_text", "paths": [f"{s3_root}/images/*.tar"]})
     (uri,) = list_inputs(src)
     recs = list(read_input(src, uri))
     assert {r["origin"].split("#", 1)[1]: r["error_reason"] for r in recs} == {

@@ -1,14 +1,14 @@
-"""SourceConfig validation (errors name the key) and format detection."""
+"""CorpusSource validation (errors name the key) and format detection."""
 
 import pytest
 
 from trimodal.config import from_dict
 from trimodal.errors import ConfigError
-from trimodal.pipeline.sources import SourceConfig, detect_format, split_compression
+from trimodal.pipeline.sources import CorpusSource, detect_format, split_compression
 
 
 def _src(**kw):
-    return from_dict(SourceConfig, {"name": "c", "kind": "text", "paths": ["x.jsonl"], **kw})
+    return from_dict(CorpusSource, {"name": "c", "kind": "text", "paths": ["x.jsonl"], **kw})
 
 
 def test_defaults_and_round_trip():

@@ -9,7 +9,7 @@ import pytest
 from trimodal.config import from_dict
 from trimodal.errors import InputError
 from trimodal.pipeline.readers import list_inputs, read_input, read_origin, read_origins
-from trimodal.pipeline.sources import SourceConfig
+from trimodal.pipeline.sources import CorpusSource
 
 from ._data import compress, jsonl_bytes, parquet_bytes
 
@@ -41,8 +41,8 @@ JSONL_EXPECTED = {
 }
 
 
-def source(paths, **kw) -> SourceConfig:
-    return from_dict(SourceConfig, {"name": "web", "kind": "text", "paths": [str(p) for p in paths], **kw})
+def source(paths, **kw) -> CorpusSource:
+    return from_dict(CorpusSource, {"name": "web", "kind": "text", "paths": [str(p) for p in paths], **kw})
 
 
 def _summary(recs):

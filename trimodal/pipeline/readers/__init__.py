@@ -47,11 +47,11 @@ from trimodal.pipeline.readers.common import (
     normalize_uri,
     verify_compressed,
 )
-from trimodal.pipeline.sources import FORMATS_BY_KIND, SourceConfig, detect_format, split_compression
+from trimodal.pipeline.sources import FORMATS_BY_KIND, CorpusSource, detect_format, split_compression
 
 log = logging.getLogger(__name__)
 
-Reader = Callable[[SourceConfig, str, str, "set[str] | None"], Iterator[dict]]
+Reader = Callable[[CorpusSource, str, str, "set[str] | None"], Iterator[dict]]
 
 # format -> reader(source, uri, file_key, wanted_fragments_or_None)
 READERS: dict[str, Reader] = {
@@ -62,7 +62,7 @@ READERS: dict[str, Reader] = {
 }
 
 
-def list_inputs(source: SourceConfig) -> list[str]:
+def list_inputs(source: CorpusSource) -> list[str]:
     """Every input file of `source`, sorted and de-duplicated. InputError if a path matches
     nothing, or if nothing readable is left."""
     allowed = FORMATS_BY_KIND[source.kind]
@@ -111,7 +111,7 @@ def list_inputs(source: SourceConfig) -> list[str]:
     return uris
 
 
-def _reader_for(source: SourceConfig, uri: str) -> Reader:
+def _reader_for(source: CorpusSource, uri: str) -> Reader:
     fmt = detect_format(source, uri)
     if fmt is None or fmt not in FORMATS_BY_KIND[source.kind]:
         raise InputError(
@@ -141,7 +141,7 @@ def _guarded(records: Iterator[dict], uri: str) -> Iterator[dict]:
         raise err from e
 
 
-def _checked(source: SourceConfig, uri: str, reader: Reader, wanted: set[str] | None) -> Iterator[dict]:
+def _checked(source: CorpusSource, uri: str, reader: Reader, wanted: set[str] | None) -> Iterator[dict]:
     """`reader`'s records, once the input is known to exist, to be non-empty and, if
     compressed, to be intact from end to end (see `common.verify_compressed`)."""
     check_input(uri)
@@ -150,7 +150,7 @@ def _checked(source: SourceConfig, uri: str, reader: Reader, wanted: set[str] | 
     yield from reader(source, uri, input_key(source, uri), wanted)
 
 
-def read_input(source: SourceConfig, uri: str) -> Iterator[dict]:
+def read_input(source: CorpusSource, uri: str) -> Iterator[dict]:
     """Stream the records of one input (see the module docstring for the record shape)."""
     uri = normalize_uri(uri)
     reader = _reader_for(source, uri)
@@ -180,14 +180,14 @@ def split_origin(origin: str, _exists: dict[str, bool] | None = None) -> tuple[s
     raise InputError(f"origin {origin}: its input no longer exists")
 
 
-def guess_source(uri: str, fragment: str = "") -> SourceConfig:
-    """A SourceConfig with default field names for one input, the kind inferred from the file:
+def guess_source(uri: str, fragment: str = "") -> CorpusSource:
+    """A CorpusSource with default field names for one input, the kind inferred from the file:
     JSONL/.txt are text (``.txt`` per line when the fragment is ``L<n>``), Parquet by its columns,
     WebDataset by the media members of the sample `fragment` (or of the first sample).
 
-    For audits of a bare origin; the job's own SourceConfig gives the real ids and field names.
+    For audits of a bare origin; the job's own CorpusSource gives the real ids and field names.
     """
-    probe = SourceConfig(name="origin", kind="text", paths=[uri])
+    probe = CorpusSource(name="origin", kind="text", paths=[uri])
     fmt = detect_format(probe, uri)
     kind = "text"
     if fmt == "parquet":
@@ -199,10 +199,10 @@ def guess_source(uri: str, fragment: str = "") -> SourceConfig:
     elif fmt is None:
         raise InputError(f"{uri}: cannot tell its format from the name; pass the source config")
     mode = "line" if fmt == "txt" and fragment.startswith("L") else "file"
-    return SourceConfig(name="origin", kind=kind, paths=[uri], txt_mode=mode)
+    return CorpusSource(name="origin", kind=kind, paths=[uri], txt_mode=mode)
 
 
-def read_origins(source: SourceConfig | None, origins: Iterable[str]) -> dict[str, dict]:
+def read_origins(source: CorpusSource | None, origins: Iterable[str]) -> dict[str, dict]:
     """Fetch many records by origin, reading each input once (in one pass, stopping as soon as
     all its wanted records are found). Returns ``{origin: record}``; InputError names an origin
     that is not found. For retokenizing, batch origins by input: cost is per input read.
@@ -232,7 +232,7 @@ def read_origins(source: SourceConfig | None, origins: Iterable[str]) -> dict[st
     return out
 
 
-def read_origin(origin: str, source: SourceConfig | None = None) -> dict:
+def read_origin(origin: str, source: CorpusSource | None = None) -> dict:
     """Re-fetch ONE raw record by its origin (the same dict `read_input` yielded for it, given
     the same `source`)."""
     return read_origins(source, [origin])[origin]

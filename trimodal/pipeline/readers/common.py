@@ -35,7 +35,7 @@ from trimodal.dataset import storage
 from trimodal.dataset.schema import QUARANTINE_REASONS as REASONS
 from trimodal.dataset.schema import reason as check_reason
 from trimodal.errors import InputError
-from trimodal.pipeline.sources import COMPRESSIONS, EXTENSIONS, SourceConfig, split_compression
+from trimodal.pipeline.sources import COMPRESSIONS, EXTENSIONS, CorpusSource, split_compression
 
 # S3 GETs are expensive per request; tar and gzip readers ask for small blocks.
 STREAM_BUFFER = 4 << 20
@@ -44,7 +44,7 @@ BOM = b"\xef\xbb\xbf"
 
 
 def record(
-    source: SourceConfig,
+    source: CorpusSource,
     key: str,
     origin: str,
     *,
@@ -67,7 +67,7 @@ def record(
     }
 
 
-def error(source: SourceConfig, key: str, origin: str, reason: str, message: str, **fields) -> dict:
+def error(source: CorpusSource, key: str, origin: str, reason: str, message: str, **fields) -> dict:
     check_reason(reason)
     return record(source, key, origin, reason=reason, message=f"{origin}: {message}", **fields)
 
@@ -299,7 +299,7 @@ def _strip_known_ext(path: str) -> str:
     return root if ext.lower() in EXTENSIONS else path
 
 
-def input_key(source: SourceConfig, uri: str) -> str:
+def input_key(source: CorpusSource, uri: str) -> str:
     """A stable key for an input file: its path relative to the directory (or the static part of
     the glob) of the first `source.paths` entry that matches it, known extensions stripped.
 

@@ -13,15 +13,15 @@ import json
 from collections.abc import Iterator
 
 from trimodal.pipeline.readers.common import decode_utf8, encodable, error, record, selected_lines
-from trimodal.pipeline.sources import SourceConfig
+from trimodal.pipeline.sources import CorpusSource
 
 
-def read(source: SourceConfig, uri: str, file_key: str, wanted: set[str] | None = None) -> Iterator[dict]:
+def read(source: CorpusSource, uri: str, file_key: str, wanted: set[str] | None = None) -> Iterator[dict]:
     for n, line in selected_lines(uri, wanted):
         yield parse_line(source, uri, file_key, n, line)
 
 
-def parse_line(source: SourceConfig, uri: str, file_key: str, n: int, line: bytes) -> dict:
+def parse_line(source: CorpusSource, uri: str, file_key: str, n: int, line: bytes) -> dict:
     key, origin = f"{file_key}/{n}", f"{uri}#L{n}"
     text = decode_utf8(line)
     if text is None:

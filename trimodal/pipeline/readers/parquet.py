@@ -25,12 +25,12 @@ import pyarrow.parquet as pq
 from trimodal.dataset import storage
 from trimodal.errors import InputError
 from trimodal.pipeline.readers.common import decode_utf8, error, record
-from trimodal.pipeline.sources import SourceConfig, split_compression
+from trimodal.pipeline.sources import CorpusSource, split_compression
 
 BATCH_ROWS = 256
 
 
-def _columns(source: SourceConfig) -> list[tuple[str, str]]:
+def _columns(source: CorpusSource) -> list[tuple[str, str]]:
     """(role, column) pairs this source needs."""
     cols = [("text", source.text_field)]
     if source.kind == "image_text":
@@ -50,7 +50,7 @@ def _open(uri: str) -> pq.ParquetFile:
         raise InputError(f"cannot read {uri}: not a readable Parquet file ({e})") from e
 
 
-def _check_schema(pf: pq.ParquetFile, source: SourceConfig, uri: str) -> None:
+def _check_schema(pf: pq.ParquetFile, source: CorpusSource, uri: str) -> None:
     names = pf.schema_arrow.names
     for role, col in _columns(source):
         if col not in names:
@@ -87,7 +87,7 @@ def _media_values(arr, col: str, uri: str) -> list:
 
 
 def _records(
-    source: SourceConfig, uri: str, file_key: str, batch: pa.RecordBatch, first_row: int, rows: list[int] | None = None
+    source: CorpusSource, uri: str, file_key: str, batch: pa.RecordBatch, first_row: int, rows: list[int] | None = None
 ) -> Iterator[dict]:
     cols = dict(_columns(source))
     texts = _text_values(batch.column(cols["text"]))
@@ -126,7 +126,7 @@ def _records(
             yield record(source, key, origin, text=text, **({media_role: m} if pair else {}))
 
 
-def read(source: SourceConfig, uri: str, file_key: str, wanted: set[str] | None = None) -> Iterator[dict]:
+def read(source: CorpusSource, uri: str, file_key: str, wanted: set[str] | None = None) -> Iterator[dict]:
     pf = _open(uri)
     _check_schema(pf, source, uri)
     columns = [c for _, c in _columns(source)]

@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from trimodal.pipeline.readers.common import BOM, decode_utf8, error, open_stream, record, selected_lines
-from trimodal.pipeline.sources import SourceConfig
+from trimodal.pipeline.sources import CorpusSource
 
 
-def read(source: SourceConfig, uri: str, file_key: str, wanted: set[str] | None = None) -> Iterator[dict]:
+def read(source: CorpusSource, uri: str, file_key: str, wanted: set[str] | None = None) -> Iterator[dict]:
     if source.txt_mode == "file":
         if wanted is not None and "" not in wanted:
             return

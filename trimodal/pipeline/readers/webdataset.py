@@ -28,7 +28,7 @@ from collections.abc import Iterator
 
 from trimodal.errors import InputError
 from trimodal.pipeline.readers.common import decode_utf8, encodable, error, open_stream, record
-from trimodal.pipeline.sources import SourceConfig
+from trimodal.pipeline.sources import CorpusSource
 
 
 class _EndCheck(io.RawIOBase):
@@ -117,7 +117,7 @@ def _samples(uri: str, duplicates: set[str]) -> Iterator[dict]:
         yield from group_by_keys(checked(files), handler=on_group_error)
 
 
-def read(source: SourceConfig, uri: str, file_key: str, wanted: set[str] | None = None) -> Iterator[dict]:
+def read(source: CorpusSource, uri: str, file_key: str, wanted: set[str] | None = None) -> Iterator[dict]:
     remaining = set(wanted) if wanted is not None else None
     media_role = "image" if source.kind == "image_text" else "audio"
     media_keys = source.image_keys if media_role == "image" else source.audio_keys
@@ -142,7 +142,7 @@ def read(source: SourceConfig, uri: str, file_key: str, wanted: set[str] | None 
 
 
 def _pair(
-    source: SourceConfig,
+    source: CorpusSource,
     sample: dict,
     key: str,
     origin: str,
