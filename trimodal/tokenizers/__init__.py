@@ -3,8 +3,9 @@
 Owns: `base` (the Tokenizer contract and the registry that loads one by kind), `text`
 (SentencePiece, and training it), `image` (a diffusers VQModel), `audio` (descript-audio-codec
 DAC, imported through `dac_import`), `media` (decoding raw images and audio into what a codec
-expects), `codecs` (small random-weight codecs built offline) and `vocab` (the unified id space
-derived from fingerprints).
+expects), `codecs` (small random-weight codecs built offline), `vocab` (the unified id space
+derived from fingerprints) and `spec` (`TokenizerSpec`: how a config names a tokenizer, shared
+by the tokenize, retokenize and train configs).
 
 May import: `trimodal.dataset`, `trimodal.config`, `trimodal.cluster`, `trimodal.errors`
 (enforced by `lint-imports`, see docs/design.md, "Layout and layers").
