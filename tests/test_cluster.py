@@ -52,7 +52,7 @@ def test_without_an_address_a_local_ray_starts_and_its_workers_inherit_the_env()
     kw = init_kwargs(num_cpus=2, logging_level="error", log_to_driver=False, environ=dict(ENV, RAY_ADDRESS=""))
     # "local", not None: ray.init(address=None) would join a cluster left by `ray start`
     assert kw["address"] == "local"
-    assert kw["num_cpus"] == 2 and kw["include_dashboard"] is False
+    assert kw["num_cpus"] == 2 and kw["include_dashboard"] is True
     assert kw["logging_level"] == "error" and kw["log_to_driver"] is False
     assert "runtime_env" not in kw  # inherited from the raylet this process spawns
 

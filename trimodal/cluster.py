@@ -85,7 +85,10 @@ def init_kwargs(
     else:
         # address="local" so that an empty RAY_ADDRESS (or one set after this check) never
         # makes ray.init look for a running cluster instead.
-        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=False)
+        # The dashboard comes with ray[default]: Ray Train's placement-group cleaner and the
+        # state API need it (without it every Train run logs "State API may be temporarily
+        # unavailable" every few seconds), and it serves `ray job submit` and metrics.
+        kwargs.update(address="local", num_cpus=num_cpus, include_dashboard=True)
     return kwargs
 
 
