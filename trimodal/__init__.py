@@ -5,7 +5,8 @@ Layers, top to bottom (docs/design.md, "Layout and layers"; `lint-imports` enfor
 (ratio-exact, resumable streaming of packed sequences) | `pipeline` (tokenize jobs on Ray),
 independent siblings → `tokenizers` (text, image and audio codecs behind one contract, the
 unified vocabulary) → `dataset` (the on-disk format, storage, the domain's names) → `config`
-(typed configs) | `cluster` (starting or joining Ray) → `errors`. Importing the package imports
+(typed configs) | `cluster` (starting or joining Ray) | `faults` (crash injection for tests) →
+`errors`. Importing the package imports
 nothing heavy.
 """
 

@@ -34,7 +34,7 @@ FORWARD_ENV = (
     "AWS_REGION",
     "AWS_DEFAULT_REGION",
     "HF_HUB_OFFLINE",
-    "TRIMODAL_FAULTS",  # test-only crash injection (pipeline/runner.py `faults_from_env`)
+    "TRIMODAL_FAULTS",  # test-only crash injection (trimodal/faults.py)
 )
 
 # Set in the driver (not overriding the user) before Ray starts: local runs and tests need no

@@ -7,6 +7,8 @@ which must reproduce the uninterrupted loss curve. A one-worker run in this proc
 that the losses do not depend on the world size.
 """
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -40,6 +42,8 @@ FPS = {
     },
 }
 STEPS, CKPT, KILL = 150, 50, 120
+
+pytestmark = pytest.mark.slow  # Ray Train
 
 
 @pytest.fixture(scope="module")
@@ -109,7 +113,9 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def test_ray_train_overfits_then_kill_resume_and_world_size_give_the_same_curve(ray_cluster, tiny_mix, tmp_path):
+def test_ray_train_overfits_then_kill_resume_and_world_size_give_the_same_curve(
+    ray_cluster, tiny_mix, tmp_path, monkeypatch
+):
     ref = run_train(config(tiny_mix, tmp_path / "ref"), address=ray_cluster)
     ref_curve = loss_curve(ref["log_dir"])
     assert sorted(ref_curve) == list(range(1, STEPS + 1)) and ref["world_size"] == 2
@@ -129,7 +135,9 @@ def test_ray_train_overfits_then_kill_resume_and_world_size_give_the_same_curve(
     # A worker is SIGKILLed after step 120 (last checkpoint: 100); Ray Train restarts the group,
     # which resumes from step 100 with the identical data stream and noise.
     run = tmp_path / "killed"
-    out = run_train(config(tiny_mix, run, kill_at_step=KILL, kill_rank=1, max_failures=1), address=ray_cluster)
+    monkeypatch.setenv("TRIMODAL_FAULTS", json.dumps({"train_kill_at_step": KILL, "train_kill_rank": 1}))
+    out = run_train(config(tiny_mix, run, max_failures=1), address=ray_cluster)
+    monkeypatch.delenv("TRIMODAL_FAULTS")
     assert (run / f".killed-at-{KILL}").exists()
     starts = [r for r in read_metrics(out["log_dir"]) if r.get("event") == "start"]
     resumed = KILL // CKPT * CKPT

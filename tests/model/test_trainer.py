@@ -43,8 +43,9 @@ def test_kill_and_resume_replays_the_same_loss_curve(tmp_path):
 
     run = tmp_path / "run"
     cfg_path = tmp_path / "run.yaml"
-    cfg_path.write_text(yaml.safe_dump(config(run, kill_at_step=6)))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+    cfg_path.write_text(yaml.safe_dump(config(run)))
+    # crash injection goes through the environment, never the config (docs/design.md)
+    env = dict(os.environ, OMP_NUM_THREADS="1", TRIMODAL_FAULTS=json.dumps({"train_kill_at_step": 6}))
     proc = subprocess.run(
         [sys.executable, "-m", "trimodal", "train", str(cfg_path), "--in-process"],
         env=env,
@@ -134,3 +135,19 @@ def test_training_stops_cleanly_when_the_data_runs_out(tmp_path):
     recs = [json.loads(l_) for l_ in open(os.path.join(out["log_dir"], "metrics.jsonl"))]
     assert any(r.get("event") == "data_exhausted" for r in recs)
     assert [s for s, _ in list_checkpoints(str(tmp_path / "run"))] == [out["step"]]
+
+
+def test_final_evaluation_in_the_summary(tmp_path):
+    """`eval_batches` puts the deterministic ELBO of the final model (evaluate.py) and the unigram
+    baseline of the same rows into the summary; without it there is none."""
+    out = run_train(config(tmp_path / "e", steps=2, eval_batches=2), in_process=True)
+    ev = out["eval"]
+    assert ev["loss"] > 0 and ev["unigram"] > 0 and "loss.text" in ev
+    assert read_summary(str(tmp_path / "e"))["eval"] == pytest.approx(ev)
+    assert "eval" not in run_train(config(tmp_path / "n", steps=1), in_process=True)
+
+
+def test_a_malformed_fault_spec_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRIMODAL_FAULTS", json.dumps({"train_kill_at_step": "six"}))
+    with pytest.raises(ConfigError, match="train_kill_at_step"):
+        run_train(config(tmp_path / "f", steps=1), in_process=True)

@@ -21,6 +21,7 @@ from trimodal.cluster import ensure_ray
 from trimodal.config import from_dict, from_yaml, to_dict
 from trimodal.dataset.storage import is_s3, resolve
 from trimodal.errors import ConfigError
+from trimodal.faults import FAULTS_ENV
 from trimodal.mixer.config import MixConfig
 from trimodal.model.checkpoint import latest_checkpoint
 from trimodal.model.config import SyntheticStreamConfig, TrainConfig
@@ -84,7 +85,7 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
         )
     if in_process:
         if cfg.num_workers != 1:
-            cfg = dataclasses.replace(cfg, num_workers=1, kill_rank=0)
+            cfg = dataclasses.replace(cfg, num_workers=1)
             cfg.validate()
         return Trainer(cfg).run()
 
@@ -95,7 +96,13 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
     resources = {"CPU": cfg.cpus_per_worker}
     trainer = TorchTrainer(
         ray_train_loop,
-        train_loop_config={"train": to_dict(cfg), "threads": max(1, int(cfg.cpus_per_worker))},
+        train_loop_config={
+            "train": to_dict(cfg),
+            "threads": max(1, int(cfg.cpus_per_worker)),
+            # crash injection reaches the workers even on a Ray already running in this process
+            # (ensure_ray forwards it only to a cluster it joins; workers keep their start env)
+            "env": {FAULTS_ENV: os.environ[FAULTS_ENV]} if os.environ.get(FAULTS_ENV) else {},
+        },
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         # Ray keeps only its own run state here: checkpoints are ours, under `output`.

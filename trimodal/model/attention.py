@@ -27,13 +27,6 @@ def segment_mask(segment_ids: torch.Tensor) -> torch.Tensor:
     return (same | eye)[:, None]
 
 
-def sdpa_attention(q, k, v, segment_ids: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """q, k, v [B, H, L, D]."""
-    if mask is None:
-        mask = segment_mask(segment_ids)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-
-
 @functools.lru_cache(maxsize=1)
 def _compiled_flex():
     from torch.nn.attention.flex_attention import flex_attention

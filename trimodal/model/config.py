@@ -237,10 +237,9 @@ class TrainConfig:
     stop_at_step: int | None = None
     log_dir: str | None = None  # metrics.jsonl + tb/; default: output if local, else ./trimodal_logs/<run>
     tokenizers: dict[str, TokenizerSpec] = field(default_factory=dict)  # for generate
-    # Fault injection for recovery tests and drills: after finishing this optimizer step, the
-    # worker of rank `kill_rank` SIGKILLs its own process, once per run directory.
-    kill_at_step: int | None = None
-    kill_rank: int = 0
+    # After the last step: the deterministic ELBO (evaluate.py) of the final model on the run's
+    # first `eval_batches` logical batches, next to the unigram baseline, in the summary (0: off).
+    eval_batches: int = 0
 
     def validate(self) -> None:
         for k in ("steps", "physical_batch", "logical_batch", "num_workers", "checkpoint_every", "log_every"):
@@ -256,10 +255,8 @@ class TrainConfig:
             raise ConfigError("cpus_per_worker: must be > 0")
         if self.stop_at_step is not None and self.stop_at_step < 1:
             raise ConfigError("stop_at_step: must be >= 1")
-        if self.prefetch < 0:
-            raise ConfigError("prefetch: must be >= 0")
-        if not 0 <= self.kill_rank < self.num_workers:
-            raise ConfigError(f"kill_rank: must be a worker rank in [0, {self.num_workers})")
+        if self.prefetch < 0 or self.eval_batches < 0:
+            raise ConfigError("prefetch / eval_batches: must be >= 0")
         for k in self.tokenizers:
             if k not in MODALITIES:
                 raise ConfigError(f"tokenizers.{k}: not a modality {MODALITIES}")

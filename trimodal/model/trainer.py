@@ -37,11 +37,13 @@ import torch.distributed as dist
 from trimodal.config import to_dict
 from trimodal.dataset.storage import is_s3, resolve
 from trimodal.errors import ConfigError
+from trimodal.faults import fault_int, faults_from_env
 from trimodal.model.batch_size import derive
 from trimodal.model.checkpoint import gather_state, latest_checkpoint, load_into, save_checkpoint
 from trimodal.model.config import TrainConfig
 from trimodal.model.data import Prefetcher, open_stream
 from trimodal.model.diffusion import MASKABLE, DiffusionLoss, Noise, stratified_t
+from trimodal.model.evaluate import elbo, unigram_entropy
 from trimodal.model.optim import build_optimizer, lr_factor, set_lr
 from trimodal.model.transformer import Transformer
 
@@ -111,13 +113,45 @@ def wrap_model(model: torch.nn.Module, cfg: TrainConfig, ctx: WorkerContext) -> 
     return model
 
 
+@dataclass
+class Progress:
+    """The run's own state beside model, optimizer and stream: the next step and the losses the
+    summary reports (the first loss travels through checkpoints so a resumed run reports it)."""
+
+    step: int = 0
+    first_loss: float | None = None
+    loss: float | None = None
+
+    def state_dict(self) -> dict:
+        return {"step": self.step, "metrics": {"loss": self.loss, "first_loss": self.first_loss}}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.step = int(d["step"])
+        m = d.get("metrics", {})
+        self.first_loss, self.loss = m.get("first_loss"), m.get("loss")
+
+
+def kill_point(rank: int) -> int | None:
+    """The step after which this worker SIGKILLs itself, from TRIMODAL_FAULTS
+    (``train_kill_at_step``, ``train_kill_rank``, default rank 0); None when no fault is set."""
+    spec = faults_from_env()
+    at = fault_int(spec, "train_kill_at_step")
+    return at if at is not None and rank == fault_int(spec, "train_kill_rank", 0) else None
+
+
 class Trainer:
+    """One worker's run in steps: `setup` (stream, model, optimizer), `resume` (newest
+    checkpoint), then per step `train_step` and `_after_step` (log, checkpoint, fault)."""
+
     def __init__(self, cfg: TrainConfig, ctx: WorkerContext | None = None):
         self.cfg, self.ctx = cfg, ctx or WorkerContext()
         self.log_dir = log_dir_for(cfg)
         self._tb = self._jsonl = None
+        self.progress = Progress()
+        self.resumed_from: str | None = None
+        self._kill_at = kill_point(self.ctx.rank)
 
-    # ----------------------------------------------------------------------------------
+    # logs -----------------------------------------------------------------------------
     def _log(self, rec: dict) -> None:
         if self.ctx.rank != 0:
             return
@@ -160,174 +194,133 @@ class Trainer:
         base = step * self.cfg.logical_batch + first_row
         return Noise.per_row([seed_for(self.cfg.seed, "noise", base + i) for i in range(n)], seq_len)
 
-    # ----------------------------------------------------------------------------------
-    def run(self) -> dict:
+    # setup and resume -----------------------------------------------------------------
+    def setup(self) -> None:
+        """Check the batch layout, open this rank's stream, derive the hyperparameters and build
+        model, optimizer and loss."""
         cfg, ctx = self.cfg, self.ctx
-        W, rank, dev = ctx.world_size, ctx.rank, ctx.device
+        W = ctx.world_size
         if cfg.logical_batch % (cfg.physical_batch * W):
             raise ConfigError(
                 f"logical_batch: {cfg.logical_batch} is not a multiple of physical_batch × "
                 f"world size = {cfg.physical_batch} × {W}"
             )
-        per_rank = cfg.logical_batch // W
-        accum = per_rank // cfg.physical_batch
-        stream = open_stream(cfg.mix, rank, W, cfg.logical_batch)
-        vocab, seq_len = stream.vocab, int(stream.seq_len)
-        horizon = cfg.horizon_tokens or float(cfg.steps * cfg.logical_batch * seq_len)
-        derived = derive(cfg.hyper, cfg.logical_batch, seq_len, horizon)
+        self.per_rank = cfg.logical_batch // W
+        self.accum = self.per_rank // cfg.physical_batch
+        self.stream = open_stream(cfg.mix, ctx.rank, W, cfg.logical_batch)
+        self.vocab, self.seq_len = self.stream.vocab, int(self.stream.seq_len)
+        horizon = cfg.horizon_tokens or float(cfg.steps * cfg.logical_batch * self.seq_len)
+        self.derived = derive(cfg.hyper, cfg.logical_batch, self.seq_len, horizon)
 
         torch.manual_seed(cfg.seed)  # identical init on every rank
-        model = Transformer(cfg.model, vocab.size)
-        n_params = model.num_params()
-        model = wrap_model(model, cfg, ctx)
-        optimizer = build_optimizer(model, derived, cfg.optim)
-        loss_fn = DiffusionLoss(cfg.diffusion, vocab)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else contextlib.nullcontext()
-
-        start, resumed_from, first_loss, last = 0, None, None, None
-        latest = latest_checkpoint(cfg.output)
-        if latest is not None:
-            state = load_into(latest, model, optimizer)
-            stream.load_state_dict(state["mixer"])
-            start, resumed_from = int(state["step"]), latest
-            first_loss = state.get("metrics", {}).get("first_loss")
-            last = state.get("metrics", {}).get("loss")
-
-        self._open_logs()
-        self._log(
-            {
-                "event": "start",
-                "params": n_params,
-                "world_size": W,
-                "accum_steps": accum,
-                "physical_batch": cfg.physical_batch,
-                "logical_batch": cfg.logical_batch,
-                "seq_len": seq_len,
-                "start_step": start,
-                "resumed_from": resumed_from,
-                "hyper": derived.to_dict(),
-                "device": str(dev),
-                "pid": os.getpid(),
-            }
+        model = Transformer(cfg.model, self.vocab.size)
+        self.n_params = model.num_params()
+        self.model = wrap_model(model, cfg, ctx)
+        self.optimizer = build_optimizer(self.model, self.derived, cfg.optim)
+        self.loss_fn = DiffusionLoss(cfg.diffusion, self.vocab)
+        self.autocast = (
+            torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" else contextlib.nullcontext()
         )
-        for w in derived.warnings:
-            self._log({"event": "warning", "message": w})
 
-        fetch = Prefetcher(stream, cfg.prefetch, transform=lambda b: _to_tensors(b, pin=dev.type == "cuda"))
-        model.train()
-        tot_tokens = tot_time = tot_wait = tot_all = 0.0
-        end = min(cfg.steps, cfg.stop_at_step or cfg.steps)
-        try:
-            for step in range(start, end):
-                t0 = time.perf_counter()
-                lr = derived.lr * lr_factor(step, cfg.steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
-                set_lr(optimizer, lr)
-                try:
-                    batch = next(fetch)
-                except StopIteration:  # every source reached its max_epochs
-                    self._log({"event": "data_exhausted", "step": step})
-                    if step > start and step % cfg.checkpoint_every:
-                        self._checkpoint(step, model, optimizer, fetch, vocab, {"loss": last, "first_loss": first_loss})
-                    end = step
-                    break
-                wait = time.perf_counter() - t0
-                batch = _to_device(batch, dev)
-                shared = torch.Generator().manual_seed(seed_for(cfg.seed, "t", step))
-                t = loss_fn.scale_t(
-                    stratified_t(cfg.logical_batch, rank * per_rank, per_rank, cfg.diffusion.t_sampling, shared, dev)
-                )
-                corr = loss_fn.corrupt(batch, t=t, noise=self._row_noise(step, rank * per_rank, per_rank, seq_len))
-                global_count = self._allreduce(corr.maskable.sum().to(torch.float64)).clamp_min(1.0)
-                scale = (W / global_count).float()  # DDP / FSDP average grads over W: undo it, normalize globally
-                stats = torch.zeros(2 + 2 * len(MASKABLE), dtype=torch.float64, device=dev)
-                for k in range(accum):
-                    sl = slice(k * cfg.physical_batch, (k + 1) * cfg.physical_batch)
-                    b, c = {key: v[sl] for key, v in batch.items()}, corr.rows(sl)
-                    sync = k == accum - 1
-                    if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter on the last only
-                        model.set_requires_gradient_sync(sync)
-                    with model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext():
-                        with autocast:
-                            logits = model(c.noisy, b["positions"], b["segment_ids"], predict=c.masked)
-                        out = loss_fn.from_logits(logits, b, c)
-                        (out.loss_sum * scale).backward()
-                    stats[0] += out.loss_sum.detach()
-                    stats[2 : 2 + len(MASKABLE)] += out.modality_sums
-                    stats[2 + len(MASKABLE) :] += out.modality_counts
-                stats[1] = (batch["segment_ids"] != 0).sum()
-                if cfg.optim.grad_clip > 0:
-                    gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
-                else:
-                    gnorm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-                if hasattr(gnorm, "full_tensor"):
-                    gnorm = gnorm.full_tensor()
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                red = self._allreduce(torch.cat([stats, torch.tensor([wait], dtype=torch.float64, device=dev)]))
-                red = red.tolist()  # the step's one host sync
-                dt = time.perf_counter() - t0
-                last = red[0] / float(global_count)
-                first_loss = last if first_loss is None else first_loss
-                tot_all += dt
-                tot_wait += wait
-                if step > start:  # the first step of a process pays for warm-up (allocations, compile)
-                    tot_tokens += red[1]
-                    tot_time += dt
-                done = step + 1
-                if done % cfg.log_every == 0 or done == end:
-                    rec = {
-                        "step": done,
-                        "loss": last,
-                        "lr": lr,
-                        "tokens_per_s": red[1] / dt,
-                        "data_wait_frac": (red[-1] / W) / dt,
-                        "step_time_s": dt,
-                        "grad_norm": float(gnorm),
-                    }
-                    n_mod = len(MASKABLE)
-                    for i, m in enumerate(MASKABLE):
-                        s_, n_ = red[2 + i], red[2 + n_mod + i]
-                        if n_ > 0:
-                            rec[f"loss.{m}"] = s_ / n_
-                    self._log(rec)
-                if done % cfg.checkpoint_every == 0 or done == end:
-                    self._checkpoint(done, model, optimizer, fetch, vocab, {"loss": last, "first_loss": first_loss})
-                self._maybe_kill(done)
-        finally:
-            fetch.close()
-        summary = {
-            "step": max(end, start),
-            "steps": cfg.steps,
-            "start_step": start,
-            "first_loss": first_loss,
-            "final_loss": last,
-            "params": n_params,
-            "hyper": derived.to_dict(),
-            "resumed_from": resumed_from,
-            "world_size": W,
-            "log_dir": self.log_dir,
-            "tokens_per_s": tot_tokens / tot_time if tot_time > 0 else None,
-            "data_wait_frac": tot_wait / tot_all if tot_all > 0 else None,
+    def resume(self) -> None:
+        """Load the newest complete checkpoint of the run, if any: model, optimizer, stream
+        position and progress."""
+        latest = latest_checkpoint(self.cfg.output)
+        if latest is None:
+            return
+        state = load_into(latest, self.model, self.optimizer)
+        self.stream.load_state_dict(state["mixer"])
+        self.progress.load_state_dict(state)
+        self.resumed_from = latest
+
+    # one optimizer step ---------------------------------------------------------------
+    def train_step(self, step: int, batch: dict, wait: float = 0.0) -> dict:
+        """Noise this rank's rows, forward/backward them in micro-batches, clip, step. Returns
+        the step's metrics, read from the device once (the step's one host sync); `wait` (the
+        seconds this rank waited for the batch) is reduced with them."""
+        cfg, ctx, dev = self.cfg, self.ctx, self.ctx.device
+        model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
+        W, first_row = ctx.world_size, ctx.rank * self.per_rank
+        lr = self.derived.lr * lr_factor(step, cfg.steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
+        set_lr(optimizer, lr)
+        batch = _to_device(batch, dev)
+        shared = torch.Generator().manual_seed(seed_for(cfg.seed, "t", step))
+        t = loss_fn.scale_t(
+            stratified_t(cfg.logical_batch, first_row, self.per_rank, cfg.diffusion.t_sampling, shared, dev)
+        )
+        corr = loss_fn.corrupt(batch, t=t, noise=self._row_noise(step, first_row, self.per_rank, self.seq_len))
+        global_count = self._allreduce(corr.maskable.sum().to(torch.float64)).clamp_min(1.0)
+        scale = (W / global_count).float()  # DDP / FSDP average grads over W: undo it, normalize globally
+        n_mod = len(MASKABLE)
+        stats = torch.zeros(2 + 2 * n_mod, dtype=torch.float64, device=dev)
+        for k in range(self.accum):
+            sl = slice(k * cfg.physical_batch, (k + 1) * cfg.physical_batch)
+            b, c = {key: v[sl] for key, v in batch.items()}, corr.rows(sl)
+            sync = k == self.accum - 1
+            if hasattr(model, "set_requires_gradient_sync"):  # FSDP2: reduce-scatter on the last only
+                model.set_requires_gradient_sync(sync)
+            with model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext():
+                with self.autocast:
+                    logits = model(c.noisy, b["positions"], b["segment_ids"], predict=c.masked)
+                out = loss_fn.from_logits(logits, b, c)
+                (out.loss_sum * scale).backward()
+            stats[0] += out.loss_sum.detach()
+            stats[2 : 2 + n_mod] += out.modality_sums
+            stats[2 + n_mod :] += out.modality_counts
+        stats[1] = (batch["segment_ids"] != 0).sum()
+        if cfg.optim.grad_clip > 0:
+            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        else:
+            gnorm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+        if hasattr(gnorm, "full_tensor"):
+            gnorm = gnorm.full_tensor()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        red = self._allreduce(torch.cat([stats, torch.tensor([wait], dtype=torch.float64, device=dev)]))
+        red = red.tolist()  # the step's one host sync
+        rec = {
+            "loss": red[0] / float(global_count),
+            "lr": lr,
+            "tokens": red[1],
+            "data_wait_s": red[-1] / W,
+            "grad_norm": float(gnorm),
         }
-        if rank == 0:
-            summary["checkpoint"] = latest_checkpoint(cfg.output)
-            self._log({"event": "done", **summary})
-            resolve(cfg.output).join("summary.json").write_bytes_atomic(
-                json.dumps(summary, indent=2, sort_keys=True, default=str).encode()
-            )
-        self._close_logs()
-        return summary
+        for i, m in enumerate(MASKABLE):
+            s_, n_ = red[2 + i], red[2 + n_mod + i]
+            if n_ > 0:
+                rec[f"loss.{m}"] = s_ / n_
+        return rec
 
-    def _checkpoint(self, step, model, optimizer, stream, vocab, metrics):
-        msd, osd = gather_state(model, optimizer)  # collective under FSDP
+    # log, checkpoint, fault -----------------------------------------------------------
+    def _after_step(self, done: int, end: int, rec: dict, dt: float) -> None:
+        cfg = self.cfg
+        if done % cfg.log_every == 0 or done == end:
+            out = {
+                "step": done,
+                "loss": rec["loss"],
+                "lr": rec["lr"],
+                "tokens_per_s": rec["tokens"] / dt,
+                "data_wait_frac": rec["data_wait_s"] / dt,
+                "step_time_s": dt,
+                "grad_norm": rec["grad_norm"],
+            }
+            out.update({k: v for k, v in rec.items() if k.startswith("loss.")})
+            self._log(out)
+        if done % cfg.checkpoint_every == 0 or done == end:
+            self._checkpoint(done)
+        self._maybe_kill(done)
+
+    def _checkpoint(self, step: int) -> None:
+        msd, osd = gather_state(self.model, self.optimizer)  # collective under FSDP
         if self.ctx.rank == 0:
+            p = self.progress.state_dict()
             uri = save_checkpoint(
                 self.cfg.output,
                 step,
                 msd,
                 osd,
-                {"mixer": stream.state_dict(), "metrics": metrics},
-                vocab.to_json(),
+                {"mixer": self.fetch.state_dict(), "metrics": p["metrics"]},
+                self.vocab.to_json(),
                 to_dict(self.cfg),
                 keep=self.cfg.keep_checkpoints,
             )
@@ -340,18 +333,126 @@ class Trainer:
             dist.barrier()
 
     def _maybe_kill(self, done: int) -> None:
-        cfg = self.cfg
-        if cfg.kill_at_step != done or self.ctx.rank != cfg.kill_rank:
+        """Crash injection (TRIMODAL_FAULTS, docs/design.md): SIGKILL this worker after step
+        `train_kill_at_step`, once per run directory (a marker file remembers it)."""
+        if self._kill_at != done:
             return
-        marker = resolve(cfg.output).join(f".killed-at-{done}")
+        marker = resolve(self.cfg.output).join(f".killed-at-{done}")
         if marker.exists():
             return
         marker.write_bytes_atomic(str(os.getpid()).encode())
-        sys.stderr.write(f"kill_at_step: killing worker rank {self.ctx.rank} (pid {os.getpid()}) after step {done}\n")
+        sys.stderr.write(
+            f"train_kill_at_step: killing worker rank {self.ctx.rank} (pid {os.getpid()}) after step {done}\n"
+        )
         sys.stderr.flush()
         if self._jsonl is not None:
             self._jsonl.flush()
         os.kill(os.getpid(), signal.SIGKILL)
+
+    def evaluate(self) -> dict:
+        """The deterministic ELBO of the current model on the run's first `eval_batches` logical
+        batches (every rank evaluates the same rows: under FSDP each forward is collective),
+        in physical-batch pieces, with the unigram entropy of the same rows as the baseline."""
+        cfg = self.cfg
+        stream = open_stream(cfg.mix, 0, 1, cfg.logical_batch)
+        batches = []
+        for _ in range(cfg.eval_batches):
+            try:
+                b = next(stream)
+            except StopIteration:
+                break
+            batches += [
+                {k: v[i : i + cfg.physical_batch] for k, v in b.items()}
+                for i in range(0, len(b["tokens"]), cfg.physical_batch)
+            ]
+        with self.autocast:
+            res = elbo(self.model, cfg.diffusion, self.vocab, batches, seed=cfg.seed)
+        res["unigram"] = unigram_entropy(batches)
+        self._log({"event": "eval", **res})
+        return res
+
+    # the run ----------------------------------------------------------------------------
+    def _start_record(self) -> dict:
+        cfg = self.cfg
+        return {
+            "event": "start",
+            "params": self.n_params,
+            "world_size": self.ctx.world_size,
+            "accum_steps": self.accum,
+            "physical_batch": cfg.physical_batch,
+            "logical_batch": cfg.logical_batch,
+            "seq_len": self.seq_len,
+            "start_step": self.progress.step,
+            "resumed_from": self.resumed_from,
+            "hyper": self.derived.to_dict(),
+            "device": str(self.ctx.device),
+            "pid": os.getpid(),
+        }
+
+    def run(self) -> dict:
+        cfg, ctx = self.cfg, self.ctx
+        self.setup()
+        self.resume()
+        start = self.progress.step
+        self._open_logs()
+        self._log(self._start_record())
+        for w in self.derived.warnings:
+            self._log({"event": "warning", "message": w})
+
+        pin = ctx.device.type == "cuda"
+        self.fetch = Prefetcher(self.stream, cfg.prefetch, transform=lambda b: _to_tensors(b, pin=pin))
+        self.model.train()
+        tot_tokens = tot_time = tot_wait = tot_all = 0.0
+        end = min(cfg.steps, cfg.stop_at_step or cfg.steps)
+        try:
+            for step in range(start, end):
+                t0 = time.perf_counter()
+                try:
+                    batch = next(self.fetch)
+                except StopIteration:  # every source reached its max_epochs
+                    self._log({"event": "data_exhausted", "step": step})
+                    if step > start and step % cfg.checkpoint_every:
+                        self._checkpoint(step)
+                    end = step
+                    break
+                wait = time.perf_counter() - t0
+                rec = self.train_step(step, batch, wait)
+                dt = time.perf_counter() - t0
+                p = self.progress
+                p.step, p.loss = step + 1, rec["loss"]
+                p.first_loss = rec["loss"] if p.first_loss is None else p.first_loss
+                tot_all += dt
+                tot_wait += wait
+                if step > start:  # the first step of a process pays for warm-up (allocations, compile)
+                    tot_tokens += rec["tokens"]
+                    tot_time += dt
+                self._after_step(step + 1, end, rec, dt)
+        finally:
+            self.fetch.close()
+        summary = {
+            "step": max(end, start),
+            "steps": cfg.steps,
+            "start_step": start,
+            "first_loss": self.progress.first_loss,
+            "final_loss": self.progress.loss,
+            "params": self.n_params,
+            "hyper": self.derived.to_dict(),
+            "resumed_from": self.resumed_from,
+            "world_size": ctx.world_size,
+            "log_dir": self.log_dir,
+            "tokens_per_s": tot_tokens / tot_time if tot_time > 0 else None,
+            "data_wait_frac": tot_wait / tot_all if tot_all > 0 else None,
+        }
+        if cfg.eval_batches:
+            summary["eval"] = self.evaluate()
+        if ctx.rank == 0:
+            summary["checkpoint"] = latest_checkpoint(cfg.output)
+            self._log({"event": "done", **summary})
+            resolve(cfg.output).join("summary.json").write_bytes_atomic(
+                json.dumps(summary, indent=2, sort_keys=True, default=str).encode()
+            )
+        self._close_logs()
+        return summary
 
 
 def ray_train_loop(config: dict) -> None:
@@ -362,6 +463,9 @@ def ray_train_loop(config: dict) -> None:
     from trimodal.config import from_dict
 
     cfg = from_dict(TrainConfig, config["train"])
+    # Ray workers inherit the environment of the cluster's start, not of this job's driver:
+    # the driver forwards what must reach them (TRIMODAL_FAULTS).
+    os.environ.update(config.get("env", {}))
     rctx = ray.train.get_context()
     torch.set_num_threads(max(1, int(config.get("threads", 1))))
     ctx = WorkerContext(

@@ -15,7 +15,6 @@ per 1M tokens, since the driver handles ~1 KB of metadata per input whatever its
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -27,16 +26,11 @@ from trimodal.dataset.dataset import remove_unreferenced
 from trimodal.dataset.manifest import Manifest
 from trimodal.dataset.schema import MODALITIES
 from trimodal.errors import ConfigError
+from trimodal.faults import faults_from_env  # test-only crash injection; see docs/design.md
 from trimodal.pipeline.progress import Progress
 from trimodal.pipeline.resume import MarkerStore
 
 FORMAT = 2  # of the job's markers and fingerprint parts
-
-
-def faults_from_env() -> dict:
-    """Test-only crash injection, read from TRIMODAL_FAULTS (JSON); see docs/design.md."""
-    raw = os.environ.get("TRIMODAL_FAULTS")
-    return json.loads(raw) if raw else {}
 
 
 @dataclass
