@@ -6,19 +6,21 @@ GPU) and the fraction of step time spent waiting for data.
     python bench/bench_train.py --stream synthetic               # the same model without the mixer
 
 A three-source dataset (text documents, image-text pairs of 256 image codes, audio-text pairs
-of 4-level codes; shares 60/25/15) is written once with the pipeline's writer, then the trainer
-runs in this process (`Trainer`, the code a Ray Train worker runs) for `--steps` optimizer
-steps: bf16 autocast and flex attention with the document block mask on CUDA, SDPA with a
-boolean mask on CPU. The first `--warmup` steps (allocations, compilation) are left out of the
-figures.
+of 4-level codes; shares 60/25/15) is written once with the pipeline's writer and mixed with the
+mixer's defaults (every source packed), then the trainer runs in this process (`Trainer`, the
+code a Ray Train worker runs) with its defaults for `--steps` optimizer steps: on CUDA bf16
+autocast, flex attention with the document block mask built once per step, model + fused loss
+compiled as one graph (`--no-compile` to compare); SDPA with a boolean mask and no compilation on
+CPU. The first `--warmup` steps (allocations, compilation) are left out of the figures.
 
 Figures: real (non-padding) tokens/s; model FLOPs per step = 6·N·tokens for the blocks
-(N = non-embedding parameters) + 6·d·V per masked token for the output head (the head runs at
-masked positions only) + 12·layers·d·Σ len² over documents for attention (document-masked,
-so only in-document pairs count); MFU = those FLOPs / step time / peak (`--peak-tflops`,
-default from the GPU's name: H100/H200 989, A100 312 dense bf16). Data wait = time blocked in
-`next(stream)` / step time: the mixer runs on a prefetch thread, so it only shows when the
-mixer is slower than the model.
+(N = non-embedding parameters) + 6·d·V per masked token for the output head + 12·layers·d·Σ len²
+over documents for attention (document-masked, so only in-document pairs count); MFU = those
+FLOPs / step time / peak (`--peak-tflops`, default from the GPU's name: H100/H200 989, A100 312
+dense bf16). These are USEFUL FLOPs: the head runs on every position (a static shape; see
+trimodal/model/head_loss.py) but only masked positions count, so its extra ~5% of work shows as
+lost MFU. Data wait = time blocked in `next(stream)` / step time: the mixer runs on a prefetch
+thread, so it only shows when the mixer is slower than the model.
 
 The machine may be shared: the figures are wall-clock and say which device ran them.
 """
@@ -32,6 +34,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 
 import numpy as np
 
@@ -95,6 +98,16 @@ def write_dataset(root: str, total_tokens: float, seed: int = 0) -> dict[str, st
     return paths
 
 
+def bench_mix(paths: dict[str, str], seq_len: int) -> dict:
+    """The bench's mix: the three sources at SHARES with the mixer's defaults (every source
+    packed); tests/model/test_bench_mix.py checks its padding."""
+    return {
+        "sources": [{"name": n, "dataset": p, "share": SHARES[n]} for n, p in paths.items()],
+        "seq_len": seq_len,
+        "seed": 0,
+    }
+
+
 def attention_pairs(mix: dict, batch: int, n: int = 4) -> float:
     """Mean Σ len² over documents per row (in-document query-key pairs), from the stream itself."""
     s = open_stream(mix, 0, 1, batch)
@@ -119,9 +132,19 @@ def main(argv=None):
     ap.add_argument("--warmup", type=int, default=5 if cuda else 2)
     ap.add_argument("--stream", choices=["mixer", "synthetic"], default="mixer")
     ap.add_argument("--tokens", type=float, default=30e6 if cuda else 4e6, help="dataset size in tokens")
-    ap.add_argument("--compile", action="store_true", help="torch.compile the model (GPU)")
+    ap.add_argument(
+        "--compile",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="torch.compile model + loss (default: the trainer's, on CUDA only)",
+    )
     ap.add_argument("--attention", default="auto", choices=["auto", "sdpa", "flex"])
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument(
+        "--sync-debug",
+        action="store_true",
+        help="CUDA: count host syncs per optimizer step (torch.cuda.set_sync_debug_mode); the target is 1",
+    )
     ap.add_argument("--peak-tflops", type=float, default=None)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--json", action="store_true")
@@ -138,11 +161,7 @@ def main(argv=None):
         paths = write_dataset(data_dir, args.tokens)
     write_s = time.perf_counter() - t0
     if args.stream == "mixer":
-        mix = {
-            "sources": [{"name": n, "dataset": p, "share": SHARES[n]} for n, p in paths.items()],
-            "seq_len": args.seq_len,
-            "seed": 0,
-        }
+        mix = bench_mix(paths, args.seq_len)
     else:
         mix = {
             "kind": "synthetic",
@@ -174,7 +193,24 @@ def main(argv=None):
     device = torch.device("cuda" if cuda else "cpu")
     trainer = Trainer(cfg, WorkerContext(device=device))
     trainer._checkpoint = lambda *a, **k: None  # speed only: skip the final checkpoint write
+    syncs = []
+    if args.sync_debug and cuda:
+        # Count the synchronizing calls inside each optimizer step (warnings of the sync debug
+        # mode); the step's one `.tolist()` is expected, anything else is a stall.
+        step_fn = trainer.train_step
+
+        def counted(*a, **k):
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = step_fn(*a, **k)
+            syncs.append(sum("synchroniz" in str(w.message) for w in caught))
+            return out
+
+        trainer.train_step = counted
+        torch.cuda.set_sync_debug_mode("warn")
     trainer.run()
+    if syncs:
+        torch.cuda.set_sync_debug_mode(0)
 
     recs = [json.loads(line) for line in open(os.path.join(out_dir, "metrics.jsonl"))]
     steps = [r for r in recs if "step_time_s" in r and "event" not in r][args.warmup :]
@@ -208,7 +244,13 @@ def main(argv=None):
         "max_data_wait_frac": max(r["data_wait_frac"] for r in steps),
         "dataset_write_s": write_s,
         "padding_frac": 1 - tokens_per_step / (logical * args.seq_len),
+        "compile": start["compile"],
+        "attention": start["attention"],
     }
+    if syncs:
+        timed = syncs[args.warmup :]
+        res["host_syncs_per_step_median"] = statistics.median(timed)
+        res["host_syncs_per_step_max"] = max(timed)
     if cuda:
         name = torch.cuda.get_device_name(0)
         peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)

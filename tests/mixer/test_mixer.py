@@ -111,8 +111,7 @@ def test_elastic_resume_on_another_world_size(mix_data):
 @pytest.mark.parametrize("pack_pairs", [False, True])
 def test_every_sample_exactly_once_per_epoch(mix_data, pack_pairs):
     opts = {n: {"max_epochs": 2} for n in mix_data}
-    if pack_pairs:
-        opts["image"]["pack"] = opts["audio"]["pack"] = True
+    opts["image"]["pack"] = opts["audio"]["pack"] = pack_pairs
     m = Mixer(mix_cfg(mix_data, source_opts=opts), with_docs=True)
     batches = list(m)
     assert m.ended
@@ -195,7 +194,7 @@ def test_every_prefix_within_one_sequence_of_the_target(mix_data, w, seq_len, un
 
 @pytest.mark.parametrize("unit,pack", [("positions", None), ("tokens", True)])
 def test_ten_thousand_sequences_of_2048_within_a_tenth_of_a_point(mix_data, unit, pack):
-    opts = {n: {"pack": pack} for n in mix_data} if pack else {}
+    opts = {n: {"pack": pack} for n in mix_data}  # None: the paper's layout (pairs padded)
     shares = {"text": 0.55, "image": 0.3, "audio": 0.15}
     m = Mixer(mix_cfg(mix_data, shares=shares, seq_len=2048, global_batch=100, share_unit=unit, source_opts=opts))
     assert m.advance(100) == 100
@@ -249,8 +248,8 @@ def test_sources_filtered_from_one_dataset(tmp_path):
     path = build(tmp_path / "both", [rows[i] for i in order], fps=("text", "image"), shard_rows=400)
     cfg = {
         "sources": [
-            {"name": "t", "dataset": path, "share": 0.6, "dataset_sources": ["web"], "max_epochs": 1},
-            {"name": "i", "dataset": path, "share": 0.4, "dataset_sources": ["img"], "max_epochs": 1},
+            {"name": "t", "dataset": path, "share": 0.6, "dataset_sources": ["web"], "max_epochs": 1, "pack": None},
+            {"name": "i", "dataset": path, "share": 0.4, "dataset_sources": ["img"], "max_epochs": 1, "pack": None},
         ],
         "seq_len": 128,
         "global_batch": 4,
@@ -264,14 +263,15 @@ def test_sources_filtered_from_one_dataset(tmp_path):
         ids = [reader.sample_id(int(x), int(y), int(z)) for x, y, z in zip(s, b, r)]
         assert len(ids) == n and all(i.startswith(corpus + "/") for i in ids)
     st_ = m.stats()["sources"]
-    assert st_["t"]["pack"] and not st_["i"]["pack"]  # defaults from the corpora's own tokens
+    assert st_["t"]["pack"] and not st_["i"]["pack"]  # pack: null decides from the corpora's own tokens
     cfg["sources"][1]["dataset_sources"] = ["imgs"]
     with pytest.raises(ConfigError, match="'img', 'other', 'web'"):
         Mixer(cfg)
 
 
 def test_utilization_and_pad_fraction_match_the_batches(mix_data):
-    m = Mixer(mix_cfg(mix_data), with_docs=True)
+    paper = {n: {"pack": None} for n in mix_data}  # text packed, pairs padded
+    m = Mixer(mix_cfg(mix_data, source_opts=paper), with_docs=True)
     batches = take(m, 50)
     st_ = m.stats()
     nonpad = defaultdict(int)
@@ -359,3 +359,19 @@ def test_block_shuffle_reads_each_record_batch_whole(tmp_path):
     b = Mixer(cfg, with_docs=True)
     b.load_state_dict(a.state_dict())
     assert first + pieces(take(b, 17))["text"] == pieces(take(Mixer(cfg, with_docs=True), 30))["text"]
+
+
+def test_every_source_is_packed_by_default(mix_data):
+    st_ = Mixer(mix_cfg(mix_data)).stats()
+    assert all(s["pack"] for s in st_["sources"].values())
+
+
+def test_preview_warns_when_padding_exceeds_a_fifth(mix_data):
+    from trimodal.mixer.preview import format_preview, preview_mix
+
+    paper = preview_mix(mix_cfg(mix_data, source_opts={n: {"pack": None} for n in mix_data}), 20)
+    assert paper["pad_fraction"] > 0.2 and "padding" in paper["warnings"][0]
+    assert "warning: padding" in format_preview(paper)
+    packed = preview_mix(mix_cfg(mix_data), 20)
+    assert packed["pad_fraction"] <= 0.2 and packed["warnings"] == []
+    assert "warning" not in format_preview(packed)

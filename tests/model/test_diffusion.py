@@ -9,6 +9,7 @@ import torch
 
 from trimodal.model.config import DiffusionConfig, ScheduleConfig
 from trimodal.model.diffusion import DiffusionLoss, Noise, stratified_t
+from trimodal.model.head_loss import logits_cross_entropy
 from trimodal.model.schedules import SCHEDULES, make_schedule
 from trimodal.tokenizers.vocab import MODALITY_IDS
 
@@ -26,9 +27,11 @@ class FixedLogits(torch.nn.Module):
         self.dummy = torch.nn.Parameter(torch.zeros(()))
         self.V = V
 
-    def forward(self, tokens, positions, segment_ids, predict=None):
+    def forward(self, tokens, positions, segment_ids, predict=None, *, mask=None, loss=None):
         B, L = tokens.shape
         out = self.logq.expand(B, L, self.V) + 0 * self.dummy
+        if loss is not None:  # the contract of Transformer.forward(..., loss=...)
+            return logits_cross_entropy(out, *loss)
         return out[predict] if predict is not None else out
 
 
@@ -134,11 +137,15 @@ def test_stratified_t_covers_every_stratum_and_ranks_tile_it():
     g = lambda: torch.Generator().manual_seed(7)  # the same shared draw on every rank
     full = stratified_t(n, 0, n, "stratified", g())
     idx = torch.arange(n)
-    assert torch.all((full >= idx / n) & (full < (idx + 1) / n))
+    ordered = full.sort().values  # one row per stratum (which row gets which is permuted)
+    assert torch.all((ordered >= idx / n) & (ordered < (idx + 1) / n))
     parts = torch.cat([stratified_t(n, r * 4, 4, "stratified", g()) for r in range(4)])
     assert torch.equal(parts, full)
-    per_row = stratified_t(n, 0, n, "stratified_per_row", g())
+    per_row = stratified_t(n, 0, n, "stratified_per_row", g()).sort().values
     assert torch.all((per_row >= idx / n) & (per_row < (idx + 1) / n))
+    shared = torch.Generator().manual_seed(7)  # successive steps draw new permutations
+    steps = [(stratified_t(n, 0, n, "stratified", shared) * n).floor() for _ in range(3)]
+    assert not torch.equal(steps[0], steps[1]) and not torch.equal(steps[1], steps[2])
 
 
 @pytest.mark.parametrize("name", sorted(SCHEDULES))
@@ -211,11 +218,54 @@ def test_micro_batches_sum_to_the_whole_batch(vocab):
     model = Transformer(ModelConfig(preset="tiny"), vocab.size)
     loss_fn = DiffusionLoss(DiffusionConfig(), vocab)
     c = loss_fn.corrupt(batch, t=torch.full((4,), 0.6), noise=Noise.per_row(range(4), 24))
-    whole = loss_fn.from_logits(model(c.noisy, batch["positions"], batch["segment_ids"], predict=c.masked), batch, c)
+    whole = loss_fn.compute(model, batch, c)
     total = 0.0
     for sl in (slice(0, 2), slice(2, 4)):
         b, cc = {k: v[sl] for k, v in batch.items()}, c.rows(sl)
-        total += float(
-            loss_fn.from_logits(model(cc.noisy, b["positions"], b["segment_ids"], predict=cc.masked), b, cc).loss_sum
-        )
+        total += float(loss_fn.compute(model, b, cc).loss_sum)
     assert total / float(c.maskable.sum()) == pytest.approx(float(whole.loss), rel=1e-5)
+
+
+def _ks_uniform(x: np.ndarray) -> float:
+    """Kolmogorov–Smirnov distance between the sample's CDF and U[0, 1)."""
+    x = np.sort(x)
+    n = len(x)
+    return float(max((np.arange(1, n + 1) / n - x).max(), (x - np.arange(n) / n).max()))
+
+
+@pytest.mark.parametrize("mode", ["stratified", "stratified_per_row"])
+def test_t_is_uniform_for_every_modality_under_a_repeating_row_pattern(mode):
+    """The mixer's rows repeat a pattern whenever the shares divide the batch (measured: shares
+    60/25/15, share_unit: positions): the same rows hold the same modality at every step. Each
+    modality's t must still be uniform over [0, 1) (KS distance ≤ 0.05 over 50 steps), on 2 ranks
+    as the trainer draws it. Here each modality holds a block of rows, the pattern that hurts a
+    stratum tied to the row index most (audio would only see t in [0.85, 1))."""
+    from trimodal.model.seeding import seed_for
+
+    B, ranks = 200, 2
+    rows = np.array(["text"] * 120 + ["image"] * 50 + ["audio"] * 30)
+    per_rank = B // ranks
+    seen = {m: [] for m in ("text", "image", "audio")}
+    tied = {m: [] for m in seen}  # what a stratum tied to the row index would give
+    for step in range(50):
+        shared = torch.Generator().manual_seed(seed_for(0, "t", step))
+        t = torch.cat([stratified_t(B, r * per_rank, per_rank, mode, shared) for r in range(ranks)]).numpy()
+        u = torch.rand(B, generator=torch.Generator().manual_seed(step)).numpy()
+        for m in seen:
+            seen[m].append(t[rows == m])
+            tied[m].append(((np.arange(B) + u) / B)[rows == m])
+    for m in seen:
+        assert _ks_uniform(np.concatenate(seen[m])) <= 0.05, m
+    assert _ks_uniform(np.concatenate(tied["audio"])) > 0.8  # the pattern is one that breaks a tied stratum
+
+
+def test_polynomial_exponents_below_one_are_refused():
+    from trimodal.config import from_dict
+    from trimodal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="exponent"):
+        ScheduleConfig(name="polynomial", exponent=0.5).validate()
+    with pytest.raises(ConfigError, match="exponent"):  # a modality's own schedule is checked too
+        from_dict(DiffusionConfig, {"modality_schedules": {"audio": {"name": "polynomial", "exponent": 0.9}}})
+    ScheduleConfig(name="polynomial", exponent=1.0).validate()
+    ScheduleConfig(name="linear", exponent=0.5).validate()  # the exponent of another schedule is unused

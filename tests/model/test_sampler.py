@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from trimodal.model.config import ModelConfig
-from trimodal.model.sampler import build_template, sample
+from trimodal.model.sampler import build_template, sample, sample_many
 from trimodal.model.transformer import Transformer
 
 
@@ -19,13 +19,15 @@ class Biased(torch.nn.Module):
         self.V, self.fav = V, favourite
         self.p = torch.nn.Parameter(torch.zeros(()))
         self.calls = 0
+        self.inputs = []
 
     def forward(self, tokens, positions, segment_ids, predict=None):
         self.calls += 1
+        self.inputs.append(tokens.clone())
         g = torch.Generator().manual_seed(int(tokens.sum()))
         out = torch.randn(*tokens.shape, self.V, generator=g)
         out[..., self.fav] += 100.0
-        return out
+        return out if predict is None else out[:, predict]  # the sampler asks for its target positions
 
 
 def test_t2i_ids_in_image_range_despite_a_model_preferring_text(vocab):
@@ -75,7 +77,24 @@ def test_sampling_is_deterministic_and_steps_bound_the_passes(vocab):
     assert np.all((a >= lo) & (a < hi))
     counter = Biased(vocab.size, 0)
     sample(counter, vocab, tpl, steps=4, cfg_scale=1.0)
-    assert counter.calls == 4
-    counter.calls = 0
+    assert counter.calls == 4 and all(x.shape[0] == 1 for x in counter.inputs)
+    counter = Biased(vocab.size, 0)
     sample(counter, vocab, tpl, steps=4, cfg_scale=3.0)
-    assert counter.calls == 8  # guidance adds one unconditional pass per step
+    # guidance: the unconditional row rides in the same forward (one pass per step, 2 rows)
+    assert counter.calls == 4 and all(x.shape[0] == 2 for x in counter.inputs)
+    for x in counter.inputs:
+        assert torch.equal(x[1][~tpl.cond], x[0][~tpl.cond])  # the same sequence ...
+        assert torch.all(x[1][tpl.cond] == vocab.mask_id)  # ... with the prompt masked out
+
+
+def test_samples_in_one_batch_are_independent_and_valid(vocab):
+    """`sample_many` fills n samples in one batch: each stays in the target's range, they differ
+    (independent draws), and a seed gives the same batch again."""
+    torch.manual_seed(0)
+    m = Transformer(ModelConfig(preset="tiny"), vocab.size).eval()
+    tpl = build_template(vocab, "t2i", [vocab.range("text")[0] + 2], 4)
+    ids = sample_many(m, vocab, tpl, 6, steps=4, temperature=1.0, cfg_scale=2.0, seed=1)
+    lo, hi = vocab.range("image")
+    assert ids.shape == (6, 4) and np.all((ids >= lo) & (ids < hi))
+    assert len({tuple(r) for r in ids.tolist()}) > 1
+    assert np.array_equal(ids, sample_many(m, vocab, tpl, 6, steps=4, temperature=1.0, cfg_scale=2.0, seed=1))

@@ -151,3 +151,28 @@ def test_a_malformed_fault_spec_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("TRIMODAL_FAULTS", json.dumps({"train_kill_at_step": "six"}))
     with pytest.raises(ConfigError, match="train_kill_at_step"):
         run_train(config(tmp_path / "f", steps=1), in_process=True)
+
+
+def test_start_record_warns_about_padding(tmp_path):
+    """One short document per row (pack: false) pads about half of the positions: the start
+    record says how much, and a warning follows; the packed default does not warn."""
+    import numpy as np
+
+    from trimodal.dataset.dataset import build_dataset
+
+    rng = np.random.default_rng(0)
+    text = [rng.integers(0, 40, 14).astype(np.int32) for _ in range(40)]
+    rows = [
+        {"id": f"t/{i}", "source": "t", "text": t, "image": None, "audio": None, "origin": ""}
+        for i, t in enumerate(text)
+    ]
+    build_dataset(str(tmp_path / "ds"), rows, {"text": FPS["text"]})
+    src = {"name": "t", "dataset": str(tmp_path / "ds"), "share": 1.0}
+    for pack, warned in ((False, True), (True, False)):
+        mix = {"sources": [dict(src, pack=pack)], "seq_len": 32, "seed": 0}
+        out = run_train(config(tmp_path / f"run-{pack}", mix=mix, steps=1), in_process=True)
+        recs = [json.loads(l_) for l_ in open(os.path.join(out["log_dir"], "metrics.jsonl"))]
+        start = next(r for r in recs if r.get("event") == "start")
+        warnings = [r["message"] for r in recs if r.get("event") == "warning" and "padding" in r["message"]]
+        assert bool(warnings) == warned
+        assert (start["padding_frac"] > 0.4) == warned  # 16 of 32 positions per row when padded

@@ -104,3 +104,119 @@ def test_model_config_validation():
         ModelConfig(preset="tiny", n_heads=3).validate()
     for name in PRESETS:
         ModelConfig(preset=name).validate()
+
+
+def _micro_step_inputs(vocab):
+    from trimodal.model.diffusion import Noise
+
+    rows = [pack(vocab, [text_doc(vocab, [1, 2, 3, 4]), t2i_doc(vocab, [5, 6], [1, 2, 3, 4])], 24)] * 2
+    b = _t(stack(rows))
+    g = torch.Generator().manual_seed(0)
+    return b, torch.tensor([0.3, 0.8]), Noise.draw(2, 24, g)
+
+
+def test_a_micro_step_traces_as_one_graph_without_breaks(vocab):
+    """What the trainer runs per micro-batch (corruption, transformer, fused head + weighted
+    cross-entropy, given the mask built for the step) is one graph for torch.compile: no graph
+    break, hence no `.item()`, `.tolist()`, boolean-mask indexing or `nonzero` (each one breaks
+    the graph, and on a GPU each one is a host sync)."""
+    from trimodal.model.attention import attention_masks
+    from trimodal.model.config import DiffusionConfig
+    from trimodal.model.diffusion import DiffusionLoss, Noise
+
+    m = _model(vocab).train()
+    loss_fn = DiffusionLoss(DiffusionConfig(cfg_drop_prob=0.5), vocab)
+    b, t, noise = _micro_step_inputs(vocab)
+    (mask,) = attention_masks("sdpa", b["segment_ids"], 2)
+
+    def micro_step(b, t, tok_noise, doc_noise, mask):
+        c = loss_fn.corrupt(b, t=t, noise=Noise(tok_noise, doc_noise))
+        out = loss_fn.compute(m, b, c, mask=mask)
+        return out.loss_sum, out.modality_sums, out.modality_counts, out.count
+
+    ex = torch._dynamo.explain(micro_step)(b, t, noise.token, noise.doc, mask)
+    assert ex.graph_break_count == 0, ex.break_reasons
+    assert ex.graph_count == 1
+
+
+def test_compiled_model_and_loss_match_eager(vocab):
+    """The fused head's custom autograd function compiles (AOTAutograd, no codegen on CPU) and
+    gives the eager loss and gradients."""
+    from trimodal.model.config import DiffusionConfig
+    from trimodal.model.diffusion import DiffusionLoss
+
+    loss_fn = DiffusionLoss(DiffusionConfig(cfg_drop_prob=0.0), vocab)
+    b, t, noise = _micro_step_inputs(vocab)
+    c = loss_fn.corrupt(b, t=t, noise=noise)
+    eager, comp = _model(vocab).train(), _model(vocab).train()
+    comp.compile(backend="aot_eager", fullgraph=True)
+    le, lc = loss_fn.compute(eager, b, c).loss_sum, loss_fn.compute(comp, b, c).loss_sum
+    le.backward()
+    lc.backward()
+    torch.testing.assert_close(lc, le)
+    for (n, p), q in zip(eager.named_parameters(), comp.parameters()):
+        torch.testing.assert_close(q.grad, p.grad, msg=n)
+
+
+def test_fused_head_loss_equals_full_logits_loss(vocab):
+    """The head applied to every position with a weighted, chunked cross-entropy gives the loss,
+    the per-modality sums and the gradients of plain logits → cross-entropy at the masked
+    positions (chunks smaller than the batch, so more than one is summed)."""
+    from trimodal.model.head_loss import head_cross_entropy
+
+    torch.manual_seed(0)
+    N, d, V, Vp = 50, 8, vocab.size, vocab.size + 13
+    h = torch.randn(N, d, requires_grad=True)
+    w = torch.randn(Vp, d, requires_grad=True)
+    targets = torch.randint(0, V, (N,))
+    masked = torch.rand(N) < 0.5
+    scale = torch.rand(N) * masked
+    groups = torch.randint(0, 4, (N,))
+    loss, sums = head_cross_entropy(h, w, targets, scale, groups, 3, V, chunk=16)
+    (2.5 * loss).backward()
+    h2, w2 = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    logits = (h2[masked] @ w2.t())[:, :V]  # the reference: only the masked positions, real vocabulary
+    ce = torch.nn.functional.cross_entropy(logits, targets[masked], reduction="none") * scale[masked]
+    (2.5 * ce.sum()).backward()
+    torch.testing.assert_close(loss, ce.sum())
+    ref_sums = torch.stack([ce[groups[masked] == k].sum() for k in range(3)])
+    torch.testing.assert_close(sums, ref_sums.detach())
+    torch.testing.assert_close(h.grad, h2.grad)
+    torch.testing.assert_close(w.grad, w2.grad)
+    assert torch.all(w.grad[V:] == 0)  # padded vocabulary rows are never predicted
+
+
+def test_a_step_builds_its_masks_once_and_cuts_them_per_micro_batch():
+    """`attention_masks` builds one mask for all of a rank's rows and cuts it per micro-batch: the
+    boolean masks (SDPA) and the flex BlockMask's block tables and mask_mod (rebound to the
+    micro-batch's own rows) equal masks built for each micro-batch alone. (Block tables only:
+    flex_attention itself runs on CUDA.)"""
+    from torch.nn.attention.flex_attention import create_mask
+
+    from trimodal.model.attention import attention_masks, flex_block_mask
+
+    g = torch.Generator().manual_seed(0)
+    L = 384  # three 128-blocks
+    seg = torch.sort(torch.randint(0, 6, (4, L), generator=g), dim=1).values.flip(1)  # padding (0) last
+    for backend in ("sdpa", "flex"):
+        masks = attention_masks(backend, seg, 2, compiled=False)
+        assert len(masks) == 2
+        for k, sl in enumerate((slice(0, 2), slice(2, 4))):
+            if backend == "sdpa":
+                assert torch.equal(masks[k], segment_mask(seg[sl]))
+                continue
+            alone = flex_block_mask(seg[sl], compiled=False)
+            for name in ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices"):
+                assert torch.equal(getattr(masks[k], name), getattr(alone, name)), name
+            dense = create_mask(masks[k].mask_mod, 2, 1, L, L, device="cpu")
+            assert torch.equal(dense, segment_mask(seg[sl]))
+
+
+def test_predict_by_index_equals_full_logits(vocab):
+    m = _model(vocab)
+    x = _t(stack([pack(vocab, [text_doc(vocab, [1, 2, 3]), t2i_doc(vocab, [4], [5, 6, 7, 8])], 16)] * 2))
+    idx = torch.tensor([2, 9, 10])
+    with torch.no_grad():
+        full = m(x["tokens"], x["positions"], x["segment_ids"])
+        part = m(x["tokens"], x["positions"], x["segment_ids"], predict=idx)
+    torch.testing.assert_close(part, full[:, idx])

@@ -6,7 +6,8 @@ emitted) — plus counters; no token is buffered. Planning a row needs only docu
 (Arrow offsets), so every rank can plan every row of the global stream cheaply and copy tokens
 only for its own rows.
 
-Packing rules (per source; `pack` default: text-only sources packed, pair sources padded):
+Packing rules (per source; `pack` default true: every source packed; null: text-only sources
+packed, pair sources padded, the paper's layout):
 - packed: documents are concatenated until the row is full. A text document that does not fit
   is split: the rest continues at the start of the source's next row. The continuation gets no
   <bos> (the document has one already; <bos> marks a true start) and its positions restart at 0

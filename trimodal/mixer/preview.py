@@ -16,6 +16,17 @@ from trimodal.mixer.mixer import Mixer
 
 DEFAULT_GLOBAL_BATCH = 64
 MAX_POINTS = 400  # history points kept for the plot
+PADDING_WARN = 0.20  # share of padded positions above which a preview (and the trainer) warns
+
+
+def padding_warning(pad_fraction: float) -> str | None:
+    """The warning for a mix that spends more than PADDING_WARN of its positions on padding."""
+    if pad_fraction <= PADDING_WARN:
+        return None
+    return (
+        f"padding is {100 * pad_fraction:.0f}% of the positions (over {100 * PADDING_WARN:.0f}%): "
+        "compute spent on nothing; pack the sources (pack: true)"
+    )
 
 
 def preview_mix(
@@ -57,6 +68,8 @@ def preview_mix(
     if bar is not None:
         bar.close()
     result = {"requested_steps": steps, **mixer.stats(), "history": history}
+    warning = padding_warning(result["pad_fraction"])
+    result["warnings"] = [warning] if warning else []
     if plot:
         write_plot(result, plot)
         result["plot"] = plot
@@ -80,6 +93,7 @@ def format_preview(result: dict) -> str:
         f"shares count {result['share_unit']}; pad fraction {100 * result['pad_fraction']:.2f}%"
         + ("; stream ended (all sources exhausted)" if result["ended"] else "")
     )
+    lines += [f"warning: {w}" for w in result.get("warnings", [])]
     return "\n".join(lines)
 
 

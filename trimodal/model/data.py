@@ -212,3 +212,20 @@ class Prefetcher:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+
+def planned_padding(stream, steps: int = 8) -> float:
+    """Share of padding among the positions of the stream's next `steps` global batches: planned
+    by a twin of the mixer at the same position (no tokens copied), or read off the synthetic
+    stream's pool."""
+    if isinstance(stream, SyntheticStream):
+        return float((stream.pool["segment_ids"] == 0).mean())
+    from trimodal.mixer import Mixer
+
+    twin = Mixer(stream.cfg, 0, 1)
+    twin.load_state_dict(stream.state_dict())
+    before = twin.stats()
+    twin.advance(steps)
+    after = twin.stats()
+    positions = after["positions"] - before["positions"]
+    return 1.0 - (after["tokens"] - before["tokens"]) / positions if positions else 0.0

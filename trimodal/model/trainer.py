@@ -1,28 +1,40 @@
 """The training loop one worker runs: inside a Ray Train worker (DDP / FSDP2 over the process
 group Ray set up) or in-process without Ray (bench, single-machine debugging).
 
+In steps, torchtitan-style: `setup` (stream, model built on the meta device and materialized per
+shard, optimizer, loss), `resume` (the newest checkpoint, on any world size), then per step
+`train_step` and `_after_step` (log, checkpoint, crash injection). The stateful parts (model,
+optimizer, stream, `Progress`) each have their state dict; checkpoints are sharded (checkpoint.py).
+
 Per optimizer step: take this rank's share of the logical batch from its own stream (opened
 with the logical batch as the global batch, data.py), noise it, all-reduce the count of
-maskable tokens so the loss is normalized by the whole logical batch (diffusion.py), then
-forward/backward it in micro-batches of `physical_batch` rows (DDP syncs only on the last),
-clip, step.
+maskable tokens so the loss is normalized by the whole logical batch (diffusion.py), build the
+attention masks of all micro-batches once, then forward/backward the micro-batches of
+`physical_batch` rows (DDP / FSDP sync only on the last), clip, step.
 
-Randomness is a function of the data, not of the process layout: t comes from the stratified
-grid over the global batch (one shared draw per step), the mask and CFG noise of a row from a
-generator seeded by (seed, global row index). With the lr a pure function of the step, a
-resumed run replays the uninterrupted one exactly, and a run on another world size or
-accumulation factor computes the same losses up to float summation order. A checkpoint
-therefore needs only model, optimizer, step and the stream's position.
+A step the GPU never waits on: the batch's t and noise are drawn on the prefetch thread and
+copied from pinned memory without blocking; model + fused loss have static shapes and compile as
+one graph (`compile` defaults to on under CUDA); the step's metrics are read back with ONE
+`.tolist()` at its end, the only host sync of the step.
 
-Metrics (loss, per-modality loss, lr, tokens/s, data-wait fraction, grad norm) go to stdout
-as JSON lines and to ``metrics.jsonl`` and TensorBoard in the log dir (rank 0); the run's
-summary goes to ``summary.json`` in the run directory at the end.
+Randomness is a function of the data, not of the process layout: t comes from stratified
+strata over the global batch (one shared draw and permutation per step), the mask and CFG noise
+of a row from a generator seeded by (seed, global row index), each parameter's init from
+(seed, its name). With the lr a pure function of the step, a resumed run replays the
+uninterrupted one exactly, and a run on another world size or accumulation factor computes
+the same losses up to float summation order (bit for bit when nothing reduces over shards, as
+tested with clipping off). A checkpoint therefore needs only model, optimizer, step and the
+stream's position.
+
+Metrics (loss, per-modality loss, lr, tokens/s, data-wait fraction, grad norm) go to stderr
+as JSON lines and to ``metrics.jsonl`` and TensorBoard in the log dir (rank 0); the start record
+holds the planned padding share (a warning above 20%); the run's summary goes to
+``summary.json`` in the run directory at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import signal
@@ -38,18 +50,18 @@ from trimodal.config import to_dict
 from trimodal.dataset.storage import is_s3, resolve
 from trimodal.errors import ConfigError
 from trimodal.faults import fault_int, faults_from_env
+from trimodal.model.attention import attention_masks, choose_backend
 from trimodal.model.batch_size import derive
-from trimodal.model.checkpoint import gather_state, latest_checkpoint, load_into, save_checkpoint
+from trimodal.model.checkpoint import latest_checkpoint, load_into, save_checkpoint
 from trimodal.model.config import TrainConfig
-from trimodal.model.data import Prefetcher, open_stream
+from trimodal.model.data import Prefetcher, open_stream, planned_padding
 from trimodal.model.diffusion import MASKABLE, DiffusionLoss, Noise, stratified_t
 from trimodal.model.evaluate import elbo, unigram_entropy
 from trimodal.model.optim import build_optimizer, lr_factor, set_lr
+from trimodal.model.seeding import seed_for
 from trimodal.model.transformer import Transformer
 
-
-def seed_for(*parts) -> int:
-    return int.from_bytes(hashlib.sha256("/".join(map(str, parts)).encode()).digest()[:8], "little") & (2**63 - 1)
+__all__ = ["Trainer", "WorkerContext", "build_model", "log_dir_for", "ray_train_loop", "seed_for"]
 
 
 def log_dir_for(cfg: TrainConfig) -> str:
@@ -74,43 +86,74 @@ class WorkerContext:
 _BATCH_KEYS = ("tokens", "modality", "segment_ids", "positions")
 
 
-def _to_tensors(batch: dict, pin: bool = False) -> dict:
-    out = {}
-    for k in _BATCH_KEYS:
-        t = torch.from_numpy(np.ascontiguousarray(batch[k]))
-        out[k] = t.pin_memory() if pin else t
-    return out
+class _PrepareSteps:
+    """The prefetch thread's transform: a stream batch -> host tensors for step `step` (counted
+    from `first_step` in stream order): the batch, its rows' t (the step's shared stratified
+    draw, already scaled to [t_min, 1]) and their per-row mask / CFG noise. Pinned on CUDA so
+    that the step copies them without blocking: all of the step's randomness is drawn here, off
+    the training thread, and none of it needs a host sync."""
+
+    def __init__(self, trainer: Trainer, first_step: int, pin: bool):
+        self.tr, self.step, self.pin = trainer, first_step, pin
+
+    def __call__(self, batch: dict) -> dict:
+        tr, cfg = self.tr, self.tr.cfg
+        step, first_row = self.step, tr.ctx.rank * tr.per_rank
+        self.step += 1
+        out = {k: torch.from_numpy(np.ascontiguousarray(batch[k])) for k in _BATCH_KEYS}
+        shared = torch.Generator().manual_seed(seed_for(cfg.seed, "t", step))
+        out["t"] = tr.loss_fn.scale_t(
+            stratified_t(cfg.logical_batch, first_row, tr.per_rank, cfg.diffusion.t_sampling, shared)
+        )
+        base = step * cfg.logical_batch + first_row
+        noise = Noise.per_row([seed_for(cfg.seed, "noise", base + i) for i in range(tr.per_rank)], tr.seq_len)
+        out["noise_token"], out["noise_doc"] = noise.token, noise.doc
+        return {k: v.pin_memory() for k, v in out.items()} if self.pin else out
 
 
-def _to_device(batch: dict, device) -> dict:
-    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
+    """`compile: null` (the default) means on CUDA only: CPU compiles take minutes here."""
+    return cfg.compile if cfg.compile is not None else device.type == "cuda"
 
 
-def wrap_model(model: torch.nn.Module, cfg: TrainConfig, ctx: WorkerContext) -> torch.nn.Module:
+def build_model(cfg: TrainConfig, vocab_size: int, ctx: WorkerContext) -> tuple[torch.nn.Module, int]:
+    """(model ready to train, parameter count). The model is built on the meta device (no
+    memory, no init), sharded with FSDP2 when distributed with `fsdp`, then materialized on the
+    device shard by shard and initialized per parameter name (`Transformer.init_weights`), so
+    no rank ever holds the whole fp32 model and every layout starts from the same values.
+
+    Compilation (`compile_enabled`): without FSDP the whole model, loss included, is compiled in
+    place (one graph; DDP's compiler splits it at its gradient buckets); with FSDP each block is
+    compiled before it is sharded (FSDP's hooks stay outside the block graphs), as torchtitan does."""
+    with torch.device("meta"):
+        model = Transformer(cfg.model, vocab_size)
+    n_params = model.num_params()
+    compiled = compile_enabled(cfg, ctx.device)
     if ctx.distributed and cfg.fsdp:
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        mp = (
-            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-            if ctx.device.type == "cuda"
-            else None
-        )
-        kw = {"mp_policy": mp} if mp else {}
-        model.to(ctx.device)
-        for blk in model.blocks:
+        kw = {}
+        if ctx.device.type == "cuda":
+            kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+        for i, blk in enumerate(model.blocks):
+            if compiled:
+                blk = torch.compile(blk)
+                model.blocks[i] = blk
             fully_shard(blk, **kw)
         fully_shard(model, **kw)
-    elif ctx.distributed:
+        model.to_empty(device=ctx.device)
+        model.init_weights(cfg.seed)
+        return model, n_params
+    model.to_empty(device=ctx.device)
+    model.init_weights(cfg.seed)
+    if ctx.distributed:
         # Plain DDP over whatever process group exists (Ray Train's, or torchrun's).
         from torch.nn.parallel import DistributedDataParallel
 
-        model.to(ctx.device)
         model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    else:
-        model.to(ctx.device)
-    if cfg.compile:
-        model = torch.compile(model)
-    return model
+    if compiled:
+        model.compile()
+    return model, n_params
 
 
 @dataclass
@@ -190,14 +233,10 @@ class Trainer:
             dist.all_reduce(x)
         return x
 
-    def _row_noise(self, step: int, first_row: int, n: int, seq_len: int) -> Noise:
-        base = step * self.cfg.logical_batch + first_row
-        return Noise.per_row([seed_for(self.cfg.seed, "noise", base + i) for i in range(n)], seq_len)
-
     # setup and resume -----------------------------------------------------------------
     def setup(self) -> None:
         """Check the batch layout, open this rank's stream, derive the hyperparameters and build
-        model, optimizer and loss."""
+        model (meta device, sharded, materialized per shard), optimizer and loss."""
         cfg, ctx = self.cfg, self.ctx
         W = ctx.world_size
         if cfg.logical_batch % (cfg.physical_batch * W):
@@ -212,10 +251,9 @@ class Trainer:
         horizon = cfg.horizon_tokens or float(cfg.steps * cfg.logical_batch * self.seq_len)
         self.derived = derive(cfg.hyper, cfg.logical_batch, self.seq_len, horizon)
 
-        torch.manual_seed(cfg.seed)  # identical init on every rank
-        model = Transformer(cfg.model, self.vocab.size)
-        self.n_params = model.num_params()
-        self.model = wrap_model(model, cfg, ctx)
+        self.model, self.n_params = build_model(cfg, self.vocab.size, ctx)
+        self.compiled = compile_enabled(cfg, ctx.device)
+        self.backend = choose_backend(cfg.model.attention, ctx.device)
         self.optimizer = build_optimizer(self.model, self.derived, cfg.optim)
         self.loss_fn = DiffusionLoss(cfg.diffusion, self.vocab)
         self.autocast = (
@@ -235,24 +273,24 @@ class Trainer:
 
     # one optimizer step ---------------------------------------------------------------
     def train_step(self, step: int, batch: dict, wait: float = 0.0) -> dict:
-        """Noise this rank's rows, forward/backward them in micro-batches, clip, step. Returns
-        the step's metrics, read from the device once (the step's one host sync); `wait` (the
-        seconds this rank waited for the batch) is reduced with them."""
+        """One optimizer step over this rank's rows (a batch from `_PrepareSteps`: tokens,
+        layout, t and noise). Everything stays on the device: the corruption, one attention mask
+        build for all micro-batches, the compiled forward + fused loss of each micro-batch, the
+        clip and the optimizer step; the metrics are read back once at the end (the step's one
+        host sync). `wait` (seconds this rank waited for the batch) is reduced with them."""
         cfg, ctx, dev = self.cfg, self.ctx, self.ctx.device
         model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
-        W, first_row = ctx.world_size, ctx.rank * self.per_rank
+        W, n_mod = ctx.world_size, len(MASKABLE)
         lr = self.derived.lr * lr_factor(step, cfg.steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
         set_lr(optimizer, lr)
-        batch = _to_device(batch, dev)
-        shared = torch.Generator().manual_seed(seed_for(cfg.seed, "t", step))
-        t = loss_fn.scale_t(
-            stratified_t(cfg.logical_batch, first_row, self.per_rank, cfg.diffusion.t_sampling, shared, dev)
-        )
-        corr = loss_fn.corrupt(batch, t=t, noise=self._row_noise(step, first_row, self.per_rank, self.seq_len))
-        global_count = self._allreduce(corr.maskable.sum().to(torch.float64)).clamp_min(1.0)
+        batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+        t, noise = batch.pop("t"), Noise(batch.pop("noise_token"), batch.pop("noise_doc"))
+        corr = loss_fn.corrupt(batch, t=t, noise=noise)
+        global_count = self._allreduce(corr.maskable.sum(dtype=torch.float64)).clamp_min(1.0)
         scale = (W / global_count).float()  # DDP / FSDP average grads over W: undo it, normalize globally
-        n_mod = len(MASKABLE)
-        stats = torch.zeros(2 + 2 * n_mod, dtype=torch.float64, device=dev)
+        masks = attention_masks(self.backend, batch["segment_ids"], cfg.physical_batch)
+        # [loss_sum, real tokens, per-modality sums, per-modality counts, data wait]
+        stats = torch.zeros(3 + 2 * n_mod, dtype=torch.float64, device=dev)
         for k in range(self.accum):
             sl = slice(k * cfg.physical_batch, (k + 1) * cfg.physical_batch)
             b, c = {key: v[sl] for key, v in batch.items()}, corr.rows(sl)
@@ -261,29 +299,30 @@ class Trainer:
                 model.set_requires_gradient_sync(sync)
             with model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext():
                 with self.autocast:
-                    logits = model(c.noisy, b["positions"], b["segment_ids"], predict=c.masked)
-                out = loss_fn.from_logits(logits, b, c)
+                    out = loss_fn.compute(model, b, c, mask=masks[k])
                 (out.loss_sum * scale).backward()
             stats[0] += out.loss_sum.detach()
             stats[2 : 2 + n_mod] += out.modality_sums
-            stats[2 + n_mod :] += out.modality_counts
+            stats[2 + n_mod : 2 + 2 * n_mod] += out.modality_counts
         stats[1] = (batch["segment_ids"] != 0).sum()
+        stats[-1] = wait
+        params = [p for p in model.parameters()]
         if cfg.optim.grad_clip > 0:
-            gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
         else:
-            gnorm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+            gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         if hasattr(gnorm, "full_tensor"):
             gnorm = gnorm.full_tensor()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        red = self._allreduce(torch.cat([stats, torch.tensor([wait], dtype=torch.float64, device=dev)]))
-        red = red.tolist()  # the step's one host sync
+        red = self._allreduce(stats)
+        red = torch.cat([red, gnorm.reshape(1).to(red), global_count.reshape(1)]).tolist()  # the one host sync
         rec = {
-            "loss": red[0] / float(global_count),
+            "loss": red[0] / red[-1],
             "lr": lr,
             "tokens": red[1],
-            "data_wait_s": red[-1] / W,
-            "grad_norm": float(gnorm),
+            "data_wait_s": red[2 + 2 * n_mod] / W,
+            "grad_norm": red[-2],
         }
         for i, m in enumerate(MASKABLE):
             s_, n_ = red[2 + i], red[2 + n_mod + i]
@@ -311,19 +350,20 @@ class Trainer:
         self._maybe_kill(done)
 
     def _checkpoint(self, step: int) -> None:
-        msd, osd = gather_state(self.model, self.optimizer)  # collective under FSDP
+        """Every rank writes its own shards (checkpoint.py); rank 0 adds the JSON files."""
+        p = self.progress.state_dict()
+        uri = save_checkpoint(
+            self.cfg.output,
+            step,
+            self.model,
+            self.optimizer,
+            {"mixer": self.fetch.state_dict(), "metrics": p["metrics"]},
+            self.vocab.to_json(),
+            to_dict(self.cfg),
+            rank=self.ctx.rank,
+            keep=self.cfg.keep_checkpoints,
+        )
         if self.ctx.rank == 0:
-            p = self.progress.state_dict()
-            uri = save_checkpoint(
-                self.cfg.output,
-                step,
-                msd,
-                osd,
-                {"mixer": self.fetch.state_dict(), "metrics": p["metrics"]},
-                self.vocab.to_json(),
-                to_dict(self.cfg),
-                keep=self.cfg.keep_checkpoints,
-            )
             self._log({"event": "checkpoint", "step": step, "uri": uri})
             if self.log_dir != self.cfg.output and self._jsonl is not None:
                 # Remote runs keep a copy of the metrics beside the checkpoints.
@@ -386,6 +426,8 @@ class Trainer:
             "resumed_from": self.resumed_from,
             "hyper": self.derived.to_dict(),
             "device": str(self.ctx.device),
+            "compile": self.compiled,
+            "attention": self.backend,
             "pid": os.getpid(),
         }
 
@@ -395,12 +437,20 @@ class Trainer:
         self.resume()
         start = self.progress.step
         self._open_logs()
-        self._log(self._start_record())
-        for w in self.derived.warnings:
+        warnings = list(self.derived.warnings)
+        rec = self._start_record()
+        if ctx.rank == 0:
+            from trimodal.mixer.preview import padding_warning
+
+            rec["padding_frac"] = pad = planned_padding(self.stream)
+            if padding_warning(pad):
+                warnings.append(padding_warning(pad))
+        self._log(rec)
+        for w in warnings:
             self._log({"event": "warning", "message": w})
 
-        pin = ctx.device.type == "cuda"
-        self.fetch = Prefetcher(self.stream, cfg.prefetch, transform=lambda b: _to_tensors(b, pin=pin))
+        prepare = _PrepareSteps(self, start, pin=ctx.device.type == "cuda")
+        self.fetch = Prefetcher(self.stream, cfg.prefetch, transform=prepare)
         self.model.train()
         tot_tokens = tot_time = tot_wait = tot_all = 0.0
         end = min(cfg.steps, cfg.stop_at_step or cfg.steps)

@@ -6,9 +6,13 @@ kept inside documents (attention.py). The embedding is padded to a multiple of
 `vocab_multiple` rows for tensor-core friendly shapes; logits are cut back to the real
 vocabulary so padded ids can never be predicted.
 
-`forward(..., predict=mask)` applies the output head only at the selected positions: the loss
-needs logits only where tokens were masked, which saves the largest matmul and the [B, L, V]
-logits tensor.
+Training calls `forward(..., loss=(targets, scale, groups, n_groups))`: the output head runs on
+every position fused with a weighted cross-entropy in chunks (head_loss.py), so the step has
+static shapes, no host sync and one compiled graph for model + loss. Sampling and evaluation
+call `forward(..., predict=mask)`, which applies the head only at the selected positions.
+
+Parameters are initialized per name (`init_weights`), so a model built on the meta device and
+materialized shard by shard under FSDP2 holds the same values as one built whole on one device.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import torch.nn.functional as F
 
 from trimodal.model.attention import attend, build_attention_mask, choose_backend
 from trimodal.model.config import ModelConfig
+from trimodal.model.head_loss import head_cross_entropy
 
 
 def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,15 +99,45 @@ class Transformer(nn.Module):
             self.head.weight = self.embed.weight
         self.reset_parameters()
 
-    def reset_parameters(self):
+    def _init_value(self, name: str, p: torch.Tensor, generator: torch.Generator | None, device) -> torch.Tensor:
+        if p.dim() < 2:
+            return torch.ones(p.shape, dtype=p.dtype, device=device)  # norm scales start at 1
+        # Residual output projections scaled down with depth (GPT-2 style) so the residual
+        # stream's variance does not grow with the number of layers.
         std = self.cfg.init_std
+        if name.endswith(("out.weight", "down.weight")):
+            std = std / math.sqrt(2 * self.cfg.n_layers)
+        return torch.empty(p.shape, dtype=p.dtype, device=device).normal_(0.0, std, generator=generator)
+
+    def reset_parameters(self):
+        """Initialize from the global RNG, parameter after parameter (direct construction)."""
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                if p.device.type != "meta":
+                    p.copy_(self._init_value(name, p, None, p.device))
+
+    @torch.no_grad()
+    def init_weights(self, seed: int) -> None:
+        """Initialize every parameter from its own generator, seeded by (seed, its name), drawn
+        whole and then cut to this rank's shard when the parameter is a DTensor (FSDP2).
+        The values therefore do not depend on the world size, the sharding or the order of
+        construction: a model built on the meta device and materialized shard by shard equals
+        one built whole. They do depend on the device type (CPU and CUDA generators differ).
+        Cost: one full parameter at a time on the device (the largest, the embedding)."""
+        from trimodal.model.seeding import seed_for
+
         for name, p in self.named_parameters():
-            if p.dim() < 2:
-                continue  # norm scales stay at 1
-            # Residual output projections scaled down with depth (GPT-2 style) so the residual
-            # stream's variance does not grow with the number of layers.
-            s = std / math.sqrt(2 * self.cfg.n_layers) if name.endswith(("out.weight", "down.weight")) else std
-            nn.init.normal_(p, mean=0.0, std=s)
+            clean = name.replace("_orig_mod.", "")  # compiled blocks keep their plain names
+            dev = p.device
+            g = torch.Generator(device=dev).manual_seed(seed_for(seed, "init", clean))
+            full = self._init_value(clean, p, g, dev)
+            if hasattr(p, "to_local"):  # a DTensor: keep this rank's shard of the full value
+                from torch.distributed.tensor import distribute_tensor
+
+                local = distribute_tensor(full, p.device_mesh, p.placements, src_data_rank=None).to_local()
+                p.to_local().copy_(local)
+            else:
+                p.copy_(full)
 
     def num_params(self, embeddings: bool = True) -> int:
         n = sum(p.numel() for p in self.parameters())
@@ -112,21 +147,43 @@ class Transformer(nn.Module):
                 n -= self.head.weight.numel()
         return n
 
-    def hidden(self, tokens, positions, segment_ids) -> torch.Tensor:
+    def hidden(self, tokens, positions, segment_ids, mask=None) -> torch.Tensor:
+        """Final hidden states [B, L, dim]. `mask`: the attention mask of these rows as built by
+        `attention.attention_masks` (the trainer builds them once per step); built here if None."""
         backend = choose_backend(self.cfg.attention, tokens.device)
-        mask = build_attention_mask(backend, segment_ids)
+        if mask is None:
+            mask = build_attention_mask(backend, segment_ids)
         cos, sin = rotary_tables(positions, self.cfg.dim // self.cfg.n_heads, self.cfg.rope_theta)
         x = self.embed(tokens.long())
         for blk in self.blocks:
             x = blk(x, cos, sin, mask, backend)
         return self.norm(x)
 
-    def forward(self, tokens, positions, segment_ids, predict: torch.Tensor | None = None) -> torch.Tensor:
-        """tokens/positions/segment_ids [B, L] -> logits [B, L, V], or [N, V] at the N positions
-        where the bool mask `predict` [B, L] is True. V is the real (unpadded) vocabulary size."""
-        h = self.hidden(tokens, positions, segment_ids)
+    def forward(
+        self,
+        tokens,
+        positions,
+        segment_ids,
+        predict: torch.Tensor | None = None,
+        *,
+        mask=None,
+        loss: tuple | None = None,
+    ):
+        """tokens/positions/segment_ids [B, L] ->
+
+        - with `loss` = (targets, scale, groups, n_groups), each [B, L] but n_groups: the fused
+          head + weighted cross-entropy over ALL positions (head_loss.py), returning
+          (Σ scale·CE, per-group sums [n_groups]) with static shapes: what training compiles;
+        - else logits [B, L, V]; or [N, V] at the N positions where the bool mask `predict`
+          [B, L] is True (evaluation; a data-dependent shape); or [B, T, V] at the T positions
+          listed by the integer tensor `predict` [T], the same in every row (sampling: a static
+          shape, no host sync). V is the real (unpadded) vocabulary size."""
+        h = self.hidden(tokens, positions, segment_ids, mask)
+        if loss is not None:
+            targets, scale, groups, n_groups = loss
+            return head_cross_entropy(h, self.head.weight, targets, scale, groups, n_groups, self.vocab_size)
         if predict is not None:
-            h = h[predict]
+            h = h[predict] if predict.dtype == torch.bool else h[:, predict]
         return self.head(h)[..., : self.vocab_size]
 
 
