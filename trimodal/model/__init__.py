@@ -1,10 +1,11 @@
 """The masked diffusion model and its trainer.
 
 config (typed configs, presets) · transformer + attention (bidirectional, document-masked) ·
-schedules + diffusion (noise schedules, the ELBO loss) · batch_size + optim (κ rule, AdamW,
-warmup + cosine) · data (the worker's stream, prefetching) · trainer (the per-worker loop,
-Ray Train entry point) · checkpoint (local / S3) · sampler (iterative unmasking) · evaluate
-(deterministic ELBO, unigram baseline).
+head_loss (the output head fused with a chunked, weighted cross-entropy) · schedules + diffusion
+(noise schedules, the ELBO loss) · batch_size + optim (κ rule, AdamW, warmup + cosine) · data
+(the worker's stream, prefetching, planned padding) · seeding (seeds from names) · trainer (the
+per-worker loop in steps, Ray Train entry point) · checkpoint (sharded DCP, local / S3) · sampler
+(iterative unmasking, batched guidance) · evaluate (deterministic ELBO, unigram baseline).
 
 May import: `trimodal.mixer` (the worker's stream), `trimodal.pipeline` (allowed by the layers,
 unused today), `trimodal.tokenizers`, `trimodal.dataset`, `trimodal.config`, `trimodal.cluster`,
