@@ -23,13 +23,19 @@ COMMANDS = {
     "demo": ("trimodal.jobs.demo:demo", "Run the whole flow on a built-in corpus, offline, on CPU."),
     "tokenize": ("trimodal.jobs.tokenize:tokenize", "Tokenize raw corpora into a dataset on Ray."),
     "retokenize": ("trimodal.jobs.retokenize:retokenize", "Re-encode one modality of a dataset with a new tokenizer."),
-    "inspect": ("trimodal.jobs.inspect:inspect_cmd", "Summarize a tokenized dataset."),
+    "inspect": (
+        "trimodal.jobs.inspect:inspect_cmd",
+        "Summarize a tokenized dataset; --render decodes samples to look at.",
+    ),
     "migrate": ("trimodal.jobs.migrate:migrate_cmd", "Rewrite a format-1 dataset as format 2 (length index, tables)."),
     "tokenizer": ("trimodal.jobs.tokenizer:tokenizer", "Train text tokenizers."),
     "codec": ("trimodal.jobs.codec:codec", "Build local image/audio codecs."),
     "mix": ("trimodal.jobs.mix:mix", "Preview and check data mixes."),
     "train": ("trimodal.jobs.train:train", "Train a masked diffusion model with Ray Train."),
     "generate": ("trimodal.jobs.generate:generate", "Generate text, images or audio from a checkpoint."),
+    "serve": ("trimodal.jobs.serve:serve", "Serve encode/decode over HTTP (Ray Serve)."),
+    "encode": ("trimodal.jobs.serve:encode", "Encode a file with a running service."),
+    "decode": ("trimodal.jobs.serve:decode", "Decode codes into a file with a running service."),
 }
 
 EXIT_CONFIG, EXIT_INTEGRITY, EXIT_INPUT = 2, 3, 4

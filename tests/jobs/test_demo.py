@@ -42,5 +42,11 @@ def test_demo_runs_the_whole_flow(tmp_path):
     wave, rate = sf.read(gen["audio"])
     assert rate == 16000 and wave.ndim == 1 and len(wave) > 0 and np.isfinite(wave).all()
     assert isinstance(open(gen["text"], encoding="utf-8").read(), str)
+    # the tokenization service encoded the dataset's own codes over HTTP and decoded them back
+    svc = summary["service"]
+    assert svc["codes_match_dataset"] == {"text": True, "image": True, "audio": True}
+    assert svc["text_round_trip"] is True
+    assert Image.open(svc["files"]["image"]).size == (64, 64)
+    assert sf.read(svc["files"]["audio"])[1] == 16000
     for name in ("tokenize.yaml", "mix.yaml", "train.yaml", "mix_shares.png", "demo_summary.json"):
         assert (workdir / name).is_file(), name

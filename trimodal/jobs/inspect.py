@@ -1,4 +1,5 @@
-"""`trimodal inspect DATASET`: what is in a tokenized dataset, for people and for scripts."""
+"""`trimodal inspect DATASET`: what is in a tokenized dataset, for people and for scripts;
+with `--render N --out DIR`, also N decoded samples per source to look at (service/render.py)."""
 
 from __future__ import annotations
 
@@ -73,11 +74,31 @@ def format_summary(s: dict) -> str:
     is_flag=True,
     help="Also hash every shard and index against the manifest (reads all data) and list unreferenced files.",
 )
-def inspect_cmd(dataset: str, as_json: bool, verify: bool):
+@click.option(
+    "--render",
+    "render",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Decode this many samples per source with the dataset's own codecs (needs --out).",
+)
+@click.option(
+    "--out",
+    default=None,
+    type=click.Path(file_okay=False),
+    help="With --render: where the text / PNG / WAV files and index.html go.",
+)
+def inspect_cmd(dataset: str, as_json: bool, verify: bool, render: int | None, out: str | None):
     """Summarize DATASET (a local path or s3://bucket/prefix): samples, tokens per modality and
     source, shards, bytes, tokenizer fingerprints, quarantine counts by reason, failed inputs.
 
-    Exit code 3 if --verify finds a shard that does not match the manifest."""
+    With --render N --out DIR, also decode N samples per source with the codecs the manifest
+    names (they must still match its fingerprints) into DIR: text, PNG and WAV files and an
+    index.html showing captions beside images and transcripts beside audio players.
+
+    Exit code 3 if --verify finds a shard that does not match the manifest, or if the codecs
+    no longer match the dataset's fingerprints."""
+    if (render is None) != (out is None):
+        raise click.UsageError("--render N and --out DIR go together")
     ds = Dataset.open(dataset)
     s = summarize(ds)
     problems = ds.verify_all() if verify else []
@@ -86,6 +107,10 @@ def inspect_cmd(dataset: str, as_json: bool, verify: bool):
         # Unreferenced files (a dead attempt's shards, temp files) are reported, not an error:
         # no reader ever opens them, and the next commit of the job removes them.
         s["verify"] = {"ok": not problems, "problems": problems, "unreferenced": unreferenced}
+    if render is not None:
+        from trimodal.service.render import render_dataset
+
+        s["render"] = render_dataset(dataset, render, out)
     if as_json:
         click.echo(json.dumps(s, indent=2, sort_keys=True))
     else:
@@ -100,5 +125,8 @@ def inspect_cmd(dataset: str, as_json: bool, verify: bool):
                 click.echo(f"unreferenced {len(unreferenced)} file(s) the manifest does not list (safe to delete):")
                 for rel in unreferenced[:20]:
                     click.echo(f"  {rel}")
+        if render is not None:
+            r = s["render"]
+            click.echo(f"render    {r['files']} files for {sum(r['samples'].values())} samples -> {r['index']}")
     if problems:
         sys.exit(EXIT_INTEGRITY)

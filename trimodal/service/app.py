@@ -1,0 +1,440 @@
+"""The Ray Serve application: one codec deployment per modality behind one HTTP ingress.
+
+    HTTP ──► Serve proxy ──► Ingress (CPU replicas)            ──► <modality> codec replicas
+                             auth, size limits, JSON,               dynamic batching: concurrent
+                             base64, the tokenize job's             requests → one codec call
+                             per-sample preparation (422 here),     (GPU when the cluster has
+                             PNG / WAV writing                      GPUs), codes / media back
+
+Why the split: validation and media decoding are CPU work that scales with ingress replicas,
+and a rejected upload never reaches a (GPU) codec replica; the codec replicas run only what the
+tokenize job's encode actors run (`encode_prepared` / `encode_raw`), so codes are the job's, byte
+for byte, for the same fingerprint and device. The cost is one extra hop (a Ray call with the
+prepared pixels or waveform, ~12 KiB for a 64 px image, 64 KiB per second of 16 kHz audio).
+
+Bounded queues: each codec deployment has `max_ongoing_requests` per replica (2 batches by
+default) and `max_queued_requests`; beyond them the ingress gets `BackPressureError` at once and
+answers 503 with Retry-After, and the ingress's own queue is bounded the same way by the proxy
+(Serve's `BackpressureConfig`, also 503 + Retry-After). A replica that dies fails only the
+requests it held (503, "unavailable"); Serve restarts it and routes new requests to the others.
+
+Auth: the ingress receives only the sha256 of the bearer token (the token itself never leaves
+the process that read it from the environment, so it is in no Serve config, checkpoint or log)
+and compares digests in constant time. Nothing from a request is unpickled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import logging
+import os
+import socket
+import time
+
+from ray import serve
+
+from trimodal.cluster import ensure_ray
+from trimodal.service import codec
+from trimodal.service.batcher import Batcher
+from trimodal.service.codec import ServiceError
+
+log = logging.getLogger("ray.serve")
+
+HEALTH_CHECK_PERIOD_S = 2.0  # how fast a dead replica is noticed and replaced
+APP_NAME = "trimodal"
+
+
+@serve.deployment
+class CodecServer:
+    """One modality's tokenizer, loaded once per replica; batched encode and decode."""
+
+    def __init__(
+        self,
+        modality: str,
+        kind: str,
+        path: str,
+        options: dict,
+        params: dict | None,
+        fingerprint: dict,
+        threads: int | None,
+        max_batch_size: int,
+        batch_wait_s: float,
+    ):
+        from trimodal.tokenizers.base import load_tokenizer
+
+        if threads and modality != "text":
+            import torch
+
+            torch.set_num_threads(int(threads))
+        self.modality, self.kind, self.params, self.fingerprint = modality, kind, params, fingerprint
+        self.tok = load_tokenizer(kind, path, **options)
+        self._encoder = Batcher(self._encode_batch, max_batch_size, batch_wait_s)
+        self._decoder = Batcher(self._decode_batch, max_batch_size, batch_wait_s)
+
+    async def encode(self, item, name: str) -> tuple:
+        return await self._encoder.submit((item, name))
+
+    async def decode(self, flat) -> object:
+        return await self._decoder.submit(flat)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def batch_stats(self) -> dict:
+        return {
+            "encode": [self._encoder.batches, self._encoder.items],
+            "decode": [self._decoder.batches, self._decoder.items],
+        }
+
+    async def _encode_batch(self, items: list) -> list:
+        if self.modality == "text":  # microseconds: a thread hop would cost more than the call
+            return codec.encode_batch(self.tok, self.modality, self.kind, self.params, items)
+        # In a thread: the codec releases the GIL, and the replica keeps taking requests for
+        # the next batch meanwhile.
+        return await asyncio.to_thread(codec.encode_batch, self.tok, self.modality, self.kind, self.params, items)
+
+    async def _decode_batch(self, flats: list) -> list:
+        return await asyncio.to_thread(codec.decode_batch, self.tok, self.modality, self.fingerprint, flats)
+
+
+def _json(body: dict, status: int = 200, headers: dict | None = None):
+    from starlette.responses import Response
+
+    blob = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return Response(blob, status_code=status, media_type="application/json", headers=headers)
+
+
+@serve.deployment
+class Ingress:
+    """HTTP routes: POST /v1/encode, POST /v1/decode, GET /v1/tokenizers, GET /healthz."""
+
+    def __init__(self, info: dict, token_sha256: str | None, text=None, image=None, audio=None):
+        from trimodal.tokenizers.vocab import Vocabulary
+
+        self.info = info
+        self.handles = {m: h for m, h in (("text", text), ("image", image), ("audio", audio)) if h is not None}
+        self.served = {m: info["modalities"][m] for m in self.handles}
+        self.vocab = Vocabulary.from_dict(info["vocab"])
+        self.token_sha256 = token_sha256
+        self.limits = info["limits"]
+        self.retry_after = info["retry_after"]
+        self.timeout_s = float(info["request_timeout_s"])
+        self.routes = {
+            ("POST", "/v1/encode"): self.encode,
+            ("POST", "/v1/decode"): self.decode,
+            ("GET", "/v1/tokenizers"): self.tokenizers,
+            ("GET", "/healthz"): self.healthz,
+        }
+
+    async def __call__(self, request):
+        try:
+            route = self.routes.get((request.method, request.url.path))
+            if route is None:
+                if any(path == request.url.path for _, path in self.routes):
+                    raise ServiceError(405, "method_not_allowed", f"{request.method} is not allowed here")
+                raise ServiceError(404, "not_found", f"no route {request.url.path}")
+            if route != self.healthz:
+                self._authorize(request)
+            return await route(request)
+        except ServiceError as e:
+            return _json(e.body(), e.status, e.headers)
+        except Exception as e:  # a bug, not the request's fault; never echo headers
+            log.exception("trimodal ingress: %s on %s", type(e).__name__, request.url.path)
+            return _json({"error": {"reason": "internal", "message": f"{type(e).__name__}: {e}"}}, 500)
+
+    # plumbing ---------------------------------------------------------------------------
+    def _authorize(self, request) -> None:
+        if self.token_sha256 is None:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        given = hashlib.sha256(token.strip().encode("utf-8", "surrogateescape")).hexdigest()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, self.token_sha256):
+            raise ServiceError(
+                401,
+                "unauthorized",
+                "a valid 'Authorization: Bearer <token>' header is required",
+                {"WWW-Authenticate": "Bearer"},
+            )
+
+    async def _body(self, request) -> object:
+        limit = int(self.info["max_request_bytes"])
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ServiceError(
+                413, "too_large", f"request body of {declared} bytes exceeds serve.max_request_bytes={limit}"
+            )
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise ServiceError(413, "too_large", f"request body exceeds serve.max_request_bytes={limit}")
+        try:
+            return json.loads(body)
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ServiceError(400, "malformed_json", f"the request body is not valid JSON ({e})") from None
+
+    async def _call(self, response):
+        """Await a codec replica, mapping overload and replica loss to 503 + Retry-After."""
+        from ray.exceptions import RayActorError
+        from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
+
+        retry = {"Retry-After": self.retry_after}
+        try:
+            return await asyncio.wait_for(response, timeout=self.timeout_s)
+        except BackPressureError:
+            raise ServiceError(503, "overloaded", "the service is at capacity; retry later", retry) from None
+        except (RayActorError, DeploymentUnavailableError, ReplicaUnavailableError) as e:
+            raise ServiceError(
+                503, "unavailable", f"the codec replica failed ({type(e).__name__}); retry", retry
+            ) from None
+        except asyncio.TimeoutError:
+            raise ServiceError(503, "timeout", f"no answer within {self.timeout_s:g} s; retry later", retry) from None
+
+    async def _each(self, request, one) -> object:
+        """Run `one(item, where)` over a single item or an {"items": [...]} list. In a list,
+        per-item 4xx errors are returned in place (status 200); 5xx fails the whole request."""
+        body = await self._body(request)
+        items, is_list = codec.request_items(body, int(self.info["max_items"]))
+        if not is_list:
+            return _json(await one(items[0], ""))
+        results = await asyncio.gather(*(one(it, f"items[{i}].") for i, it in enumerate(items)), return_exceptions=True)
+        out = []
+        for r in results:
+            if isinstance(r, ServiceError) and r.status < 500:
+                out.append(r.body())
+            elif isinstance(r, BaseException):
+                raise r
+            else:
+                out.append(r)
+        return _json({"items": out})
+
+    # routes -----------------------------------------------------------------------------
+    async def encode(self, request):
+        return await self._each(request, self._encode_one)
+
+    async def _encode_one(self, item: dict, where: str) -> dict:
+        m = codec.check_modality(item, self.served, None, where)
+        raw = codec.raw_media(item, m, where)
+        info = self.served[m]
+        name = where.rstrip(".") or "request"
+        if info["params"] is not None:
+            prepared = await asyncio.to_thread(
+                codec.prepare_request, m, info["kind"], raw, name, info["params"], self.limits
+            )
+        else:
+            prepared = raw
+        result = await self._call(self.handles[m].encode.remote(prepared, name))
+        if result[0] == "error":
+            raise ServiceError(422, result[1], result[2])
+        _, codes, shape = result
+        return {
+            "modality": m,
+            "codes": codes.tolist(),
+            "ids": self.vocab.codes_to_ids(m, codes).tolist(),
+            "shape": shape,
+            "fingerprint": info["fingerprint_id"],
+        }
+
+    async def decode(self, request):
+        return await self._each(request, self._decode_one)
+
+    async def _decode_one(self, item: dict, where: str) -> dict:
+        m = codec.check_modality(item, self.served, None, where)
+        info = self.served[m]
+        flat = codec.parse_codes(item, m, info["fingerprint"], self.vocab, self.limits.get("max_audio_seconds"), where)
+        media = await self._call(self.handles[m].decode.remote(flat))
+        out = await asyncio.to_thread(codec.media_payload, m, media)
+        out["fingerprint"] = info["fingerprint_id"]
+        return out
+
+    async def tokenizers(self, request):
+        vocab = self.vocab.to_dict()
+        return _json(
+            {
+                "tokenizers": {
+                    m: {
+                        "kind": info["kind"],
+                        "fingerprint": info["fingerprint_id"],
+                        "details": info["fingerprint"],
+                        "ids": vocab["ranges"][m],
+                    }
+                    for m, info in self.served.items()
+                },
+                "vocab": {k: vocab[k] for k in ("size", "specials", "ranges")},
+                "limits": self.limits,
+                "dataset": self.info.get("dataset"),
+            }
+        )
+
+    async def healthz(self, request):
+        return _json({"status": "ok", "modalities": list(self.served)})
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def service_info(cfg, toks: dict, vocab) -> dict:
+    """What the ingress knows (plain JSON-safe data): per modality its kind, prepare params and
+    fingerprint; limits; request limits; the vocabulary."""
+    from trimodal.config import to_dict
+    from trimodal.service.config import retry_after_header
+    from trimodal.tokenizers.prepare import prepare_params
+
+    mods = {}
+    for m, tok in toks.items():
+        fp = tok.fingerprint()
+        kind = cfg.tokenizers[m].kind
+        mods[m] = {
+            "kind": kind,
+            "params": prepare_params(kind, tok),
+            "fingerprint": fp,
+            "fingerprint_id": tok.fingerprint_id(),
+        }
+    s = cfg.serve
+    return {
+        "modalities": mods,
+        "limits": to_dict(cfg.limits),
+        "vocab": vocab.to_dict(),
+        "max_request_bytes": s.max_request_bytes,
+        "max_items": s.max_items,
+        "request_timeout_s": s.request_timeout_s,
+        "retry_after": retry_after_header(s.retry_after_s),
+        "dataset": cfg.dataset,
+    }
+
+
+def build_app(cfg, info: dict, token: str | None, gpus: float = 0.0):
+    """The bound Serve application for `cfg` (tokenizers already checked on the driver)."""
+    from ray.serve.config import BackpressureConfig
+
+    s = cfg.serve
+    codecs = {}
+    for m in cfg.modalities():
+        spec, d = cfg.tokenizers[m], s.deployment(m)
+        num_gpus = d.num_gpus if d.num_gpus is not None else (1.0 if (m != "text" and gpus > 0) else 0.0)
+        options = spec.load_options(m, cfg.limits)
+        if num_gpus > 0 and m != "text":
+            options.setdefault("device", "cuda")
+        actor = {"num_cpus": d.num_cpus, "num_gpus": num_gpus}
+        if d.memory_mb:
+            actor["memory"] = d.memory_mb * 1024 * 1024
+        dep = CodecServer.options(
+            name=f"{m}_codec",
+            ray_actor_options=actor,
+            max_ongoing_requests=d.ongoing(m),
+            max_queued_requests=d.max_queued_requests,
+            health_check_period_s=HEALTH_CHECK_PERIOD_S,
+            graceful_shutdown_timeout_s=5,
+            max_constructor_retry_count=3,
+            **({"autoscaling_config": d.autoscaling.to_serve()} if d.autoscaling else {"num_replicas": d.replicas}),
+        )
+        codecs[m] = dep.bind(
+            m,
+            spec.kind,
+            os.path.abspath(os.path.expanduser(spec.path)),
+            options,
+            info["modalities"][m]["params"],
+            info["modalities"][m]["fingerprint"],
+            spec.threads,
+            d.batch_size(m),
+            d.batch_wait(m),
+        )
+    g = s.ingress
+    ingress = Ingress.options(
+        name="ingress",
+        ray_actor_options={"num_cpus": g.num_cpus},
+        max_ongoing_requests=g.ongoing(None),
+        max_queued_requests=g.max_queued_requests,
+        backpressure_config=BackpressureConfig(retry_after_s=s.retry_after_s),
+        graceful_shutdown_timeout_s=5,
+        max_constructor_retry_count=3,
+        **({"autoscaling_config": g.autoscaling.to_serve()} if g.autoscaling else {"num_replicas": g.replicas}),
+    )
+    token_sha256 = hashlib.sha256(token.encode("utf-8")).hexdigest() if token else None
+    return ingress.bind(info, token_sha256, **codecs)
+
+
+def _check_port(host: str, port: int) -> None:
+    from trimodal.errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise ConfigError(f"serve.port: cannot listen on {host}:{port} ({e.strerror or e})") from None
+
+
+def start(
+    cfg,
+    *,
+    host: str | None = None,
+    port: int | None = None,
+    insecure: bool = False,
+    address: str | None = None,
+    environ=None,
+) -> dict:
+    """Check the config and bind address, load the tokenizers on the driver, start Serve's proxy
+    on host:port and run the app; returns {url, tokenizers: {modality: fingerprint id}, ...}
+    once every replica is up. Errors before Ray starts name the key (ConfigError) or the
+    mismatching fingerprint (IntegrityError)."""
+    from trimodal.service.config import bind_token, load_tokenizers, load_vocab
+
+    host = host or cfg.serve.host
+    port = cfg.serve.port if port is None else port
+    token = bind_token(host, insecure, cfg.serve.auth_token_env, environ)
+    t0 = time.monotonic()
+    toks = load_tokenizers(cfg, device="cpu")
+    vocab = load_vocab(cfg, {m: t.fingerprint() for m, t in toks.items()})
+    info = service_info(cfg, toks, vocab)
+    del toks
+    _check_port(host, port)
+    ensure_ray(address or cfg.ray.address, cfg.ray.num_cpus)
+    import ray
+
+    gpus = float(ray.cluster_resources().get("GPU", 0))
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)  # the driver's; callers print their own line
+    serve.start(http_options={"host": host, "port": port, "request_timeout_s": cfg.serve.request_timeout_s + 5})
+    serve.run(build_app(cfg, info, token, gpus), name=APP_NAME, route_prefix="/", blocking=False)
+    url_host = f"[{host}]" if ":" in host else host
+    url = f"http://{url_host}:{port}"
+    _wait_answering(url)
+    return {
+        "url": url,
+        "tokenizers": {m: i["fingerprint_id"] for m, i in info["modalities"].items()},
+        "auth": token is not None,
+        "dataset": cfg.dataset,
+        "startup_s": round(time.monotonic() - t0, 1),
+    }
+
+
+def _wait_answering(url: str, timeout_s: float = 30.0) -> None:
+    """The app is running; make sure it is *our* proxy that answers at `url` (Serve keeps the
+    HTTP options of an instance already running on the cluster and only warns)."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/healthz", timeout=5) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as e:
+            last = e
+        time.sleep(0.2)
+    raise RuntimeError(
+        f"the service is not answering at {url} ({last}); is a Serve instance with other HTTP options "
+        "already running on this cluster? (`serve shutdown` stops it)"
+    )
+
+
+def stop() -> None:
+    """Shut Serve down (its proxy, controller and replicas); Ray itself stays up."""
+    serve.shutdown()

@@ -1,0 +1,142 @@
+"""Look at a dataset: decode N samples per source with the dataset's own codecs into files and
+one `index.html` (`trimodal inspect DATASET --render N --out DIR`).
+
+The codecs are the ones the manifest names (`job.tokenizers`, loaded exactly as the service
+loads them) and must still match the manifest's fingerprints, else IntegrityError (exit 3): a
+rendering through other weights would show something the dataset does not hold. Samples are
+the first N rows of each source in shard order (deterministic, and reading stops as soon as
+every source has N), decoded in one batch per modality.
+
+Layout: ``DIR/<source>/<n>-<id>.txt|.png|.wav`` and ``DIR/index.html``, where each sample is a
+row: an image or an audio player on the left, its caption or transcript on the right (text
+documents alone), with the id and origin underneath. Paths in the page are relative, so DIR can
+be copied or served as is.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+
+from trimodal.tokenizers.base import from_storage
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def pick_rows(ds, n: int) -> dict[str, list[dict]]:
+    """The first `n` rows of every source, in shard order."""
+    wanted = set(ds.manifest.compute_totals()["by_source"]) or None
+    picked: dict[str, list[dict]] = {}
+    for i in range(len(ds.shards)):
+        table = ds.read_shard(i)
+        for row in table.to_pylist():
+            rows = picked.setdefault(row["source"], [])
+            if len(rows) < n:
+                rows.append(row)
+        if wanted is not None and all(len(picked.get(s, [])) >= n for s in wanted):
+            break
+    return picked
+
+
+def render_dataset(uri: str, n: int, out: str, device: str | None = None) -> dict:
+    """Decode `n` samples per source of dataset `uri` into `out`; returns a summary."""
+    from trimodal.dataset.dataset import Dataset
+    from trimodal.service.codec import media_bytes
+    from trimodal.service.config import load_serve_config, load_tokenizers
+
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    ds = Dataset.open(uri)
+    cfg = load_serve_config(dataset=uri)
+    toks = load_tokenizers(cfg, device=device)
+    picked = pick_rows(ds, n)
+    fps = ds.fingerprints
+
+    # One decode call per modality over every picked row that has it.
+    todo = {m: [] for m in toks}
+    for rows in picked.values():
+        for row in rows:
+            for m in toks:
+                if row.get(m) is not None:
+                    todo[m].append(row)
+    media: dict[tuple[str, str], object] = {}
+    for m, rows in todo.items():
+        if not rows:
+            continue
+        decoded = toks[m].decode([from_storage(m, row[m], fps[m]) for row in rows])
+        for row, x in zip(rows, decoded):
+            media[(row["id"], m)] = x
+
+    os.makedirs(out, exist_ok=True)
+    sections, files, counts = [], 0, {}
+    for source in sorted(picked):
+        sdir = os.path.join(out, _SAFE.sub("_", source))
+        os.makedirs(sdir, exist_ok=True)
+        cells = []
+        for k, row in enumerate(picked[source]):
+            stem = f"{k:03d}-{_SAFE.sub('_', row['id'])[-80:]}"
+            entry = {"id": row["id"], "origin": row.get("origin")}
+            for m, ext in (("text", ".txt"), ("image", ".png"), ("audio", ".wav")):
+                if (row["id"], m) not in media:
+                    continue
+                path = os.path.join(sdir, stem + ext)
+                with open(path, "wb") as f:
+                    f.write(media_bytes(m, media[(row["id"], m)]))
+                files += 1
+                entry[m] = os.path.relpath(path, out)
+                if m == "text":
+                    entry["text_value"] = str(media[(row["id"], m)])
+            cells.append(entry)
+        counts[source] = len(cells)
+        sections.append((source, cells))
+    index = os.path.join(out, "index.html")
+    with open(index, "w", encoding="utf-8") as f:
+        f.write(_page(uri, fps, sections))
+    summary = {
+        "dataset": uri,
+        "out": os.path.abspath(out),
+        "index": os.path.abspath(index),
+        "samples": counts,
+        "files": files,
+    }
+    with open(os.path.join(out, "render.json"), "w") as f:
+        json.dump(summary, f, indent=1)
+    return summary
+
+
+def _page(uri: str, fps: dict, sections: list) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html>",
+        '<html><head><meta charset="utf-8">',
+        f"<title>trimodal samples: {e(uri)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em;max-width:70em}"
+        "table{border-collapse:collapse;width:100%}td{border-top:1px solid #ccc;padding:.6em;vertical-align:top}"
+        "td.media{width:18em}img{image-rendering:pixelated;width:16em;height:auto}"
+        "pre{white-space:pre-wrap;margin:0;font-size:1.05em}small{color:#666}</style>",
+        "</head><body>",
+        f"<h1>{e(uri)}</h1>",
+        "<p>"
+        + "; ".join(f"{e(m)}: {e(str(fp.get('kind')))} {e(str(fp.get('name', '')))}" for m, fp in sorted(fps.items()))
+        + "</p>",
+    ]
+    for source, cells in sections:
+        parts.append(f"<h2>{e(source)} <small>({len(cells)} samples)</small></h2><table>")
+        for c in cells:
+            if "image" in c:
+                left = f'<img src="{e(c["image"])}" alt="{e(c["id"])}">'
+            elif "audio" in c:
+                left = f'<audio controls preload="none" src="{e(c["audio"])}"></audio>'
+            else:
+                left = ""
+            text = f"<pre>{e(c.get('text_value', ''))}</pre>"
+            meta = f"<small>{e(c['id'])} &middot; {e(str(c.get('origin') or ''))}</small>"
+            if left:
+                parts.append(f'<tr><td class="media">{left}</td><td>{text}{meta}</td></tr>')
+            else:
+                parts.append(f'<tr><td colspan="2">{text}{meta}</td></tr>')
+        parts.append("</table>")
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
