@@ -53,7 +53,12 @@ def main() -> None:
     cfg = json.loads(open(job_path).read())
     cluster = Cluster(
         initialize_head=True,
-        head_node_args={"num_cpus": 0, "include_dashboard": submit},
+        # Its own dashboard port: another Ray on this machine may hold the default 8265.
+        head_node_args={
+            "num_cpus": 0,
+            "include_dashboard": submit,
+            **({"dashboard_port": _free_port()} if submit else {}),
+        },
     )
     workers = [cluster.add_node(num_cpus=1, resources={"worker": 4}) for _ in range(3)]
     cluster.wait_for_nodes()
@@ -106,6 +111,14 @@ def main() -> None:
         json.dump(result, f)
     ray.shutdown()
     cluster.shutdown()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _list(loc) -> list[str]:
