@@ -53,11 +53,12 @@ def main() -> None:
     cfg = json.loads(open(job_path).read())
     cluster = Cluster(
         initialize_head=True,
-        # Its own dashboard port: another Ray on this machine may hold the default 8265.
+        # Its own dashboard and agent ports: another Ray on this machine may hold the defaults
+        # (8265, 52365), and then the head has no job agent ("No available agent").
         head_node_args={
             "num_cpus": 0,
             "include_dashboard": submit,
-            **({"dashboard_port": _free_port()} if submit else {}),
+            **({"dashboard_port": _free_port(), "dashboard_agent_listen_port": _free_port()} if submit else {}),
         },
     )
     workers = [cluster.add_node(num_cpus=1, resources={"worker": 4}) for _ in range(3)]
