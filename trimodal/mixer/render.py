@@ -118,56 +118,73 @@ class Renderer:
         return [(_SPECIAL, self.bos, None, 0), *body, (_SPECIAL, self.eos, None, 0)]
 
     def render_batch(self, plans: list, views: dict, seq_len: int):
-        """Render planned rows into (tokens, modality, segment_ids, positions) arrays [B, L].
+        """Render planned rows given record batch views (the reference path the tests use).
 
-        `plans[i]` is None (an all-padding row) or (source, segments, real tokens) with segments
-        as planned by `SourceStream.plan_row`; `views[source](shard, batch)` gives that record
-        batch's column views. The whole batch is described as runs — token runs (code views and
-        constant special or padding runs, each with its modality tag) and document runs (segment
-        id, length) — and materialized with a handful of vectorized operations over the batch:
-        one concatenation, two repeats, one base-offset gather (audio runs carry their per-level
-        offsets already). The cost per document is a few slices and list appends.
+        `plans[i]` is None (an all-padding row) or (source, segments, real tokens), a segment
+        being (epoch, g, shard, batch, row, kind, reverse, start, stop); `views[source](shard,
+        batch)` gives that record batch's column views (offsets, values, valid) per column."""
+        rows = []
+        for row in plans:
+            if row is None:
+                rows.append(None)
+                continue
+            name, segs, _ = row
+            pieces = []
+            for _, _, s, b, r, kind, rev, start, stop in segs:
+                cols = views[name](s, b)
+                off, vals, _ = cols[0]
+                o0, nt = int(off[r]), int(off[r + 1]) - int(off[r])
+                if kind == TEXT:
+                    lo, hi = max(start, 1) - 1, min(stop, nt + 1) - 1
+                    pieces.append((kind, rev, start, stop, nt, vals[o0 + lo : o0 + max(hi, lo)], None))
+                else:
+                    moff, mvals, _ = cols[1 if kind == IMAGE else 2]
+                    media = mvals[int(moff[r]) : int(moff[r + 1])]
+                    pieces.append((kind, rev, start, stop, nt, vals[o0 : o0 + nt], media))
+            rows.append(pieces)
+        return self.render_rows(rows, seq_len)
+
+    def render_rows(self, rows: list, seq_len: int):
+        """Render rows into (tokens, modality, segment_ids, positions) arrays [B, L].
+
+        `rows[i]` is None (an all-padding row) or its document pieces in order, each
+        (kind, reverse, start, stop, text codes, text window, media codes): the window
+        [start, stop) of a rendered document with `text codes` codes of text; for a text
+        document `text window` holds only the codes that window shows (codes
+        [max(start, 1) − 1, min(stop, n + 1) − 1)), for a pair the whole text and `media codes`
+        the whole image or audio. The whole batch is described as runs — token runs (code views
+        and constant special or padding runs, each with its modality tag) and document runs
+        (segment id, length) — and materialized with a handful of vectorized operations over
+        the batch: one concatenation, two repeats, one base-offset gather (audio runs carry
+        their per-level offsets already). The cost per document is a few list appends.
         """
-        B, L = len(plans), seq_len
+        B, L = len(rows), seq_len
         pad = self._pad_run(L)
         bos, eos, heads = self._bos_run, self._eos_run, self._heads
         pieces, tags, lens = [], [], []  # token runs
         dseg, dlen = [], []  # document runs: segment id (0 = padding), length
         pad_at, row_at = [], 0  # where each row's padding starts (flat index)
-        for row in plans:
+        for row in rows:
             n = 0
             if row is not None:
-                name, segs, _ = row
-                view = views[name]
-                for k, (_, _, s, b, r, kind, rev, start, stop) in enumerate(segs, 1):
-                    cols = view(s, b)
-                    off, vals, _ = cols[0]
-                    o0 = int(off[r])
-                    nt = int(off[r + 1]) - o0
+                for k, (kind, rev, start, stop, nt, text, media) in enumerate(row, 1):
                     if kind == TEXT:  # <bos> t.. <eos>, any window [start, stop) of it
-                        lo = start
                         if start == 0:
                             pieces.append(bos)
                             tags.append(_SPECIAL)
                             lens.append(1)
-                            lo = 1
-                        hi = stop if stop <= nt + 1 else nt + 1
-                        if hi > lo:
-                            pieces.append(vals[o0 + lo - 1 : o0 + hi - 1])
+                        if len(text):
+                            pieces.append(text)
                             tags.append(_TEXT)
-                            lens.append(hi - lo)
+                            lens.append(len(text))
                         if stop == nt + 2:
                             pieces.append(eos)
                             tags.append(_SPECIAL)
                             lens.append(1)
                     else:  # a pair, always whole
-                        moff, mvals, _ = cols[1 if kind == IMAGE else 2]
-                        m0 = int(moff[r])
-                        nm = int(moff[r + 1]) - m0
-                        media = mvals[m0 : m0 + nm]
+                        nm = len(media)
                         if kind == AUDIO:
                             media = media + self._audio_offsets(nm)
-                        text = vals[o0 : o0 + nt]
                         mtag = _IMAGE if kind == IMAGE else _AUDIO
                         h, mid, t = heads[kind, rev]
                         if rev:  # <bos> <x2t> <boX> media <eoX> text <eos>
@@ -190,6 +207,10 @@ class Renderer:
                 dlen.append(L - n)
             row_at += L
         tokens = np.concatenate(pieces).astype(np.int32, copy=False)
+        if len(tokens) != B * L:
+            raise IntegrityError(
+                f"rendered {len(tokens)} ids for {B} rows of {L}: a shard and its length index disagree"
+            )
         modality = np.repeat(np.array(tags, dtype=np.int8), lens)
         tokens += self._base_by_tag[modality]
         segment_ids = np.repeat(np.array(dseg, dtype=np.int32), dlen)
