@@ -148,6 +148,10 @@ class Mixer:
         remote = any(sh.data.remote for sh in self.shared.values())
         self.read_ahead = (2 if remote else 0) if read_ahead is None else max(0, int(read_ahead))
         self._ahead: deque = deque()  # (state before, own rows, fetch future or None)
+        self._touched: set[int] = set()  # sources that handed out rows since their last release
+        self._shares_span: tuple[int, int, dict] | None = None
+        self._weights_for: dict | None = None  # the shares the scheduler's weights were made from
+        self._active: set[str] = set()
         self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="trimodal-ahead") if self.read_ahead else None
 
     # planning -------------------------------------------------------------------------
@@ -156,25 +160,32 @@ class Mixer:
         row) or (source, pieces) — None when the stream has ended."""
         if self.ended:
             return None
-        for st in self._list:
-            st.release()
-        shares = self.cfg.shares_at(self.step)
+        for i in self._touched:
+            self._list[i].release()
+        self._touched.clear()
         names, streams, sched = self.names, self._list, self.scheduler
-        active = {n for n, st in zip(names, streams) if not st.exhausted}
-        sched.set_weights(normalize(shares, active))
+        shares = self._shares(self.step)
+        if shares is not self._weights_for:  # a schedule entry starts here, or a resume
+            self._active = {n for n, st in zip(names, streams) if not st.exhausted}
+            sched.set_weights(normalize(shares, self._active))
+            self._weights_for = shares
+        active = self._active
         B, L = self.global_batch, self.seq_len
         by_tokens = self.cfg.share_unit == "tokens"
         src, ser = [-1] * B, [0] * B
+        pick, commit, touch, step = sched.pick, sched.commit_index, self._touched.add, self.step
         r = 0
         while r < B:
-            i = sched.pick()
+            i = pick()
             if i < 0:
                 break
             st = streams[i]
+            st.clock = step
+            touch(i)
             if sched._single >= 0:  # one source with a share: its rows in bulk
                 fills = st.take_many(B - r)
                 if fills:
-                    sched.commit_index(i, sum(fills) if by_tokens else L * len(fills))
+                    commit(i, sum(fills) if by_tokens else L * len(fills))
                     first = st._next - len(fills)
                     for k in range(len(fills)):
                         src[r + k], ser[r + k] = i, first + k
@@ -188,8 +199,9 @@ class Mixer:
                 active.discard(names[i])
                 sched.set_weights(normalize(shares, active))
                 continue
-            sched.commit_index(i, fill if by_tokens else L)
-            src[r], ser[r] = i, st._next - 1
+            commit(i, fill if by_tokens else L)
+            src[r] = i
+            ser[r] = st._next - 1
             r += 1
             if st.exhausted:
                 active.discard(names[i])
@@ -204,6 +216,17 @@ class Mixer:
         if own is None:
             return []
         return [None if src[k] < 0 else (names[src[k]], streams[src[k]].pieces(ser[k])) for k in own]
+
+    def _shares(self, step: int) -> dict:
+        """The raw shares in force at `step`: the same dict object for every step until the
+        next schedule entry (so that weights are only recomputed when they change)."""
+        span = self._shares_span
+        if span is None or not span[0] <= step < span[1]:
+            starts = [e.step for e in self.cfg.schedule or []]
+            lo = max([0, *[x for x in starts if x <= step]])
+            hi = min([*[x for x in starts if x > step], 1 << 62])
+            span = self._shares_span = (lo, hi, self.cfg.shares_at(step))
+        return span[2]
 
     def advance(self, steps: int, on_step: Callable[[Mixer], None] | None = None) -> int:
         """Plan `steps` global batches without rendering them (fast-forward, previews).
@@ -423,6 +446,8 @@ class Mixer:
             },
         }
         self.step, self.pad_rows, self.ended = int(d["step"]), int(d["pad_rows"]), bool(d["ended"])
+        self._weights_for = None
+        self._touched = set(range(len(self._list)))
 
     # reporting ------------------------------------------------------------------------
     def io_stats(self) -> dict:

@@ -42,14 +42,19 @@ import numpy as np
 from trimodal.dataset.shards import BATCH_ROWS
 from trimodal.errors import IntegrityError
 from trimodal.mixer.config import SourceConfig
-from trimodal.mixer.render import BOTH, TEXT, doc_kinds, doc_lengths
+from trimodal.mixer.render import BOTH, TEXT
 from trimodal.mixer.shard_reader import ShardReader
 from trimodal.mixer.shuffle import BlockOrder, GlobalOrder, derive_key, uniform
 
-FIRST_WINDOW = 256  # positions scanned by a source's first refill; doubled per refill up to:
-MAX_WINDOW = 16384
-TRIM_DOCS = 8192  # documents left behind the cursor before the buffers are compacted
-_FIELDS = ("ep", "pos", "g", "sh", "row", "kind", "rev", "nt", "nm", "n", "tl", "un")
+# Positions scanned per refill: starts at FIRST_WINDOW, doubles while refills come within
+# FAST_REFILL global batches of each other, halves when one lasted over SLOW_REFILL (a source
+# with a small share in a 256-source mix keeps ~1k documents buffered, a lone source 16k).
+FIRST_WINDOW, MIN_WINDOW, MAX_WINDOW = 1024, 256, 16384
+FAST_REFILL, SLOW_REFILL = 4, 32
+TRIM_DOCS = 1024  # documents behind the cursor (and at least as many as ahead) before compaction
+# columns of the document buffer (one int64 row per usable document)
+EP, POS, G, SH, ROW, KIND, REV, NT, NM, N, TL, UN = range(12)
+_NF = 12
 
 
 class SourceStream:
@@ -113,9 +118,10 @@ class SourceStream:
         self._ended = self.exhausted
         self._epoch_whole = self._fp == 0
         self._epoch_docs = self._epoch_skips = 0
-        self._win = FIRST_WINDOW
+        self._win = FIRST_WINDOW // 2
+        self.clock = self._scan_clock = 0  # the mixer's step (it sets it), and at the last refill
         # documents: numpy columns, starts on the token axis (a list, for bisect, and an array)
-        self._d = {f: np.zeros(0, dtype=np.int64) for f in _FIELDS}
+        self._D = np.zeros((0, _NF), dtype=np.int64)
         self._C: list[int] = []
         self._Carr = np.zeros(0, dtype=np.int64)
         self._CE = 0  # end of the last document on the token axis
@@ -137,12 +143,12 @@ class SourceStream:
         q = self._Q[self._next - self._q0]
         i = bisect_left(self._C, q)  # documents started before q (buffer-relative)
         d = i - 1
-        D = self._d
+        ep, pos, n, tl, un = self._D[d, [EP, POS, N, TL, UN]].tolist()
         cd = self._C[d]
-        if q >= cd + int(D["n"][d]):
-            epoch, pos, offset = int(D["ep"][d]), int(D["pos"][d]) + 1, 0
+        if q >= cd + n:
+            epoch, pos, offset = ep, pos + 1, 0
         else:
-            epoch, pos, offset = int(D["ep"][d]), int(D["pos"][d]), q - cd
+            epoch, offset = ep, q - cd
         b = self._base
         return {
             "epoch": epoch,
@@ -151,7 +157,7 @@ class SourceStream:
             "rows": b["rows"] + self._next,
             "tokens": b["tokens"] + q - self._P0,
             "docs": b["docs"] + self._dbase + i - (1 if self._P0 > 0 else 0),
-            "skipped": {"too_long": int(D["tl"][d]), "unsupported": int(D["un"][d])},
+            "skipped": {"too_long": tl, "unsupported": un},
             "exhausted": False,
             "samples": self.n,
         }
@@ -212,9 +218,14 @@ class SourceStream:
                 return
             self._fe, self._fp = self._fe + 1, 0
             self._epoch_whole, self._epoch_docs, self._epoch_skips = True, 0, 0
+        lasted = self.clock - self._scan_clock
+        if lasted < FAST_REFILL:
+            self._win = min(2 * self._win, MAX_WINDOW)
+        elif lasted > SLOW_REFILL:
+            self._win = max(self._win // 2, MIN_WINDOW)
+        self._scan_clock = self.clock
         start = self._fp
         stop = min(start + self._win, self.domain)
-        self._win = min(2 * self._win, MAX_WINDOW)
         self._fp = stop
         posn = np.arange(start, stop, dtype=np.int64)
         g = self._order(self._fe)(posn)
@@ -225,56 +236,57 @@ class SourceStream:
         sh, row, lens, kept = self.reader.lengths(g)
         if kept is not None and not kept.all():
             posn, g, sh, row, lens = posn[kept], g[kept], sh[kept], row[kept], lens[kept]
-        if not len(g):
+        m = len(g)
+        if not m:
             return
-        if (lens[:, 0] < 0).any():
+        lens = lens.astype(np.int64)
+        t, im, au = lens[:, 0], lens[:, 1], lens[:, 2]
+        if t.min() < 0:
             raise IntegrityError(f"source {self.name!r}: a sample of {self.reader.uri} has a null text column")
-        cols = {"text": lens[:, 0], "image": lens[:, 1], "audio": lens[:, 2]}
-        kind = doc_kinds(cols)
-        n = doc_lengths(kind, cols).astype(np.int64)
-        un = kind == BOTH
-        tl = (kind != TEXT) & ~un & (n > self.seq_len)
-        skip = un | tl
-        ctl = np.cumsum(tl) - tl + self._ftl  # skips before each document
-        cun = np.cumsum(un) - un + self._fun
-        self._ftl += int(tl.sum())
-        self._fun += int(un.sum())
-        nskip = int(skip.sum())
-        self._epoch_skips += nskip
-        self._epoch_docs += len(g) - nskip
-        if nskip:
-            ok = ~skip
-            posn, g, sh, row, lens, kind, n, ctl, cun = (a[ok] for a in (posn, g, sh, row, lens, kind, n, ctl, cun))
-            if not len(g):
-                return
-        if self.cfg.reverse_prob > 0:
+        has_i, has_a = im >= 0, au >= 0
+        kind = has_i + 2 * has_a  # TEXT 0, IMAGE 1, AUDIO 2, BOTH 3
+        media = np.maximum(im, 0) + np.maximum(au, 0)
+        pair = kind != TEXT
+        n = t + 2 + pair * (3 + media)  # rendered length: <bos> .. <eos>, plus <task> <boX> <eoX>
+        D = np.empty((m, _NF), dtype=np.int64)
+        D[:, TL], D[:, UN] = self._ftl, self._fun
+        npairs = int(pair.sum())
+        if npairs:
+            un = kind == BOTH
+            tl = pair & ~un & (n > self.seq_len)
+            skip = un | tl
+            nskip = int(skip.sum())
+            if nskip:
+                D[:, TL] += np.cumsum(tl) - tl  # skips before each document
+                D[:, UN] += np.cumsum(un) - un
+                self._ftl += int(tl.sum())
+                self._fun += int(un.sum())
+                self._epoch_skips += nskip
+                ok = ~skip
+                D, posn, g, sh, row, t, media, kind, n, pair = (
+                    a[ok] for a in (D, posn, g, sh, row, t, media, kind, n, pair)
+                )
+                npairs = int(pair.sum())
+                m = len(g)
+        self._epoch_docs += m
+        if not m:
+            return
+        D[:, EP], D[:, POS], D[:, G], D[:, SH], D[:, ROW] = self._fe, posn, g, sh, row
+        D[:, KIND], D[:, NT], D[:, NM], D[:, N] = kind, t, media, n
+        if npairs and self.cfg.reverse_prob > 0:
             key = derive_key(self.seed, self.name, self._fe, "reverse")
-            rev = (uniform(key, g) < self.cfg.reverse_prob) & (kind != TEXT)
+            D[:, REV] = (uniform(key, g) < self.cfg.reverse_prob) & pair
         else:
-            rev = np.zeros(len(g), dtype=bool)
-        nm = np.maximum(lens[:, 1], 0) + np.maximum(lens[:, 2], 0)
-        new = {
-            "ep": np.full(len(g), self._fe, dtype=np.int64),
-            "pos": posn,
-            "g": g,
-            "sh": sh,
-            "row": row,
-            "kind": kind.astype(np.int64),
-            "rev": rev.astype(np.int64),
-            "nt": lens[:, 0].astype(np.int64),
-            "nm": nm.astype(np.int64),
-            "n": n,
-            "tl": ctl,
-            "un": cun,
-        }
-        for f in _FIELDS:
-            self._d[f] = np.concatenate((self._d[f], new[f])) if len(self._d[f]) else new[f]
-        starts = self._CE + np.cumsum(n) - n
+            D[:, REV] = 0
+        self._D = np.concatenate((self._D, D)) if len(self._D) else D
+        starts = np.cumsum(n)
+        starts -= n
+        starts += self._CE
         self._C.extend(starts.tolist())
         self._Carr = np.concatenate((self._Carr, starts)) if len(self._Carr) else starts
         self._CE = int(starts[-1] + n[-1])
         self._kinds += kind.astype(np.int8).tobytes()
-        self._pairs += int((kind != TEXT).sum())
+        self._pairs += npairs
 
     # rows ------------------------------------------------------------------------------
     def _pack(self) -> int:
@@ -317,11 +329,11 @@ class SourceStream:
         L = self.seq_len
         j0 = bisect_right(self._C, P) - 1
         starts = self._Carr[j0:].copy()
-        n = self._d["n"][j0:]
+        n = self._D[j0:, N]
         ends = starts + n
         starts[0] = P
         rem = ends - starts
-        cnt = np.where(self._d["kind"][j0:] == TEXT, -(-rem // L), 1)
+        cnt = np.where(self._D[j0:, KIND] == TEXT, -(-rem // L), 1)
         idx = np.repeat(np.arange(len(cnt)), cnt)
         t = np.arange(len(idx)) - np.repeat(np.cumsum(cnt) - cnt, cnt) + 1
         self._Q.extend(np.minimum(starts[idx] + L * t, ends[idx]).tolist())
@@ -341,14 +353,16 @@ class SourceStream:
         exhausted with nothing left."""
         if self.exhausted:
             return -1
-        i = self._next - self._q0 + 1
-        if i >= len(self._Q) and not self._plan():
+        nxt = self._next
+        i = nxt - self._q0 + 1
+        Q = self._Q
+        if i >= len(Q) and not self._plan():
             self._exhaust()
             return -1
-        self._next += 1
-        if self._exhaust_at is not None and self._next == self._exhaust_at:
+        self._next = nxt = nxt + 1
+        if nxt == self._exhaust_at:
             self._exhaust()
-        return self._Q[i] - self._Q[i - 1]
+        return Q[i] - Q[i - 1]
 
     def take_many(self, k: int) -> list[int]:
         """Up to k rows at once (fewer if the source runs out); their real tokens."""
@@ -393,30 +407,27 @@ class SourceStream:
         P, Q = self._Q[i - 1], self._Q[i]
         C = self._C
         a, b = bisect_right(C, P) - 1, bisect_left(C, Q)
-        D = self._d
-        cols = [D[f][a:b].tolist() for f in ("ep", "g", "sh", "row", "kind", "rev", "nt", "nm", "n")]
         out = []
-        for k, (ep, g, sh, row, kind, rev, nt, nm, n) in enumerate(zip(*cols)):
+        for k, (ep, _, g, sh, row, kind, rev, nt, nm, n) in enumerate(self._D[a:b, EP : N + 1].tolist()):
             c = C[a + k]
-            out.append((ep, g, sh, row, kind, bool(rev), max(P, c) - c, min(Q, c + n) - c, nt, nm))
+            out.append((ep, g, sh, row, kind, rev == 1, max(P, c) - c, min(Q, c + n) - c, nt, nm))
         return out
 
     def release(self) -> None:
         """Rows handed out so far are no longer needed (rendered or skipped): compact the
         buffers behind the cursor."""
         k = self._next - self._q0  # index in Q of the last consumed boundary
-        if k > 4096:
+        if k > TRIM_DOCS:
             del self._Q[:k]
             self._q0 += k
-        if self._next == 0:
+        if self._next == 0 or len(self._C) < 2 * TRIM_DOCS:
             return
         q = self._Q[self._next - self._q0]
         d = bisect_left(self._C, q) - 1  # the state needs this document
-        if d > TRIM_DOCS and d > len(self._C) // 2:
+        if d >= TRIM_DOCS and 2 * d >= len(self._C):
             del self._C[:d]
             self._Carr = self._Carr[d:].copy()
-            for f in _FIELDS:
-                self._d[f] = self._d[f][d:].copy()
+            self._D = self._D[d:].copy()
             self._pairs -= sum(1 for x in self._kinds[:d] if x != TEXT)
             self._kinds = self._kinds[d:]
             self._dbase += d
