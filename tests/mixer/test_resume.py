@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from tests.mixer.conftest import mix_cfg
 from tests.mixer.resume_child import digest
@@ -14,6 +15,7 @@ from trimodal.mixer import Mixer
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow
 def test_resume_at_random_steps_in_a_fresh_process(mix_data, tmp_path):
     cfg = mix_cfg(
         mix_data,

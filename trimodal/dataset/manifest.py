@@ -36,6 +36,7 @@ import pyarrow.fs as pafs
 
 from trimodal.dataset.schema import MODALITIES
 from trimodal.dataset.shards import INDEX_DIR
+from trimodal.dataset.shards import file_sha256 as _file_sha256
 from trimodal.dataset.storage import resolve
 from trimodal.errors import IntegrityError
 
@@ -229,8 +230,7 @@ class Manifest:
                 digest = None
                 if verify == "sha256" and data.size == ref["bytes"]:
                     # hashed through reads, not the map: the map's resident pages stay those used
-                    with open(loc.path, "rb") as f:
-                        digest = hashlib.file_digest(f, "sha256").hexdigest()
+                    digest = _file_sha256(loc.path)
             except OSError as e:
                 raise IntegrityError(f"{loc.uri}: the {name} table cannot be read: {e}") from e
         else:

@@ -1,8 +1,9 @@
 """The streaming mixer: ratio-exact, packed, deterministic, elastic and resumable batches.
 
-`Mixer(cfg, rank, world_size)` is the stream; `MixerDataset` wraps it for torch DataLoaders
-(imported lazily, so the mixer itself never imports torch); `rank_stream` builds a Ray Train
-worker's stream; `preview_mix` reports realized shares for a number of steps.
+`Mixer(cfg, rank, world_size)` is the stream; `MixerDataset` wraps it for torch DataLoaders and
+`MixerLoader` is a StatefulDataLoader that resumes on any number of workers (both imported
+lazily, so the mixer itself never imports torch); `rank_stream` builds a Ray Train worker's
+stream; `preview_mix` reports realized shares for a number of steps.
 """
 
 from trimodal.mixer.config import MixConfig, ScheduleEntry, SourceConfig, load_mix
@@ -17,14 +18,15 @@ __all__ = [
     "load_mix",
     "Mixer",
     "MixerDataset",
+    "MixerLoader",
     "preview_mix",
     "rank_stream",
 ]
 
 
 def __getattr__(name):
-    if name == "MixerDataset":
-        from trimodal.mixer.torch_dataset import MixerDataset
+    if name in ("MixerDataset", "MixerLoader"):
+        from trimodal.mixer import torch_dataset
 
-        return MixerDataset
+        return getattr(torch_dataset, name)
     raise AttributeError(name)

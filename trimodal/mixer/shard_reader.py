@@ -16,8 +16,9 @@ own rows, and this module reads exactly those:
   those pages. File-backed resident memory grows with every page touched, so the reader counts
   the bytes it touches and, past `cache_batches` record batches' worth, drops the maps' resident
   pages (MADV_DONTNEED; the page cache keeps them, a later touch is a minor fault).
-- On S3 through pyarrow's S3 file: a HEAD and one tail read (2 KB: footer length and footer)
-  per shard opened, one read per batch layout (~600 bytes), then per global batch two rounds of
+- On S3 through pyarrow's S3 file: a HEAD and two tail reads (footer length, then the footer:
+  ~500 bytes + 24 per record batch) per shard opened, one read per batch layout (~600 bytes),
+  then per global batch two rounds of
   ranged GETs (offsets, then values), each round's ranges sorted and merged when less than
   `GAP` bytes apart and issued concurrently. The mixer prefetches the next global batches'
   rounds on a background thread (read-ahead), so a rank waits on S3 only when it renders faster
@@ -49,7 +50,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from trimodal.dataset.dataset import Dataset
-from trimodal.dataset.shards import BATCH_ROWS, SCHEMA
+from trimodal.dataset.shards import BATCH_ROWS, SCHEMA, file_sha256
 from trimodal.dataset.storage import filesystem_for
 from trimodal.errors import IntegrityError
 from trimodal.mixer import ipc
@@ -63,7 +64,6 @@ _BUFFERS = {"id": (1, 2), "text": (6, 8), "image": (10, 12), "audio": (14, 16)}
 _NUM_BUFFERS = 20
 _COL_INDEX = {c: SCHEMA.get_field_index(c) for c in ("id", *COLUMNS)}
 GAP = 256  # ranges of one shard closer than this are read by one request
-TAIL_READ = 2048  # bytes read at the end of a remote shard: footer length and (usually) footer
 _HASH_CHUNK = 16 << 20
 _PAGE = mmap.PAGESIZE
 _EMPTY = np.zeros(0, dtype=np.int32)
@@ -94,7 +94,7 @@ class ShardFile:
                         if hasattr(mmap, "MADV_RANDOM"):
                             self.mm.madvise(mmap.MADV_RANDOM)
                     if verify == "sha256" and size == entry["bytes"]:
-                        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+                        digest = file_sha256(loc.path)
             else:
                 self.f = loc.fs.open_input_file(loc.path)
                 with data._count:
@@ -115,13 +115,12 @@ class ShardFile:
         self.size = size
         self.rows = int(entry["rows"])
         try:
-            tail = data.read_raw(self, max(0, size - TAIL_READ), min(size, TAIL_READ))
-            n = ipc.footer_length(tail)
-            if n + ipc.TAIL > len(tail):
-                if n + ipc.TAIL + 8 > size:
-                    raise ipc.LayoutError("footer longer than the file")
-                tail = data.read_raw(self, size - n - ipc.TAIL, n + ipc.TAIL)
-            footer = bytes(tail[len(tail) - n - ipc.TAIL :])
+            if size < 8 + ipc.TAIL:
+                raise ipc.LayoutError("file too short")
+            n = ipc.footer_length(data.read_raw(self, size - ipc.TAIL, ipc.TAIL))
+            if n + ipc.TAIL + 8 > size:
+                raise ipc.LayoutError("footer longer than the file")
+            footer = bytes(data.read_raw(self, size - n - ipc.TAIL, n + ipc.TAIL))
             schema = pa.ipc.open_file(pa.py_buffer(b"ARROW1\x00\x00" + footer)).schema
             self.blocks = ipc.parse_footer(footer[:n]).blocks
         except (ipc.LayoutError, pa.ArrowInvalid, struct.error) as e:
@@ -460,7 +459,7 @@ class ShardData:
             rows = max(1, self.index.num_rows)
             total = self.dataset.manifest.totals.get("bytes") or int(self.index.table.bytes.sum())
             per_batch = total / max(1.0, rows / BATCH_ROWS)
-            self._budget = max(16 << 20, int(self.cache_batches * per_batch))
+            self._budget = max(1 << 20, int(self.cache_batches * per_batch))
         if self._resident > self._budget:
             for f in self._files.values():
                 f.drop_resident()
