@@ -20,7 +20,10 @@ own rows, and this module reads exactly those:
   ~500 bytes + 24 per record batch) per shard opened, one read per batch layout (~600 bytes),
   then per global batch two rounds of
   ranged GETs (offsets, then values), each round's ranges sorted and merged when less than
-  `GAP` bytes apart and issued concurrently. The mixer prefetches the next global batches'
+  `GAP` bytes apart or when the merged span reads at most `WASTE` (25%) more than it holds
+  (dense reads), and issued concurrently. A record batch of which the rank has asked a
+  quarter by ranges (few ranks, a block order: it will use the rest soon) is fetched whole by
+  one GET and kept (`cache_batches_remote` of them), as the old whole-batch reader did. The mixer prefetches the next global batches'
   rounds on a background thread (read-ahead), so a rank waits on S3 only when it renders faster
   than GETs return.
 
@@ -63,7 +66,10 @@ COLUMNS = ("text", "image", "audio")
 _BUFFERS = {"id": (1, 2), "text": (6, 8), "image": (10, 12), "audio": (14, 16)}
 _NUM_BUFFERS = 20
 _COL_INDEX = {c: SCHEMA.get_field_index(c) for c in ("id", *COLUMNS)}
-GAP = 256  # ranges of one shard closer than this are read by one request
+GAP = 256  # ranges of one shard closer than this are read by one request, and so are ranges
+WASTE = 0.25  # whose merged span reads at most this fraction more than they hold
+MAX_SPAN = 8 << 20
+WHOLE = 0.25  # S3: a record batch is fetched whole once a rank has asked this part of it by ranges
 _HASH_CHUNK = 16 << 20
 _PAGE = mmap.PAGESIZE
 _EMPTY = np.zeros(0, dtype=np.int32)
@@ -138,12 +144,30 @@ class ShardFile:
 
 
 class _Batch:
-    """A record batch's layout, and locally zero-copy views of its columns' buffers."""
+    """A record batch's layout, and zero-copy views of its columns' buffers: locally over the
+    map; on S3 over its fetched body once the rank has asked for a good part of it."""
 
-    __slots__ = ("layout", "views", "rows")
+    __slots__ = ("layout", "views", "rows", "asked")
 
     def __init__(self, layout, views, rows):
         self.layout, self.views, self.rows = layout, views, rows
+        self.asked = 0  # code bytes asked of this batch by ranges (S3)
+
+
+def _views(layout: ipc.BatchLayout, mem, base: int) -> dict:
+    """(offsets, values) per column of a record batch whose body starts at `base` in `mem`."""
+    rows, views = layout.rows, {}
+    for c, (ob, vb) in _BUFFERS.items():
+        (oo, on), (vo, vn) = layout.buffers[ob].tolist(), layout.buffers[vb].tolist()
+        if on < 4 * (rows + 1):  # a column without a single value: no offsets buffer
+            views[c] = (np.zeros(rows + 1, np.int32), _EMPTY if c != "id" else b"")
+            continue
+        off = np.frombuffer(mem, np.int32, rows + 1, base + oo)
+        if c == "id":
+            views[c] = (off, memoryview(mem)[base + vo : base + vo + vn])
+        else:
+            views[c] = (off, np.frombuffer(mem, np.int32, vn // 4, base + vo))
+    return views
 
 
 class _Relocate(Exception):
@@ -196,24 +220,28 @@ class ShardData:
                 out[k] = b""
             else:
                 by_file.setdefault(id(f), []).append(k)
-        spans = []  # (file, start, end, [range ids])
+        spans = []  # (file, start, end, [range ids], useful bytes)
         for ks in by_file.values():
             ks.sort(key=lambda k: ranges[k][1])
             f = ranges[ks[0]][0]
             cur = None
             for k in ks:
                 _, off, n = ranges[k]
-                if cur is not None and off <= cur[2] + GAP:
-                    cur[2] = max(cur[2], off + n)
-                    cur[3].append(k)
-                else:
-                    cur = [f, off, off + n, [k]]
-                    spans.append(cur)
+                if cur is not None:
+                    gap = off - cur[2]
+                    waste = cur[2] - cur[1] - cur[4] + max(gap, 0)
+                    if gap <= GAP or (waste <= WASTE * (cur[4] + n) and off + n - cur[1] <= MAX_SPAN):
+                        cur[2] = max(cur[2], off + n)
+                        cur[3].append(k)
+                        cur[4] += n
+                        continue
+                cur = [f, off, off + n, [k], n]
+                spans.append(cur)
         if self._pool is not None and len(spans) > 1:
             bufs = list(self._pool.map(lambda sp: self.read_raw(sp[0], sp[1], sp[2] - sp[1]), spans))
         else:
             bufs = [self.read_raw(sp[0], sp[1], sp[2] - sp[1]) for sp in spans]
-        for (_, start, _, ks), buf in zip(spans, bufs):
+        for (_, start, _, ks, _), buf in zip(spans, bufs):
             mv = memoryview(buf)
             for k in ks:
                 _, off, n = ranges[k]
@@ -284,21 +312,7 @@ class ShardData:
             if len(layout.buffers) != _NUM_BUFFERS:
                 raise ipc.LayoutError(f"{len(layout.buffers)} buffers in a record batch of the shard schema")
             rows = layout.rows
-            views = None
-            if f.local:
-                views = {}
-                for c, (ob, vb) in _BUFFERS.items():
-                    (oo, on), (vo, vn) = layout.buffers[ob].tolist(), layout.buffers[vb].tolist()
-                    if on < 4 * (rows + 1):
-                        views[c] = (np.zeros(rows + 1, np.int32), _EMPTY if c != "id" else b"")
-                        continue
-                    off = np.frombuffer(f.mm, np.int32, rows + 1, layout.body + oo)
-                    vals = (
-                        np.frombuffer(f.mm, np.int32, vn // 4, layout.body + vo)
-                        if c != "id"
-                        else memoryview(f.mm)[layout.body + vo : layout.body + vo + vn]
-                    )
-                    views[c] = (off, vals)
+            views = _views(layout, f.mm, layout.body) if f.local else None
         except ipc.LayoutError:
             layout = None
             rb = self._pyarrow_batch(f, b)
@@ -423,10 +437,51 @@ class ShardData:
                     remote.append((k, len(out[k]), c, lo, hi, count, bt, files[s], r))
                     out[k].append(None)
         if remote:
+            remote = self._whole_bodies(remote, out)
+        if remote:
             self._fetch_remote(remote, out)
         elif self._budget is None or self._resident > self._budget:
             self._bound_resident()
         return out
+
+    def _whole_bodies(self, remote: list, out: list) -> list:
+        """S3: a record batch whose documents this rank has asked for, by ranges, a good part
+        of (`WHOLE` of its body: few ranks, a block order) is fetched whole with one GET and
+        kept with its layout (`cache_batches_remote` of them); its documents are then served
+        from it. Returns the requests still to read by range."""
+        asked: dict[int, int] = {}
+        for _, _, _, lo, hi, _, bt, _, _ in remote:
+            asked[id(bt)] = asked.get(id(bt), 0) + 4 * (hi - lo)
+        dense = {}
+        for _, _, _, _, _, _, bt, f, _ in remote:
+            if (
+                id(bt) not in dense
+                and bt.layout is not None
+                and bt.asked + asked[id(bt)] >= WHOLE * bt.layout.body_length
+            ):
+                dense[id(bt)] = (bt, f)
+        for bt, _ in dense.values():
+            bt.asked = 0
+        for _, _, _, lo, hi, _, bt, _, _ in remote:
+            if id(bt) not in dense:
+                bt.asked += 4 * (hi - lo)
+        if not dense:
+            return remote
+        bodies = self.read_ranges([(f, bt.layout.body, bt.layout.body_length) for bt, f in dense.values()])
+        for (bt, _), body in zip(dense.values(), bodies):
+            bt.views = _views(bt.layout, body, 0)
+        rest = []
+        for k, i, c, lo, hi, count, bt, f, r in remote:
+            if bt.views is None:
+                rest.append((k, i, c, lo, hi, count, bt, f, r))
+                continue
+            off, vals = bt.views[c]
+            o0 = int(off[r])
+            if int(off[r + 1]) - o0 != count:
+                self._mismatch(f, c, r, int(off[r + 1]) - o0, count)
+            out[k][i] = vals[o0 + lo : o0 + hi]
+            self.code_bytes += 4 * (hi - lo)
+        return rest
 
     def _fetch_remote(self, remote: list, out: list) -> None:
         """Two rounds of ranged reads: the list offsets of each row, then the code windows."""
