@@ -372,6 +372,10 @@ def run_litdata_blocks(paths: dict, seconds: float, seq_len: int, workers: int |
     return timed(_block_batches(epochs(), names), seconds, _count_blocks(names), warmup=3)
 
 
+def _stack_tokens(samples: list) -> np.ndarray:
+    return np.stack([x["tokens"] for x in samples])
+
+
 def run_streaming_blocks(paths: dict, seconds: float, workers: int | None = None) -> dict:
     from streaming import Stream, StreamingDataset
     from streaming.base.util import clean_stale_shared_memory
@@ -383,9 +387,7 @@ def run_streaming_blocks(paths: dict, seconds: float, workers: int | None = None
     if workers is not None:
         import torch
 
-        loader = torch.utils.data.DataLoader(
-            ds, batch_size=BATCH, num_workers=workers, collate_fn=lambda xs: np.stack([x["tokens"] for x in xs])
-        )
+        loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, num_workers=workers, collate_fn=_stack_tokens)
         return timed(loader, seconds, _count_blocks(names), warmup=3, cpu=tree_cpu)
     return timed(_block_batches(ds, names), seconds, _count_blocks(names), warmup=3)
 
@@ -885,6 +887,8 @@ def main():
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
 
+
+_stub_missing()  # also in DataLoader workers started by spawn (they import this module)
 
 if __name__ == "__main__":
     main()

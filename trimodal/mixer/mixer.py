@@ -245,10 +245,14 @@ class Mixer:
     def _fetch(self, rows: list) -> list:
         """The codes of the rows' documents (only what each piece shows), as render rows."""
         reqs: dict[int, tuple[SharedDataset, list, list]] = {}
+        local: dict[int, list] = {}
         for k, row in enumerate(rows):
             if row is None:
                 continue
             shared = self.streams[row[0]].reader.shared
+            if not shared.data.remote:  # a memory map: read in place, piece by piece
+                local[k] = shared.data.read_local(row[1])
+                continue
             _, want, where = reqs.setdefault(id(shared), (shared, [], []))
             for j, (_, _, sh, rw, kind, _, start, stop, nt, nm) in enumerate(row[1]):
                 if kind == TEXT:
@@ -270,6 +274,9 @@ class Mixer:
             if row is None:
                 out.append(None)
                 continue
+            if k in local:
+                out.append(local[k])
+                continue
             pieces = []
             for j, (_, _, _, _, kind, rev, start, stop, nt, _) in enumerate(row[1]):
                 arrays = got.get((k, j))
@@ -283,31 +290,37 @@ class Mixer:
     def _render(self, rows: list, fetched: list | None = None) -> dict:
         if fetched is None:
             fetched = self._fetch(rows)
+        self.renderer.check = self.cfg.check_ids
         tokens, modality, segment_ids, positions = self.renderer.render_rows(fetched, self.seq_len)
-        if self.cfg.check_ids:
-            self._check(tokens, modality, rows)
+        if self.cfg.check_ids and self.renderer.bad:
+            self._check(tokens, modality, rows, self.renderer.bad_at)
         out = {"tokens": tokens, "modality": modality, "segment_ids": segment_ids, "positions": positions}
         if self.with_docs:
             out["docs"] = [[] if row is None else [(row[0], p[0], p[1], p[6], p[7]) for p in row[1]] for row in rows]
         return out
 
-    def _check(self, tokens: np.ndarray, modality: np.ndarray, rows: list) -> None:
+    def _check(self, tokens: np.ndarray, modality: np.ndarray, rows: list, at_piece=None) -> None:
+        """Name the sample with a code outside its codebook (the renderer saw one)."""
         table = self.renderer.id_modality
         if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= len(table)):
             bad = (tokens < 0) | (tokens >= len(table))
         else:
             bad = table[tokens] != modality
-            if not bad.any():
-                return
-        i = int(np.nonzero(bad.any(axis=1))[0][0])
-        name, pieces = rows[i]
+        if bad.any():
+            i = int(np.nonzero(bad.any(axis=1))[0][0])
+            name, pieces = rows[i]
+            col = int(np.nonzero(bad[i])[0][0])
+            at = 0
+            for p in pieces:
+                at += p[7] - p[6]
+                if col < at:
+                    break
+        elif at_piece is not None:  # an audio code past its level's codebook (still an audio id)
+            name, pieces = rows[at_piece[0]]
+            p = pieces[at_piece[1]]
+        else:
+            return
         reader = self.streams[name].reader
-        col = int(np.nonzero(bad[i])[0][0])
-        at = 0
-        for p in pieces:
-            at += p[7] - p[6]
-            if col < at:
-                break
         s, row = p[2], p[3]
         f = reader.data.file(s)
         b, r = (int(x[0]) for x in reader.data.locate(f, np.array([row])))

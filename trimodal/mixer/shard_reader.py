@@ -394,6 +394,76 @@ class ShardData:
                 if not self._pinned:
                     self._trim()
 
+    def read_local(self, pieces: list) -> list[tuple]:
+        """Locally, the code windows of planned document pieces (SourceStream.pieces), read in
+        place from the maps, as the renderer's pieces (kind, reverse, start, stop, text codes,
+        text window, media or None). The mixer's hot path: per
+        document a few dictionary lookups and two slices, the layout LRU touched in order."""
+        with self._lock:
+            self._pinned += 1
+            try:
+                while True:
+                    try:
+                        return self._read_local(pieces)
+                    except _Relocate:
+                        continue
+            finally:
+                self._pinned -= 1
+                if not self._pinned:
+                    self._trim()
+                if self._budget is None or self._resident > self._budget:
+                    self._bound_resident()
+
+    def _read_local(self, pieces: list) -> list[tuple]:
+        files, slots, cap = self._files, self._slots, self.cache_batches
+        out = []
+        nbytes = ncodes = touched = 0
+        for _, _, s, row, kind, rev, start, stop, nt, nm in pieces:
+            f = files.get(s)
+            if f is None:
+                f = self.file(s)
+            if f.starts is None:
+                b, r = divmod(row, BATCH_ROWS)
+            else:
+                b = int(np.searchsorted(f.starts, row, side="right")) - 1
+                r = row - int(f.starts[b])
+            key = (s, b)
+            bt = slots.get(key)
+            if bt is None:
+                o, m, _ = f.blocks[b].tolist()
+                bt = slots[key] = self._batch_from(f, s, b, self.read_raw(f, o, m))
+                while len(slots) > cap:
+                    slots.popitem(last=False)
+            else:
+                slots.move_to_end(key)
+            views = bt.views
+            off, vals = views["text"]
+            o0 = int(off[r])
+            if int(off[r + 1]) - o0 != nt:
+                self._mismatch(f, "text", r, int(off[r + 1]) - o0, nt)
+            if kind == 0:  # text: only the window shown
+                lo, hi = (start or 1) - 1, min(stop, nt + 1) - 1
+                text = vals[o0 + lo : o0 + hi] if hi > lo else _EMPTY
+                media = None
+                n = max(hi - lo, 0)
+            else:
+                text = vals[o0 : o0 + nt]
+                moff, mvals = views["image" if kind == 1 else "audio"]
+                m0 = int(moff[r])
+                if int(moff[r + 1]) - m0 != nm:
+                    self._mismatch(f, "image" if kind == 1 else "audio", r, int(moff[r + 1]) - m0, nm)
+                media = mvals[m0 : m0 + nm]
+                n = nt + nm
+                nbytes += 8
+            out.append((kind, rev, start, stop, nt, text, media))
+            nbytes += 8 + 4 * n
+            ncodes += 4 * n
+            touched += 1
+        self.bytes_read += nbytes
+        self.code_bytes += ncodes
+        self._resident += nbytes + touched * 2 * _PAGE
+        return out
+
     def _open_all(self, shards: list[int]) -> dict[int, ShardFile]:
         need = [s for s in dict.fromkeys(shards) if s not in self._files]
         if self._pool is not None and len(need) > 1:
