@@ -287,11 +287,11 @@ class Mixer:
             out.append(pieces)
         return out
 
-    def _render(self, rows: list, fetched: list | None = None) -> dict:
+    def _render(self, rows: list, fetched: list | None = None, out: dict | None = None) -> dict:
         if fetched is None:
             fetched = self._fetch(rows)
         self.renderer.check = self.cfg.check_ids
-        tokens, modality, segment_ids, positions = self.renderer.render_rows(fetched, self.seq_len)
+        tokens, modality, segment_ids, positions = self.renderer.render_rows(fetched, self.seq_len, out)
         if self.cfg.check_ids and self.renderer.bad:
             self._check(tokens, modality, rows, self.renderer.bad_at)
         out = {"tokens": tokens, "modality": modality, "segment_ids": segment_ids, "positions": positions}
@@ -348,6 +348,11 @@ class Mixer:
                 return before, rows, fut
 
     def __next__(self) -> dict:
+        return self.next_into(None)
+
+    def next_into(self, out: dict | None) -> dict:
+        """The next batch, rendered into the arrays of `out` ([per_rank, seq_len] each, any of
+        tokens, modality, segment_ids, positions; a loader worker's shared-memory slot)."""
         entry = self._ahead.popleft() if self._ahead else self._next_own()
         if entry is None:
             raise StopIteration
@@ -357,7 +362,7 @@ class Mixer:
                 break
             self._ahead.append(nxt)
         _, rows, fut = entry
-        return self._render(rows, fut.result() if fut is not None else None)
+        return self._render(rows, fut.result() if fut is not None else None, out)
 
     def _rewind(self) -> None:
         """Forget batches planned ahead: back to the position after the last one returned."""

@@ -157,7 +157,7 @@ class Renderer:
             rows.append(pieces)
         return self.render_rows(rows, seq_len)
 
-    def render_rows(self, rows: list, seq_len: int):
+    def render_rows(self, rows: list, seq_len: int, out: dict | None = None):
         """Render rows into (tokens, modality, segment_ids, positions) arrays [B, L].
 
         `rows[i]` is None (an all-padding row) or its document pieces in order, each
@@ -171,6 +171,7 @@ class Renderer:
         operations over the batch: one concatenation and a few repeats (audio runs carry their
         per-level offsets already). The cost per document is a few list appends.
 
+        `out`: arrays [B, L] to render into (any of the four keys; e.g. a shared-memory slot).
         Afterwards `self.bad` says whether a code lay outside its codebook (every code is
         compared with its run's codebook size, audio codes per piece); the mixer then finds and
         names the sample.
@@ -234,11 +235,13 @@ class Renderer:
                 dseg.append(0)
                 dlen.append(L - n)
             row_at += L
-        tokens = np.concatenate(pieces).astype(np.int32, copy=False)
-        if len(tokens) != B * L:
-            raise IntegrityError(
-                f"rendered {len(tokens)} ids for {B} rows of {L}: a shard and its length index disagree"
-            )
+        if sum(lens) != B * L:
+            raise IntegrityError(f"rendered {sum(lens)} ids for {B} rows of {L}: a shard and its length index disagree")
+        flat = {k: v.reshape(-1) for k, v in out.items()} if out is not None else {}
+        if "tokens" in flat:
+            tokens = np.concatenate(pieces, out=flat["tokens"], casting="same_kind")
+        else:
+            tokens = np.concatenate(pieces).astype(np.int32, copy=False)
         runs = np.array(lens, dtype=np.int64)
         types = np.array(types, dtype=np.intp)
         if self.check:
@@ -247,11 +250,18 @@ class Renderer:
         tokens += np.repeat(self._run_bases.take(types), runs)
         modality = np.repeat(self._run_tags.take(types), runs)
         segment_ids = np.repeat(np.array(dseg, dtype=np.int32), dlen)
-        positions = self._arange(B * L)[: B * L] - np.repeat(
+        starts = np.repeat(
             np.fromiter(itertools.accumulate(dlen[:-1], initial=0), dtype=np.int32, count=len(dlen)), dlen
         )
+        positions = np.subtract(self._arange(B * L)[: B * L], starts, out=flat.get("positions"))
         for a in pad_at:
             positions[a : a - a % L + L] = 0
+        if "modality" in flat:
+            flat["modality"][...] = modality
+            modality = flat["modality"]
+        if "segment_ids" in flat:
+            flat["segment_ids"][...] = segment_ids
+            segment_ids = flat["segment_ids"]
         shape = (B, L)
         return tokens.reshape(shape), modality.reshape(shape), segment_ids.reshape(shape), positions.reshape(shape)
 

@@ -146,6 +146,9 @@ class _ShmIter:
         return self
 
     def __next__(self):
+        if self.ring is not None and not self.mixer.with_docs:  # rendered straight into the slot
+            self.mixer.next_into(self.ring.acquire())
+            return self.ring.publish()
         batch = next(self.mixer)
         ring = ring_for(batch, self.ring)
         if ring is None:

@@ -72,6 +72,14 @@ class SlotRing:
         return _layout(batch) == (self.layout, self.slot_bytes)
 
     def put(self, batch: dict) -> ShmBatch:
+        views = self.acquire()
+        for key, v in views.items():
+            v[...] = batch[key]
+        return self.publish()
+
+    def acquire(self) -> dict:
+        """The next slot's arrays, once the training process has released it (write the batch
+        into them, then `publish`)."""
         k = self.next
         waited, pause = 0.0, 0.0002
         while self.flags[k]:
@@ -84,9 +92,13 @@ class SlotRing:
             waited += pause
             pause = min(2 * pause, 0.05)
         at = _HEADER + k * self.slot_bytes
-        for key, off, shape, dtype in self.layout:
-            dst = np.frombuffer(self.mm, dtype=dtype, count=int(np.prod(shape)), offset=at + off).reshape(shape)
-            dst[...] = batch[key]
+        return {
+            key: np.frombuffer(self.mm, dtype=dtype, count=int(np.prod(shape)), offset=at + off).reshape(shape)
+            for key, off, shape, dtype in self.layout
+        }
+
+    def publish(self) -> ShmBatch:
+        k = self.next
         self.flags[k] = 1
         self.next = (k + 1) % self.slots
         return ShmBatch(self.path, self.size, k, self.slot_bytes, self.layout)
