@@ -1,24 +1,33 @@
-"""Mixer throughput on one core, against MosaicML `streaming` and `litdata` on the same tokens.
+"""The mixer against MosaicML `streaming` and `litdata` on the same tokens, and at cluster scale.
 
-    python bench/bench_mixer.py [--tokens 40e6] [--seconds 8] [--workdir DIR] [--no-peers]
-    python bench/bench_mixer.py --big 3 --drop-cache [--shuffle-window 16] [--seconds 60]   # RSS, 3 GB
+    make bench-install                       # the peers (without their declared dependencies)
+    python bench/bench_mixer.py                    # everything below, in one run
+    python bench/bench_mixer.py --only throughput,workers,scaling,planning,start,memory
 
-Three sources (text documents, image-text pairs with 256 image codes, audio-text pairs with
-2-level codes) are written once as a trimodal dataset, as MDS shards (streaming) and as litdata
-chunks, each sample holding the same codes. Every loader then runs in this process pinned to one
-core, with a global shuffle and weights set for target token shares of 60/25/15, and is timed
-for `--seconds` after a warm-up. Reported per loader: real tokens/s by wall clock and per
-CPU-second (the machine may be shared: CPU time is the steadier figure), the realized token
-shares, and what the loader does. The peers only hand out samples; the mixer also packs rows,
-renders unified ids with specials, and emits modality / segment ids / positions.
+Sections (each prints its table; figures in docs/mixer.md):
 
-`--big GB` writes a text dataset of that size and streams it, printing RSS (anonymous and
-file-backed) every few seconds; `--drop-cache` evicts the shards' pages from the page cache
-every second (posix_fadvise DONTNEED), i.e. a page-cache budget far below the dataset size.
+- throughput: three sources (text documents, image-text pairs with 256 image codes, audio-text
+  pairs with 2-level codes), written once as a trimodal dataset, as MDS shards and as litdata
+  chunks, per document and — each peer's documented fastest path for LLM tokens — as
+  pre-packed blocks of seq_len tokens (litdata `TokensLoader`; LLM-Foundry-style concatenated
+  MDS samples). Every loader runs in this process pinned to one core, shares set for target
+  token shares of 60/25/15, and is timed for `--seconds` after a warm-up; blocks are stacked
+  into batches of 64 (what a collate does). Reported: real tokens per wall and per CPU second,
+  realized token shares, and what each loader cannot do.
+- workers: the same loaders through one DataLoader worker against in-process, CPU per token
+  of the whole process tree (the worker's CPU included).
+- scaling: ranks W = 1, 8, 64 simulated in one process (rank 0 of each), on the local
+  datasets and on a copy served by a local S3 server (moto on 127.0.0.1): bytes read per global
+  batch against code bytes rendered, S3 requests, and planning CPU per global batch.
+- planning: rows planned per CPU second against the number of sources (1 to 256).
+- start: `Mixer()` on a synthetic dataset of `--start-shards` shards (a shard table only,
+  built directly as Arrow like bench/manifest_scale.py), in a fresh process: seconds and RSS.
+- memory: `--big` GB of text written once, `--big-sources` mix sources streaming it, RSS
+  (anonymous and file-backed) every few seconds and the peak.
 
-`streaming` imports `transformers` and `torchvision` at module level (for isinstance checks
-and its vision datasets); where they are not installed, placeholder modules stand in for them
-(they are never called when reading ndarray columns).
+CPU seconds are the steadier figure on a shared machine; each throughput figure is the best of
+`--repeats` interleaved runs. `streaming` imports `transformers` and `torchvision` at module
+level; where they are not installed, placeholder modules stand in (never called here).
 """
 
 from __future__ import annotations
@@ -27,18 +36,24 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 
 from trimodal.dataset.dataset import build_dataset  # noqa: E402
 from trimodal.dataset.manifest import Manifest  # noqa: E402
 from trimodal.dataset.shards import SCHEMA, write_shard  # noqa: E402
 from trimodal.mixer import Mixer  # noqa: E402
+
+SECTIONS = ("throughput", "workers", "scaling", "planning", "start", "memory")
+BATCH = 64
+SOURCE_SHIFT = 24  # pre-packed peer blocks carry their source in the ids' high bits (for shares)
 
 SHARES = {"text": 0.60, "image": 0.25, "audio": 0.15}
 FPS = {
@@ -128,58 +143,154 @@ def write_litdata(root: str, samples: dict) -> dict[str, str]:
     return paths
 
 
-# loaders -------------------------------------------------------------------------------
-def timed(items, seconds: float, count, warmup: int = 20) -> dict:
+def _source_streams(samples: dict, seq_len: int):
+    """Per source, its documents' codes concatenated and cut into blocks of seq_len (the
+    remainder dropped), ids tagged with the source in their high bits."""
+    for k, (name, rows) in enumerate(samples.items()):
+        flat = np.concatenate([codes_of(r) for r in rows]) + np.int32(k << SOURCE_SHIFT)
+        n = len(flat) // seq_len
+        yield k, name, flat[: n * seq_len].reshape(n, seq_len)
+
+
+def write_mds_blocks(root: str, samples: dict, seq_len: int) -> dict[str, str]:
+    """LLM-Foundry's layout (convert_dataset_hf --concat_tokens): one sample per block."""
+    from streaming import MDSWriter
+
+    paths = {}
+    for _, name, blocks in _source_streams(samples, seq_len):
+        paths[name] = os.path.join(root, "mds-blocks", name)
+        with MDSWriter(out=paths[name], columns={"tokens": "ndarray:int32"}, compression=None, size_limit="64mb") as w:
+            for b in blocks:
+                w.write({"tokens": b})
+    return paths
+
+
+def _ld_stream(args):
+    path = args
+    yield np.load(path)
+
+
+def write_litdata_blocks(root: str, samples: dict, seq_len: int) -> dict[str, str]:
+    """litdata's LLM recipe: token arrays optimized with TokensLoader, read as blocks."""
+    from litdata import optimize
+    from litdata.streaming.item_loader import TokensLoader
+
+    paths = {}
+    for _, name, blocks in _source_streams(samples, seq_len):
+        flat = os.path.join(root, f"ldb-{name}.npy")
+        np.save(flat, blocks.reshape(-1))
+        paths[name] = os.path.join(root, "litdata-blocks", name)
+        optimize(
+            fn=_ld_stream,
+            inputs=[flat],
+            output_dir=paths[name],
+            chunk_size=seq_len * 512,
+            item_loader=TokensLoader(),
+            num_workers=1,
+            verbose=False,
+        )
+    return paths
+
+
+# loaders (in this process) -------------------------------------------------------------
+def _tree_pids() -> list[int]:
+    """This process's descendants (DataLoader workers)."""
+    parent: dict[int, int] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [os.getpid()]
+    while todo:
+        p = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == p]
+        out += kids
+        todo += kids
+    return out
+
+
+def tree_cpu() -> float:
+    """CPU seconds of this process and its live descendants."""
+    total = time.process_time()
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in _tree_pids():
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def timed(items, seconds: float, count, warmup: int = 20, cpu=time.process_time) -> dict:
     """Drain `items` for `seconds` after `warmup` items; count(item) -> {source: tokens}."""
     it = iter(items)
     for _ in range(warmup):
         next(it)
     per: dict = {}
-    w0, c0 = time.perf_counter(), time.process_time()
+    w0, c0 = time.perf_counter(), cpu()
     n = 0
     while True:
         for s, t in count(next(it)).items():
             per[s] = per.get(s, 0) + t
         n += 1
-        if n % 16 == 0 and time.perf_counter() - w0 >= seconds:
+        if n % 8 == 0 and time.perf_counter() - w0 >= seconds:
             break
-    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    wall, cpu_s = time.perf_counter() - w0, cpu() - c0
     total = sum(per.values())
     return {
         "tokens": total,
         "wall_s": wall,
-        "cpu_s": cpu,
+        "cpu_s": cpu_s,
         "tokens_per_s": total / wall,
-        "tokens_per_cpu_s": total / cpu,
+        "tokens_per_cpu_s": total / cpu_s,
         "shares": {s: per.get(s, 0) / total for s in SHARES},
     }
 
 
-def run_mixer(paths: dict, seconds: float, seq_len: int, pack_pairs: bool) -> dict:
-    cfg = {
+def mix_config(paths: dict, seq_len: int, pack_pairs: bool) -> dict:
+    return {
         "sources": [
-            {"name": n, "dataset": p, "share": SHARES[n], **({"pack": True} if pack_pairs else {})}
+            {"name": n, "dataset": p, "share": SHARES[n], **({"pack": True} if pack_pairs else {"pack": n == "text"})}
             for n, p in paths.items()
         ],
         "seq_len": seq_len,
-        "global_batch": 64,
+        "global_batch": BATCH,
         "seed": 0,
     }
-    m = Mixer(cfg)
-    tok0 = {n: st.tokens for n, st in m.streams.items()}
+
+
+def run_mixer(paths: dict, seconds: float, seq_len: int, pack_pairs: bool, workers: int | None = None) -> dict:
+    cfg = mix_config(paths, seq_len, pack_pairs)
+    if workers is None:
+        m = Mixer(cfg)
+        items, cpu = m, time.process_time
+    else:
+        import torch
+
+        from trimodal.mixer import MixerDataset
+
+        m = None
+        items = torch.utils.data.DataLoader(MixerDataset(cfg), batch_size=None, num_workers=workers)
+        cpu = tree_cpu
+    seg = "segment_ids"
 
     def count(batch):
-        return {"_": int((batch["segment_ids"] != 0).sum())}
+        return {"_": int((batch[seg] != 0).sum())}
 
-    r = timed(m, seconds, count, warmup=3)
-    s = m.stats()
-    done = {n: s["sources"][n]["tokens"] for n in paths}
-    total = sum(done.values())
-    r["shares"] = {n: done[n] / total for n in paths}
-    r["rows"] = s["rows"]
-    r["pad_fraction"] = s["pad_fraction"]
-    r["positions_per_s"] = r["tokens_per_s"] / (1 - s["pad_fraction"])
-    del tok0
+    r = timed(items, seconds, count, warmup=3, cpu=cpu)
+    if m is not None:
+        s = m.stats()
+        done = {n: s["sources"][n]["tokens"] for n in paths}
+        total = sum(done.values())
+        r["shares"] = {n: done[n] / total for n in paths}
+        r["pad_fraction"] = s["pad_fraction"]
+    else:
+        r["shares"] = {}
     return r
 
 
@@ -190,7 +301,7 @@ def run_streaming(paths: dict, seconds: float, weights: dict) -> dict:
     clean_stale_shared_memory()
     names = list(paths)
     streams = [Stream(local=paths[n], proportion=weights[n]) for n in names]
-    ds = StreamingDataset(streams=streams, shuffle=True, shuffle_seed=0, batch_size=64, epoch_size=10**7)
+    ds = StreamingDataset(streams=streams, shuffle=True, shuffle_seed=0, batch_size=BATCH, epoch_size=10**7)
 
     def count(sample):
         return {names[int(sample["source"])]: len(sample["tokens"])}
@@ -213,6 +324,86 @@ def run_litdata(paths: dict, seconds: float, weights: dict) -> dict:
             yield from ds
 
     return timed(epochs(), seconds, count)
+
+
+def _block_batches(items, names):
+    """Blocks stacked into batches of BATCH (what a collate does), with their sources."""
+    buf = []
+    for x in items:
+        buf.append(np.asarray(x if not isinstance(x, dict) else x["tokens"]))
+        if len(buf) == BATCH:
+            yield np.stack(buf)
+            buf = []
+
+
+def _count_blocks(names):
+    def count(batch):
+        batch = np.asarray(batch)
+        src = batch[:, 0] >> SOURCE_SHIFT
+        per = np.bincount(src, minlength=len(names)) * batch.shape[1]
+        return {n: int(per[k]) for k, n in enumerate(names)}
+
+    return count
+
+
+def run_litdata_blocks(paths: dict, seconds: float, seq_len: int, workers: int | None = None) -> dict:
+    from litdata import CombinedStreamingDataset, StreamingDataLoader, StreamingDataset
+    from litdata.streaming.item_loader import TokensLoader
+
+    names = list(paths)
+    dss = [
+        StreamingDataset(paths[n], item_loader=TokensLoader(block_size=seq_len), shuffle=True, drop_last=True, seed=0)
+        for n in names
+    ]
+    ds = CombinedStreamingDataset(dss, seed=0, weights=[SHARES[n] for n in names], iterate_over_all=False)
+    if workers is not None:
+        loader = StreamingDataLoader(ds, batch_size=BATCH, num_workers=workers)
+
+        def batches():
+            while True:
+                yield from loader
+
+        return timed(batches(), seconds, _count_blocks(names), warmup=3, cpu=tree_cpu)
+
+    def epochs():
+        while True:
+            yield from ds
+
+    return timed(_block_batches(epochs(), names), seconds, _count_blocks(names), warmup=3)
+
+
+def _stack_tokens(samples: list) -> np.ndarray:
+    return np.stack([x["tokens"] for x in samples])
+
+
+def run_streaming_blocks(paths: dict, seconds: float, workers: int | None = None) -> dict:
+    from streaming import Stream, StreamingDataset
+    from streaming.base.util import clean_stale_shared_memory
+
+    clean_stale_shared_memory()
+    names = list(paths)
+    streams = [Stream(local=paths[n], proportion=SHARES[n]) for n in names]
+    ds = StreamingDataset(streams=streams, shuffle=True, shuffle_seed=0, batch_size=BATCH, epoch_size=10**7)
+    if workers is not None:
+        import torch
+
+        loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, num_workers=workers, collate_fn=_stack_tokens)
+        return timed(loader, seconds, _count_blocks(names), warmup=3, cpu=tree_cpu)
+    return timed(_block_batches(ds, names), seconds, _count_blocks(names), warmup=3)
+
+
+CANNOT = {
+    "trimodal": "-",
+    "streaming, per document": "no packing or rendering; shares are proportions per epoch, drifting over shorter spans",
+    "litdata, per document": "no packing or rendering; shares are sampling weights (approximate)",
+    "streaming, pre-packed blocks": (
+        "pairs cut across rows; no segment ids / positions; shares approximate (per epoch); "
+        "shuffles whole blocks only (documents of a block stay together)"
+    ),
+    "litdata TokensLoader, blocks": (
+        "pairs cut across rows; no segment ids / positions; shares are sampling weights; shuffles whole blocks only"
+    ),
+}
 
 
 def _stub_missing(roots=("transformers", "torchvision")) -> None:
@@ -250,17 +441,6 @@ def _stub_missing(roots=("transformers", "torchvision")) -> None:
     sys.meta_path.insert(0, Stubs())
 
 
-# RSS -----------------------------------------------------------------------------------
-def _rss() -> dict:
-    out = {}
-    with open("/proc/self/status") as f:
-        for line in f:
-            k, _, v = line.partition(":")
-            if k in ("VmRSS", "RssAnon", "RssFile"):
-                out[k] = int(v.split()[0]) // 1024
-    return out
-
-
 def write_big(root: str, gigabytes: float, shard_mb: int = 64) -> str:
     """A text dataset of about `gigabytes` GB, written shard by shard (never all in memory)."""
     import pyarrow as pa
@@ -294,126 +474,421 @@ def write_big(root: str, gigabytes: float, shard_mb: int = 64) -> str:
     return path
 
 
-def run_big(
-    path: str, seconds: float, seq_len: int, drop_cache: bool, cache_files: int, shuffle_window: int | None
-) -> None:
+# sections ------------------------------------------------------------------------------
+def _fmt_shares(shares: dict) -> str:
+    return "/".join(f"{100 * v:.1f}" for v in shares.values()) if shares else "-"
+
+
+def prepare(work: str, tokens: float, seq_len: int, peers: bool) -> dict:
+    samples = None
+
+    def get():
+        nonlocal samples
+        if samples is None:
+            samples = make_samples(tokens)
+        return samples
+
+    out = {"trimodal": {n: os.path.join(work, "trimodal", n) for n in SHARES}}
+    if not all(os.path.exists(os.path.join(p, "manifest.json")) for p in out["trimodal"].values()):
+        out["trimodal"] = write_trimodal(work, get())
+    if peers:
+        _stub_missing()
+        for key, sub, fn, marker in (
+            ("mds", "mds", lambda: write_mds(work, get()), "index.json"),
+            ("litdata", "litdata", lambda: write_litdata(work, get()), "index.json"),
+            ("mds_blocks", "mds-blocks", lambda: write_mds_blocks(work, get(), seq_len), "index.json"),
+            ("litdata_blocks", "litdata-blocks", lambda: write_litdata_blocks(work, get(), seq_len), "index.json"),
+        ):
+            out[key] = {n: os.path.join(work, sub, n) for n in SHARES}
+            if not all(os.path.exists(os.path.join(p, marker)) for p in out[key].values()):
+                out[key] = fn()
+    if samples is not None:
+        mean = {n: np.mean([len(codes_of(r)) for r in rows]) for n, rows in samples.items()}
+        with open(os.path.join(work, "mean_lengths.json"), "w") as f:
+            json.dump(mean, f)
+    with open(os.path.join(work, "mean_lengths.json")) as f:
+        mean = json.load(f)
+    weights = {n: SHARES[n] / mean[n] for n in SHARES}  # per-document weights giving the token shares
+    out["doc_weights"] = {n: w / sum(weights.values()) for n, w in weights.items()}
+    return out
+
+
+def throughput(data: dict, args) -> dict:
+    p, sec, L = data["trimodal"], args.seconds, args.seq_len
+    loaders = {
+        "trimodal, all sources packed": lambda: run_mixer(p, sec, L, pack_pairs=True),
+        "trimodal, pairs padded": lambda: run_mixer(p, sec, L, pack_pairs=False),
+        "trimodal, text only, packed": lambda: run_mixer({"text": p["text"]}, sec, L, True),
+    }
+    if "mds" in data:
+        w = data["doc_weights"]
+        loaders["streaming, per document"] = lambda: run_streaming(data["mds"], sec, w)
+        loaders["litdata, per document"] = lambda: run_litdata(data["litdata"], sec, w)
+        loaders["streaming, pre-packed blocks"] = lambda: run_streaming_blocks(data["mds_blocks"], sec)
+        loaders["litdata TokensLoader, blocks"] = lambda: run_litdata_blocks(data["litdata_blocks"], sec, L)
+    results = {}
+    for _ in range(args.repeats):  # interleaved: a shared machine's noise only slows runs down
+        for name, fn in loaders.items():
+            r = fn()
+            if name not in results or r["tokens_per_cpu_s"] > results[name]["tokens_per_cpu_s"]:
+                results[name] = r
+    print(
+        f"\n## throughput: {args.tokens / 1e6:.0f}M tokens in 3 sources, target token shares 60/25/15, "
+        f"seq_len {L}, batches of {BATCH}, one core; best of {args.repeats} x {sec:.0f} s"
+    )
+    print("| loader | M tokens / wall s | M tokens / CPU s | realized token shares | cannot |")
+    print("|---|---|---|---|---|")
+    for name, r in results.items():
+        extra = f" (pad {100 * r['pad_fraction']:.1f}%)" if "pad_fraction" in r else ""
+        cannot = CANNOT.get(name, CANNOT["trimodal"] if name.startswith("trimodal") else "")
+        print(
+            f"| {name} | {r['tokens_per_s'] / 1e6:.2f} | {r['tokens_per_cpu_s'] / 1e6:.2f} | "
+            f"{_fmt_shares(r['shares'])}{extra} | {cannot} |"
+        )
+    return results
+
+
+def workers_section(data: dict, args) -> dict:
+    p, sec, L = data["trimodal"], args.seconds, args.seq_len
+    pairs = {
+        "trimodal, all sources packed": (
+            lambda: run_mixer(p, sec, L, True),
+            lambda: run_mixer(p, sec, L, True, workers=1),
+        ),
+        "trimodal, text only, packed": (
+            lambda: run_mixer({"text": p["text"]}, sec, L, True),
+            lambda: run_mixer({"text": p["text"]}, sec, L, True, workers=1),
+        ),
+    }
+    if "litdata_blocks" in data:
+        pairs["litdata TokensLoader, blocks"] = (
+            lambda: run_litdata_blocks(data["litdata_blocks"], sec, L),
+            lambda: run_litdata_blocks(data["litdata_blocks"], sec, L, workers=1),
+        )
+        pairs["streaming, pre-packed blocks"] = (
+            lambda: run_streaming_blocks(data["mds_blocks"], sec),
+            lambda: run_streaming_blocks(data["mds_blocks"], sec, workers=1),
+        )
+    out = {}
+    for _ in range(args.repeats):
+        for name, (inproc, worker) in pairs.items():
+            a, b = inproc(), worker()
+            best = out.get(name)
+            if best is None or a["tokens_per_cpu_s"] > best[0]["tokens_per_cpu_s"]:
+                best = (a, best[1] if best else b)
+            if b["tokens_per_cpu_s"] > best[1]["tokens_per_cpu_s"]:
+                best = (best[0], b)
+            out[name] = best
+    print(f"\n## one DataLoader worker against in-process (CPU of the process tree; best of {args.repeats})")
+    print("| loader | in-process M tokens / CPU s | one worker M tokens / CPU s | CPU per token, worker / in-process |")
+    print("|---|---|---|---|")
+    for name, (a, b) in out.items():
+        ratio = a["tokens_per_cpu_s"] / b["tokens_per_cpu_s"]
+        print(f"| {name} | {a['tokens_per_cpu_s'] / 1e6:.2f} | {b['tokens_per_cpu_s'] / 1e6:.2f} | {ratio:.2f}x |")
+    return {n: {"in_process": a, "one_worker": b} for n, (a, b) in out.items()}
+
+
+def _s3_copy(paths: dict) -> tuple[dict, object]:
+    """Start a local S3 server (its own process: its CPU is not the rank's), upload the
+    datasets, point trimodal at it."""
+    import socket
+
+    import boto3
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    for _ in range(200):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    os.environ.update(
+        {
+            "TRIMODAL_S3_ENDPOINT": endpoint,
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_REGION": "us-east-1",
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+    )
+    s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket="mixbench")
+    out = {}
+    for name, path in paths.items():
+        for dirpath, _, files in os.walk(path):
+            for f in files:
+                local = os.path.join(dirpath, f)
+                s3.upload_file(local, "mixbench", f"{name}/{os.path.relpath(local, path)}")
+        out[name] = f"s3://mixbench/{name}"
+    return out, server
+
+
+def scaling(data: dict, args) -> dict:
+    local = data["trimodal"]
+    remote, server = _s3_copy(local)
+    steps = args.scaling_steps
+    rows, out = [], {}
+    try:
+        for where, paths, window in (
+            ("local", local, None),
+            ("S3", remote, None),
+            ("local", local, 4),
+            ("S3", remote, 4),
+        ):
+            cfg = {**mix_config(paths, args.seq_len, pack_pairs=True), "shuffle_window": window}
+            for world in (1, 8, 64):
+                planner = Mixer(cfg, rank=0, world_size=world)
+                planner.advance(5)
+                c = time.process_time()
+                planner.advance(steps)
+                plan_cpu = (time.process_time() - c) / steps
+                m = Mixer(cfg, rank=0, world_size=world, read_ahead=0)  # per-batch counts exact
+                w0, c0 = time.perf_counter(), time.process_time()
+                for _ in range(steps):
+                    next(m)
+                wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+                io = list(m.io_stats().values())
+                read = sum(s["bytes_read"] for s in io) / steps
+                code = sum(s["code_bytes"] for s in io) / steps
+                req = sum(s["requests"] for s in io) / steps
+                r = {
+                    "bytes_read_per_batch": read,
+                    "code_bytes_per_batch": code,
+                    "read_over_rendered": read / code,
+                    "requests_per_batch": req,
+                    "planning_cpu_ms_per_batch": 1e3 * plan_cpu,
+                    "rank_cpu_ms_per_batch": 1e3 * cpu / steps,
+                    "rank_wall_ms_per_batch": 1e3 * wall / steps,
+                }
+                order = f"blocks of 1024, window {window}" if window else "per-sample global"
+                out[f"{where} {order} W={world}"] = r
+                rows.append((where, order, world, r))
+    finally:
+        server.terminate()
+        server.wait()
+    print(
+        f"\n## rank scaling: rank 0 of W, {steps} global batches of {BATCH} x {args.seq_len}, 3 sources all packed, "
+        "one process"
+    )
+    print(
+        "| data | shuffle | W | bytes read / batch | code bytes rendered / batch | read / rendered "
+        "| S3 requests / batch | planning CPU ms / batch | rank CPU ms / batch |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for where, order, world, r in rows:
+        print(
+            f"| {where} | {order} | {world} | {r['bytes_read_per_batch'] / 1e3:.1f} KB | {r['code_bytes_per_batch'] / 1e3:.1f} KB "
+            f"| {r['read_over_rendered']:.3f} | {r['requests_per_batch']:.1f} | {r['planning_cpu_ms_per_batch']:.2f} "
+            f"| {r['rank_cpu_ms_per_batch']:.2f} |"
+        )
+    return out
+
+
+def planning(data: dict, args) -> dict:
+    paths = list(data["trimodal"].values())
+    out = {}
+    for n in (1, 4, 16, 64, 256):
+        rng = np.random.default_rng(n)
+        cfg = {
+            "sources": [
+                {"name": f"s{i}", "dataset": paths[i % 3], "share": float(rng.uniform(0.1, 1.0)), "pack": True}
+                for i in range(n)
+            ],
+            "seq_len": args.seq_len,
+            "global_batch": BATCH,
+            "seed": 0,
+        }
+        m = Mixer(cfg)
+        m.advance(20)
+        best = 0.0
+        steps = 300 if n < 64 else 150
+        for _ in range(args.repeats + 1):
+            c = time.process_time()
+            m.advance(steps)
+            best = max(best, steps * BATCH / (time.process_time() - c))
+        out[n] = best
+    print(f"\n## planning: rows per CPU second (seq_len {args.seq_len}, all packed; best of {args.repeats + 1})")
+    print("| sources | " + " | ".join(str(n) for n in out) + " |")
+    print("|---|" + "---|" * len(out))
+    print("| rows / CPU s | " + " | ".join(f"{v / 1e3:.0f}k" for v in out.values()) + " |")
+    return out
+
+
+START_CHILD = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[2])
+def rss():
+    d = {}
+    for line in open("/proc/self/status"):
+        k, _, v = line.partition(":")
+        if k in ("VmRSS", "RssAnon", "RssFile"):
+            d[k] = int(v.split()[0]) / 1024
+    return d
+from trimodal.mixer import Mixer
+import trimodal.mixer.mixer, trimodal.mixer.packer, pyarrow.compute  # imports are not the start
+r0 = rss()
+t = time.perf_counter()
+m = Mixer({"sources": [{"name": "t", "dataset": sys.argv[1], "share": 1}], "seq_len": 2048, "global_batch": 64})
+s = time.perf_counter() - t
+r1 = rss()
+print(json.dumps({"start_s": s, "rss_mb": r1["VmRSS"] - r0["VmRSS"], "anon_mb": r1["RssAnon"] - r0["RssAnon"],
+                  "file_mb": r1["RssFile"] - r0["RssFile"], "samples": m.streams["t"].n}))
+"""
+
+
+def start(work: str, args) -> dict:
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    from manifest_scale import synthetic_table
+
+    from trimodal.dataset.manifest import ShardTable
+
+    path = os.path.join(work, f"synthetic-{args.start_shards}")
+    if not os.path.exists(os.path.join(path, "manifest.json")):
+        Manifest(fingerprints={"text": FPS["text"]}, shards=ShardTable(synthetic_table(args.start_shards))).save(path)
+    best = None
+    for _ in range(3):
+        r = json.loads(subprocess.check_output([sys.executable, "-c", START_CHILD, path, ROOT], text=True))
+        if best is None or r["start_s"] < best["start_s"]:
+            best = r
+    print(
+        f"\n## start: Mixer() on {args.start_shards:,} shards ({best['samples']:,} samples), fresh process, best of 3"
+    )
+    print(
+        f"{best['start_s']:.3f} s; +{best['rss_mb']:.1f} MB RSS (anonymous +{best['anon_mb']:.1f}, "
+        f"file-backed +{best['file_mb']:.1f})"
+    )
+    return best
+
+
+def memory(work: str, args) -> dict:
+    path = os.path.join(work, "big")
+    if not os.path.exists(os.path.join(path, "manifest.json")):
+        write_big(work, args.big)
     shards = [os.path.join(path, "shards", f) for f in sorted(os.listdir(os.path.join(path, "shards")))]
     size = sum(os.path.getsize(s) for s in shards)
     cfg = {
-        "sources": [{"name": "big", "dataset": path, "share": 1}],
-        "seq_len": seq_len,
-        "global_batch": 64,
+        "sources": [{"name": f"big{i}", "dataset": path, "share": 1 + i % 3} for i in range(args.big_sources)],
+        "seq_len": args.seq_len,
+        "global_batch": BATCH,
         "seed": 0,
-        "cache_files": cache_files,
-        "shuffle_window": shuffle_window,
+        "shuffle_window": args.shuffle_window,
     }
+    if args.shuffle_window:
+        cfg["cache_files"] = max(64, 2 * args.shuffle_window * args.big_sources)
     m = Mixer(cfg)
     print(
-        f"dataset {size / 2**30:.2f} GB in {len(shards)} shards; at most {cache_files} open (mapped); "
-        f"drop page cache every 1 s: {drop_cache}; shuffle_window {shuffle_window}"
+        f"\n## memory: {size / 2**30:.2f} GB in {len(shards)} shards, {args.big_sources} mix sources on it, "
+        f"shuffle_window {args.shuffle_window}, default caches; page cache dropped every 1 s: {args.drop_cache}"
     )
-    print(f"{'t (s)':>6}{'tokens (M)':>12}{'read (GB)':>11}{'RSS (MB)':>10}{'anon':>8}{'file':>8}")
+    print("| t (s) | tokens (M) | RSS (MB) | anonymous | file-backed |")
+    print("|---|---|---|---|---|")
     t0 = last = time.perf_counter()
-    tokens = 0
+    tokens, peak_file = 0, 0
     while True:
         b = next(m)
         tokens += int((b["segment_ids"] != 0).sum())
         now = time.perf_counter()
         if now - last >= 1.0:
             last = now
-            if drop_cache:
+            if args.drop_cache:
                 for s in shards:
                     fd = os.open(s, os.O_RDONLY)
                     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
                     os.close(fd)
             r = _rss()
-            if int(now - t0) % 5 == 0 or now - t0 >= seconds:
+            peak_file = max(peak_file, r["RssFile"])
+            if int(now - t0) % 10 == 0 or now - t0 >= args.big_seconds:
                 print(
-                    f"{now - t0:>6.0f}{tokens / 1e6:>12.1f}{tokens * 4 / 2**30:>11.2f}{r['VmRSS']:>10}"
-                    f"{r['RssAnon']:>8}{r['RssFile']:>8}",
+                    f"| {now - t0:.0f} | {tokens / 1e6:.1f} | {r['VmRSS']} | {r['RssAnon']} | {r['RssFile']} |",
                     flush=True,
                 )
-            if now - t0 >= seconds:
+            if now - t0 >= args.big_seconds:
                 break
+    hwm = _rss()["VmHWM"]
+    print(f"peak RSS (VmHWM, file-backed included): {hwm} MB; peak file-backed seen {peak_file} MB")
+    return {"peak_rss_mb": hwm, "peak_file_mb": peak_file, "tokens": tokens, "dataset_gb": size / 2**30}
+
+
+def _rss() -> dict:
+    out = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            k, _, v = line.partition(":")
+            if k in ("VmRSS", "RssAnon", "RssFile", "VmHWM"):
+                out[k] = int(v.split()[0]) // 1024
+    return out
 
 
 # main ----------------------------------------------------------------------------------
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--only", default=",".join(SECTIONS), help=f"comma-separated sections: {', '.join(SECTIONS)}")
     ap.add_argument("--tokens", type=float, default=40e6, help="tokens across the three sources")
-    ap.add_argument("--seconds", type=float, default=8.0, help="timed seconds per loader")
+    ap.add_argument("--seconds", type=float, default=6.0, help="timed seconds per loader")
     ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs per loader; the best is kept")
     ap.add_argument("--workdir", default=None, help="keep data here (default: a temporary directory)")
     ap.add_argument("--no-peers", action="store_true", help="only the trimodal mixer")
     ap.add_argument("--core", type=int, default=0, help="CPU core to pin to (-1: no pinning)")
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs per loader; the best is kept")
-    ap.add_argument("--big", type=float, default=0.0, help="RSS mode: GB of text to write and stream")
-    ap.add_argument("--drop-cache", action="store_true", help="RSS mode: evict shard pages every second")
-    ap.add_argument("--cache-files", type=int, default=16, help="RSS mode: open shards kept mapped")
-    ap.add_argument("--shuffle-window", type=int, default=None, help="RSS mode: block shuffle (see MixConfig)")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--scaling-steps", type=int, default=60)
+    ap.add_argument("--start-shards", type=int, default=1_000_000)
+    ap.add_argument("--big", type=float, default=2.5, help="memory: GB of text to write and stream")
+    ap.add_argument("--big-sources", type=int, default=8, help="memory: mix sources over that one dataset")
+    ap.add_argument("--big-seconds", type=float, default=60.0)
+    ap.add_argument("--drop-cache", action="store_true", help="memory: evict shard pages every second")
+    ap.add_argument("--shuffle-window", type=int, default=None, help="memory: block shuffle (see MixConfig)")
+    ap.add_argument("--json", default=None, help="also write all figures to this JSON file")
     args = ap.parse_args()
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    bad = [s for s in only if s not in SECTIONS]
+    if bad:
+        ap.error(f"unknown sections {bad}; choose from {SECTIONS}")
     if args.core >= 0:
         os.sched_setaffinity(0, {args.core})
     work = args.workdir or tempfile.mkdtemp(prefix="trimodal-bench-")
     os.makedirs(work, exist_ok=True)
+    figures = {}
     try:
-        if args.big:
-            path = os.path.join(work, "big")
-            if not os.path.exists(os.path.join(path, "manifest.json")):
-                write_big(work, args.big)
-            run_big(path, args.seconds, args.seq_len, args.drop_cache, args.cache_files, args.shuffle_window)
-            return
-        t = time.perf_counter()
-        samples = make_samples(args.tokens)
-        mean = {n: np.mean([len(codes_of(r)) for r in rows]) for n, rows in samples.items()}
-        weights = {n: SHARES[n] / mean[n] for n in SHARES}  # sample weights giving the token shares
-        weights = {n: w / sum(weights.values()) for n, w in weights.items()}
-        tri = os.path.join(work, "trimodal")
-        paths = {n: os.path.join(tri, n) for n in SHARES}
-        if not all(os.path.exists(os.path.join(p, "manifest.json")) for p in paths.values()):
-            paths = write_trimodal(work, samples)
-        loaders = {
-            "trimodal (all packed)": lambda: run_mixer(paths, args.seconds, args.seq_len, pack_pairs=True),
-            "trimodal (pairs padded)": lambda: run_mixer(paths, args.seconds, args.seq_len, pack_pairs=False),
-            "trimodal (text only)": lambda: run_mixer({"text": paths["text"]}, args.seconds, args.seq_len, True),
-        }
-        if not args.no_peers:
-            _stub_missing()
-            mds = {n: os.path.join(work, "mds", n) for n in SHARES}
-            if not all(os.path.exists(os.path.join(p, "index.json")) for p in mds.values()):
-                mds = write_mds(work, samples)
-            ld = {n: os.path.join(work, "litdata", n) for n in SHARES}
-            if not all(os.path.exists(os.path.join(p, "index.json")) for p in ld.values()):
-                ld = write_litdata(work, samples)
-            loaders["streaming (StreamingDataset, proportions)"] = lambda: run_streaming(mds, args.seconds, weights)
-            loaders["litdata (CombinedStreamingDataset, weights)"] = lambda: run_litdata(ld, args.seconds, weights)
-        # Interleaved repeats, best run per loader: a shared machine's noise only ever slows runs down.
-        results = {}
-        for _ in range(args.repeats):
-            for name, fn in loaders.items():
-                r = fn()
-                if name not in results or r["tokens_per_cpu_s"] > results[name]["tokens_per_cpu_s"]:
-                    results[name] = r
-        setup = time.perf_counter() - t
-        if args.json:
-            print(json.dumps(results, indent=1))
-            return
-        print(
-            f"{args.tokens / 1e6:.0f}M tokens in 3 sources, target token shares "
-            + "/".join(f"{100 * v:.0f}" for v in SHARES.values())
-            + f", seq_len {args.seq_len}, one core "
-            f"(core {args.core}); best of {args.repeats} x {args.seconds:.0f} s; whole run {setup:.0f} s"
+        needs_data = {"throughput", "workers", "scaling", "planning"} & set(only)
+        data = (
+            prepare(
+                work, args.tokens, args.seq_len, peers=not args.no_peers and bool({"throughput", "workers"} & set(only))
+            )
+            if needs_data
+            else {}
         )
-        print(f"{'loader':<46}{'Mtok/s wall':>12}{'Mtok/CPU-s':>12}   realized token shares")
-        for name, r in results.items():
-            shares = "/".join(f"{100 * v:.1f}" for v in r["shares"].values())
-            extra = f"  pad {100 * r['pad_fraction']:.1f}%" if "pad_fraction" in r else ""
-            print(f"{name:<46}{r['tokens_per_s'] / 1e6:>12.2f}{r['tokens_per_cpu_s'] / 1e6:>12.2f}   {shares}{extra}")
+        for section in only:
+            t = time.perf_counter()
+            if section == "throughput":
+                figures[section] = throughput(data, args)
+            elif section == "workers":
+                figures[section] = workers_section(data, args)
+            elif section == "scaling":
+                figures[section] = scaling(data, args)
+            elif section == "planning":
+                figures[section] = planning(data, args)
+            elif section == "start":
+                figures[section] = start(work, args)
+            elif section == "memory":
+                figures[section] = memory(work, args)
+            print(f"({section}: {time.perf_counter() - t:.0f} s)", flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(figures, f, indent=1, default=str)
     finally:
         if not args.workdir:
             shutil.rmtree(work, ignore_errors=True)
 
+
+_stub_missing()  # also in DataLoader workers started by spawn (they import this module)
 
 if __name__ == "__main__":
     main()

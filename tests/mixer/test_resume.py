@@ -17,6 +17,7 @@ pytestmark = pytest.mark.slow  # spawns a subprocess
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+@pytest.mark.slow
 def test_resume_at_random_steps_in_a_fresh_process(mix_data, tmp_path):
     cfg = mix_cfg(
         mix_data,

@@ -177,6 +177,50 @@ def read_index(root: Location, entry: dict, verify: bool = True) -> pa.Table:
     return t
 
 
+def file_sha256(path: str) -> str:
+    """sha256 of a local file, read in slices through plain reads (a memory map of the same
+    file keeps only the pages its users touch resident)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while True:
+            chunk = f.read(1 << 20)
+            if not chunk:
+                return h.hexdigest()
+            h.update(chunk)
+
+
+def open_index(root: Location, entry: dict, verify: str = "sha256") -> pa.Table:
+    """A shard's length index like `read_index`, checked as `verify` says ("sha256", "size",
+    "none"), and memory-mapped locally (zero-copy: only the rows used become resident). Without
+    a sidecar (format-1 datasets) it is computed from the shard's list offsets."""
+    import pyarrow.fs as pafs
+
+    ref = entry.get("index")
+    if not ref:
+        return index_table(open_shard(root.join(entry["path"]), entry, verify=verify))
+    loc = root.join(ref["path"])
+    try:
+        if isinstance(loc.fs, pafs.LocalFileSystem):
+            data = pa.memory_map(loc.path, "r").read_buffer()
+            digest = None
+            if verify == "sha256":
+                digest = file_sha256(loc.path)
+        else:
+            data = pa.py_buffer(loc.read_bytes())
+            digest = hashlib.sha256(memoryview(data)).hexdigest() if verify == "sha256" else None
+    except OSError as e:
+        raise IntegrityError(f"length index {loc.uri} listed in the manifest cannot be read: {e}") from e
+    if (verify != "none" and data.size != ref["bytes"]) or (verify == "sha256" and digest != ref["sha256"]):
+        raise IntegrityError(f"length index {loc.uri} does not match the manifest (size or sha256)")
+    try:
+        t = pa.ipc.open_file(pa.BufferReader(data)).read_all()
+    except pa.ArrowInvalid as e:
+        raise IntegrityError(f"length index {loc.uri} is not a readable Arrow IPC file: {e}") from e
+    if t.num_rows != entry["rows"] or not t.schema.equals(INDEX_SCHEMA):
+        raise IntegrityError(f"length index {loc.uri}: {t.num_rows} rows or schema differ from the manifest's shard")
+    return t
+
+
 def open_shard_file(loc: Location, entry: dict, verify: str = "sha256") -> pa.ipc.RecordBatchFileReader:
     """Open one shard for random access (memory-mapped locally, ranged reads through pyarrow's
     S3 client otherwise) after checking it against its manifest entry: size (`verify` "size"),

@@ -1,7 +1,8 @@
 """The streaming mixer: ratio-exact, packed, deterministic, elastic and resumable batches.
 
-`Mixer(cfg, rank, world_size)` is the stream; `MixerDataset` wraps it for torch DataLoaders
-(imported lazily, so the mixer itself never imports torch); `rank_stream` builds a Ray Train
+`Mixer(cfg, rank, world_size)` is the stream; `MixerDataset` wraps it for torch DataLoaders and
+`MixerLoader` is a StatefulDataLoader that resumes on any number of workers (both imported
+lazily, so the mixer itself never imports torch); `rank_stream` builds a Ray Train
 worker's stream (the trainer's, through `trimodal.model.data`); `preview_mix` reports realized
 shares for a number of steps. Owns the mix config, shard reading (through `trimodal.dataset`),
 per-source streams and shuffles, the ratio scheduler, packing and rendering into the unified
@@ -24,14 +25,15 @@ __all__ = [
     "load_mix",
     "Mixer",
     "MixerDataset",
+    "MixerLoader",
     "preview_mix",
     "rank_stream",
 ]
 
 
 def __getattr__(name):
-    if name == "MixerDataset":
-        from trimodal.mixer.torch_dataset import MixerDataset
+    if name in ("MixerDataset", "MixerLoader"):
+        from trimodal.mixer import torch_dataset
 
-        return MixerDataset
+        return getattr(torch_dataset, name)
     raise AttributeError(name)

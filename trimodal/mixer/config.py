@@ -73,9 +73,11 @@ class MixConfig:
     # and interleaved k at a time, so every record batch read is used whole (object storage,
     # datasets far beyond the page cache); see shuffle.BlockOrder.
     shuffle_window: int | None = None
-    cache_batches: int = 1024  # record batches kept per local source (views over memory maps)
-    cache_batches_remote: int = 64  # the same for s3:// sources (these hold fetched bytes)
-    cache_files: int = 64  # open shard files per source
+    # Per dataset (shared by the sources on it): record batch layouts kept, and locally the
+    # resident bound of the memory maps (this many record batches' worth of bytes)
+    cache_batches: int = 64
+    cache_batches_remote: int = 64  # the same for s3:// datasets (layouts only: codes are read by range)
+    cache_files: int = 64  # open shard files and loaded length indexes per dataset
     check_ids: bool = True  # check every rendered id against its modality's range (~2% time)
 
     def validate(self) -> None:
@@ -91,11 +93,12 @@ class MixConfig:
             raise ConfigError(f"global_batch: must be >= 1, got {self.global_batch}")
         if self.share_unit not in ("tokens", "positions"):
             raise ConfigError(f"share_unit: must be tokens or positions, got {self.share_unit!r}")
-        most = min(self.cache_batches, self.cache_batches_remote) // 2
+        most = min(self.cache_batches, self.cache_batches_remote, self.cache_files) // 2
         if self.shuffle_window is not None and not 1 <= self.shuffle_window <= most:
             raise ConfigError(
-                f"shuffle_window: must be in [1, {most}] (half the batch caches: the blocks "
-                f"in flight must stay cached), got {self.shuffle_window}"
+                f"shuffle_window: must be in [1, {most}] (half of cache_files, cache_batches and "
+                f"cache_batches_remote: the shards and record batches of the blocks in flight, up to two "
+                f"per block, must stay open), got {self.shuffle_window}"
             )
         for key in ("cache_batches", "cache_batches_remote", "cache_files"):
             if getattr(self, key) < 4:

@@ -91,6 +91,19 @@ class Renderer:
         # id → modality tag: a rendered batch is checked against it (a code outside its codebook
         # would otherwise silently become another modality's id)
         self.id_modality = vocab.modality_of(np.arange(vocab.size)).astype(np.int8)
+        # per-run codebook bases and sizes (a code must be below its size)
+        self._no_limit = np.iinfo(np.int32).max
+        self._text_base = self.text_base or 0
+        self._image_base = self.image_base
+        self._text_size = vocab.range("text")[1] - vocab.range("text")[0] if vocab.has("text") else 0
+        self._image_size = vocab.range("image")[1] - vocab.range("image")[0] if vocab.has("image") else 0
+        self._audio_size = (vocab.range("audio", 0)[1] - vocab.range("audio", 0)[0]) if vocab.has("audio") else 0
+        self._run_tags = np.array([_SPECIAL, _TEXT, _IMAGE, _AUDIO, _PAD], dtype=np.int8)
+        self._run_bases = np.array([0, self._text_base, self._image_base or 0, 0, 0], dtype=np.int32)
+        big = self._no_limit
+        self._run_limits = np.array([big, self._text_size, self._image_size, big, big], dtype=np.int32)
+        self.check = True  # compare every code with its codebook size while rendering
+        self.bad, self.bad_at = False, None  # (row, piece) of an audio code out of its codebook
 
     def _audio_offsets(self, n: int) -> np.ndarray:
         if n > len(self._audio_pattern):
@@ -118,86 +131,137 @@ class Renderer:
         return [(_SPECIAL, self.bos, None, 0), *body, (_SPECIAL, self.eos, None, 0)]
 
     def render_batch(self, plans: list, views: dict, seq_len: int):
-        """Render planned rows into (tokens, modality, segment_ids, positions) arrays [B, L].
+        """Render planned rows given record batch views (the reference path the tests use).
 
-        `plans[i]` is None (an all-padding row) or (source, segments, real tokens) with segments
-        as planned by `SourceStream.plan_row`; `views[source](shard, batch)` gives that record
-        batch's column views. The whole batch is described as runs — token runs (code views and
-        constant special or padding runs, each with its modality tag) and document runs (segment
-        id, length) — and materialized with a handful of vectorized operations over the batch:
-        one concatenation, two repeats, one base-offset gather (audio runs carry their per-level
-        offsets already). The cost per document is a few slices and list appends.
+        `plans[i]` is None (an all-padding row) or (source, segments, real tokens), a segment
+        being (epoch, g, shard, batch, row, kind, reverse, start, stop); `views[source](shard,
+        batch)` gives that record batch's column views (offsets, values, valid) per column."""
+        rows = []
+        for row in plans:
+            if row is None:
+                rows.append(None)
+                continue
+            name, segs, _ = row
+            pieces = []
+            for _, _, s, b, r, kind, rev, start, stop in segs:
+                cols = views[name](s, b)
+                off, vals, _ = cols[0]
+                o0, nt = int(off[r]), int(off[r + 1]) - int(off[r])
+                if kind == TEXT:
+                    lo, hi = max(start, 1) - 1, min(stop, nt + 1) - 1
+                    pieces.append((kind, rev, start, stop, nt, vals[o0 + lo : o0 + max(hi, lo)], None))
+                else:
+                    moff, mvals, _ = cols[1 if kind == IMAGE else 2]
+                    media = mvals[int(moff[r]) : int(moff[r + 1])]
+                    pieces.append((kind, rev, start, stop, nt, vals[o0 : o0 + nt], media))
+            rows.append(pieces)
+        return self.render_rows(rows, seq_len)
+
+    def render_rows(self, rows: list, seq_len: int, out: dict | None = None):
+        """Render rows into (tokens, modality, segment_ids, positions) arrays [B, L].
+
+        `rows[i]` is None (an all-padding row) or its document pieces in order, each
+        (kind, reverse, start, stop, text codes, text window, media codes): the window
+        [start, stop) of a rendered document with `text codes` codes of text; for a text
+        document `text window` holds only the codes that window shows (codes
+        [max(start, 1) − 1, min(stop, n + 1) − 1)), for a pair the whole text and `media codes`
+        the whole image or audio. The whole batch is described as runs — token runs (code views
+        and constant special or padding runs, each with its modality tag and codebook base) and
+        document runs (segment id, length) — and materialized with a handful of vectorized
+        operations over the batch: one concatenation and a few repeats (audio runs carry their
+        per-level offsets already). The cost per document is a few list appends.
+
+        `out`: arrays [B, L] to render into (any of the four keys; e.g. a shared-memory slot).
+        Afterwards `self.bad` says whether a code lay outside its codebook (every code is
+        compared with its run's codebook size, audio codes per piece); the mixer then finds and
+        names the sample.
         """
-        B, L = len(plans), seq_len
+        B, L = len(rows), seq_len
         pad = self._pad_run(L)
         bos, eos, heads = self._bos_run, self._eos_run, self._heads
-        pieces, tags, lens = [], [], []  # token runs
+        # token runs: the array, its length, its type (0 special, 1 text, 2 image, 3 audio ids,
+        # 4 padding: the type gives the modality tag, codebook base and size)
+        pieces, lens, types = [], [], []
+        put, size, kind_of = pieces.append, lens.append, types.append
         dseg, dlen = [], []  # document runs: segment id (0 = padding), length
         pad_at, row_at = [], 0  # where each row's padding starts (flat index)
-        for row in plans:
+        bad, self.bad_at = False, None
+        for i, row in enumerate(rows):
             n = 0
             if row is not None:
-                name, segs, _ = row
-                view = views[name]
-                for k, (_, _, s, b, r, kind, rev, start, stop) in enumerate(segs, 1):
-                    cols = view(s, b)
-                    off, vals, _ = cols[0]
-                    o0 = int(off[r])
-                    nt = int(off[r + 1]) - o0
+                for k, (kind, rev, start, stop, nt, text, media) in enumerate(row, 1):
                     if kind == TEXT:  # <bos> t.. <eos>, any window [start, stop) of it
-                        lo = start
                         if start == 0:
-                            pieces.append(bos)
-                            tags.append(_SPECIAL)
-                            lens.append(1)
-                            lo = 1
-                        hi = stop if stop <= nt + 1 else nt + 1
-                        if hi > lo:
-                            pieces.append(vals[o0 + lo - 1 : o0 + hi - 1])
-                            tags.append(_TEXT)
-                            lens.append(hi - lo)
+                            put(bos)
+                            size(1)
+                            kind_of(0)
+                        m = len(text)
+                        if m:
+                            put(text)
+                            size(m)
+                            kind_of(1)
                         if stop == nt + 2:
-                            pieces.append(eos)
-                            tags.append(_SPECIAL)
-                            lens.append(1)
+                            put(eos)
+                            size(1)
+                            kind_of(0)
                     else:  # a pair, always whole
-                        moff, mvals, _ = cols[1 if kind == IMAGE else 2]
-                        m0 = int(moff[r])
-                        nm = int(moff[r + 1]) - m0
-                        media = mvals[m0 : m0 + nm]
+                        nm = len(media)
                         if kind == AUDIO:
+                            if nm and (int(media.min()) < 0 or int(media.max()) >= self._audio_size):
+                                bad, self.bad_at = True, (i, k - 1)
                             media = media + self._audio_offsets(nm)
-                        text = vals[o0 : o0 + nt]
-                        mtag = _IMAGE if kind == IMAGE else _AUDIO
+                            mt = 3
+                        elif self.image_base is None:
+                            raise IntegrityError("an image-text sample has codes for a modality the vocabulary lacks")
+                        else:
+                            mt = 2
                         h, mid, t = heads[kind, rev]
                         if rev:  # <bos> <x2t> <boX> media <eoX> text <eos>
                             pieces += (h, media, mid, text, t)
-                            tags += (_SPECIAL, mtag, _SPECIAL, _TEXT, _SPECIAL)
                             lens += (3, nm, 1, nt, 1)
+                            types += (0, mt, 0, 1, 0)
                         else:  # <bos> <t2x> text <boX> media <eoX> <eos>
                             pieces += (h, text, mid, media, t)
-                            tags += (_SPECIAL, _TEXT, _SPECIAL, mtag, _SPECIAL)
                             lens += (2, nt, 1, nm, 2)
+                            types += (0, 1, 0, mt, 0)
                     dseg.append(k)
                     dlen.append(stop - start)
                     n += stop - start
             if n < L:
                 pad_at.append(row_at + n)
-                pieces.append(pad[: L - n])
-                tags.append(_PAD)
-                lens.append(L - n)
+                put(pad[: L - n])
+                size(L - n)
+                kind_of(4)
                 dseg.append(0)
                 dlen.append(L - n)
             row_at += L
-        tokens = np.concatenate(pieces).astype(np.int32, copy=False)
-        modality = np.repeat(np.array(tags, dtype=np.int8), lens)
-        tokens += self._base_by_tag[modality]
+        if sum(lens) != B * L:
+            raise IntegrityError(f"rendered {sum(lens)} ids for {B} rows of {L}: a shard and its length index disagree")
+        flat = {k: v.reshape(-1) for k, v in out.items()} if out is not None else {}
+        if "tokens" in flat:
+            tokens = np.concatenate(pieces, out=flat["tokens"], casting="same_kind")
+        else:
+            tokens = np.concatenate(pieces).astype(np.int32, copy=False)
+        runs = np.array(lens, dtype=np.int64)
+        types = np.array(types, dtype=np.intp)
+        if self.check:
+            limits = np.repeat(self._run_limits.take(types), runs)
+            self.bad = bad or int(tokens.min()) < 0 or bool((tokens >= limits).any())
+        tokens += np.repeat(self._run_bases.take(types), runs)
+        modality = np.repeat(self._run_tags.take(types), runs)
         segment_ids = np.repeat(np.array(dseg, dtype=np.int32), dlen)
-        positions = self._arange(B * L)[: B * L] - np.repeat(
+        starts = np.repeat(
             np.fromiter(itertools.accumulate(dlen[:-1], initial=0), dtype=np.int32, count=len(dlen)), dlen
         )
+        positions = np.subtract(self._arange(B * L)[: B * L], starts, out=flat.get("positions"))
         for a in pad_at:
             positions[a : a - a % L + L] = 0
+        if "modality" in flat:
+            flat["modality"][...] = modality
+            modality = flat["modality"]
+        if "segment_ids" in flat:
+            flat["segment_ids"][...] = segment_ids
+            segment_ids = flat["segment_ids"]
         shape = (B, L)
         return tokens.reshape(shape), modality.reshape(shape), segment_ids.reshape(shape), positions.reshape(shape)
 

@@ -1,253 +1,705 @@
-"""Random access to the samples of one dataset, lazily, with small bounded caches.
+"""Reading only the rows a rank renders: byte ranges of shards, locally or on S3, in bounded memory.
 
-The mixer addresses a dataset's samples by a global index in [0, N) (shards in manifest order).
-This reader maps indices to (shard, record batch, row) with arithmetic — the shard writer cuts
-record batches of `BATCH_ROWS` rows, which is checked on every batch fetched, with a scan of the
-shard's batch headers as the fallback for other layouts — and hands out zero-copy numpy views
-of the code lists: locally over a memory map, on S3 through pyarrow's random-access file (a
-record batch is fetched by a ranged read: the IPC footer says where it lives). Lengths come
-from the Arrow list offsets, so planning a sequence never touches the codes themselves.
+A mix source addresses its dataset's samples by a global index in [0, N) (shards in manifest
+order, only those holding its `dataset_sources` when it names some). Planning needs nothing but
+their code counts, from the length index (index.py). Rendering needs the codes of the rank's
+own rows, and this module reads exactly those:
 
-Memory is bounded whatever the dataset size: an LRU of open shard files, an LRU of record
-batches held as views (each with its per-sample lengths in one preallocated slab, so the lengths
-of a window of samples are one vectorized gather), and the batch layout of touched shards
-(one integer per shard when regular). Trade-off: a global shuffle hits a new record batch for
-nearly every sample once a dataset is much larger than the batch cache; each miss costs a batch
-header parse (tens of µs locally, one ranged GET on S3). The caches make small and medium
-datasets free and keep memory flat for any size.
+- Where a row lives: the shard's footer gives each record batch's place (offset, metadata
+  length, body length); the batch's message gives its buffers' places in the body (ipc.py).
+  Both are parsed once and cached (`cache_files` open shards, `cache_batches` batch layouts).
+- What is read per document: the two list offsets of its row in each code column it uses
+  (8 bytes each), then the values it renders (a split text document: only its piece). The code
+  counts are checked against the length index (a shard and an index that disagree are an
+  IntegrityError naming both).
+- Locally through a memory map of the whole shard (MADV_RANDOM: no read-around), touching only
+  those pages. File-backed resident memory grows with every page touched, so the reader counts
+  the bytes it touches and, past `cache_batches` record batches' worth, drops the maps' resident
+  pages (MADV_DONTNEED; the page cache keeps them, a later touch is a minor fault).
+- On S3 through pyarrow's S3 file: a HEAD and two tail reads (footer length, then the footer:
+  ~500 bytes + 24 per record batch) per shard opened, one read per batch layout (~600 bytes),
+  then per global batch two rounds of
+  ranged GETs (offsets, then values), each round's ranges sorted and merged when less than
+  `GAP` bytes apart or when the merged span reads at most `WASTE` (25%) more than it holds
+  (dense reads), and issued concurrently. A record batch of which the rank has asked a
+  quarter by ranges (few ranks, a block order: it will use the rest soon) is fetched whole by
+  one GET and kept (`cache_batches_remote` of them), as the old whole-batch reader did. The mixer prefetches the next global batches'
+  rounds on a background thread (read-ahead), so a rank waits on S3 only when it renders faster
+  than GETs return.
+
+One `SharedDataset` (the index and these files) serves every mix source over the same dataset,
+so memory is bounded by the caches whatever the number of sources. Measured with
+`bench/bench_mixer.py --scaling`: at W = 64 a rank reads 1.0-1.3× the code bytes it renders (the
+rest: offsets, batch layouts, footers), against every record batch of the dataset before.
+
+Trade-off: a document costs two dependent reads (offsets, then values) instead of one whole
+record batch; on S3 that is two request rounds per global batch and a few hundred bytes of
+layout per record batch touched, in exchange for reading 1/W of the data per rank. Files this
+reader cannot parse by range (compressed bodies) fall back to pyarrow's whole-batch read.
 """
 
 from __future__ import annotations
 
+import hashlib
+import mmap
+import os
+import struct
+import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 
 from trimodal.dataset.dataset import Dataset
-from trimodal.dataset.schema import MODALITIES
-from trimodal.dataset.shards import BATCH_ROWS, SCHEMA
+from trimodal.dataset.shards import BATCH_ROWS, SCHEMA, file_sha256
+from trimodal.dataset.storage import filesystem_for
 from trimodal.errors import IntegrityError
+from trimodal.mixer import ipc
+from trimodal.mixer.index import DatasetIndex
 
-COLUMNS = MODALITIES
-_COL_INDEX = tuple(SCHEMA.get_field_index(c) for c in COLUMNS)
+COLUMNS = ("text", "image", "audio")
+# Buffer numbers (offsets, values) in a record batch of the shard schema: id (validity, offsets,
+# data), source (validity, indices), then per list column (validity, offsets, child validity,
+# child values), then origin.
+_BUFFERS = {"id": (1, 2), "text": (6, 8), "image": (10, 12), "audio": (14, 16)}
+_NUM_BUFFERS = 20
+_COL_INDEX = {c: SCHEMA.get_field_index(c) for c in ("id", *COLUMNS)}
+GAP = 256  # ranges of one shard closer than this are read by one request, and so are ranges
+WASTE = 0.25  # whose merged span reads at most this fraction more than they hold
+MAX_SPAN = 8 << 20
+WHOLE = 0.25  # S3: a record batch is fetched whole once a rank has asked this part of it by ranges
+_HASH_CHUNK = 16 << 20
+_PAGE = mmap.PAGESIZE
 _EMPTY = np.zeros(0, dtype=np.int32)
 
 
-def _list_views(arr: pa.ListArray):
-    """(offsets, values, valid-or-None) numpy views of a list<int32> column."""
-    bufs = arr.buffers()  # [validity, offsets, child validity, child values]
-    off = np.frombuffer(bufs[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
-    vals = arr.values.to_numpy(zero_copy_only=True) if len(arr.values) else _EMPTY
-    valid = None
-    if arr.null_count:
-        valid = ~arr.is_null().to_numpy(zero_copy_only=False)
-    return off, vals, valid
+def is_remote(uri: str) -> bool:
+    return not isinstance(filesystem_for(uri), pafs.LocalFileSystem)
+
+
+class ShardFile:
+    """One open shard, verified against its manifest entry: size always (unless verify is
+    "none"), sha256 once per process with verify "sha256", schema and footer always."""
+
+    def __init__(self, data: ShardData, s: int):
+        ds = data.dataset
+        entry = data.index.entry(s)
+        loc = ds._root.join(entry["path"])
+        self.uri = loc.uri
+        self.local = isinstance(loc.fs, pafs.LocalFileSystem)
+        self.mm = self.f = None
+        verify = ds._mode(s)
+        try:
+            if self.local:
+                with open(loc.path, "rb") as fh:
+                    size = os.fstat(fh.fileno()).st_size
+                    if size:
+                        self.mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                        if hasattr(mmap, "MADV_RANDOM"):
+                            self.mm.madvise(mmap.MADV_RANDOM)
+                    if verify == "sha256" and size == entry["bytes"]:
+                        digest = file_sha256(loc.path)
+            else:
+                self.f = loc.fs.open_input_file(loc.path)
+                with data._count:
+                    data.requests += 1  # the HEAD that gives the size
+                size = self.f.size()
+                if verify == "sha256" and size == entry["bytes"]:
+                    h = hashlib.sha256()
+                    for at in range(0, size, _HASH_CHUNK):
+                        h.update(memoryview(self.f.read_at(min(_HASH_CHUNK, size - at), at)))
+                    digest = h.hexdigest()
+        except (OSError, ValueError) as e:
+            raise IntegrityError(f"shard {self.uri} listed in the manifest cannot be opened: {e}") from e
+        if verify != "none" and size != entry["bytes"]:
+            raise IntegrityError(f"shard {self.uri}: size {size} bytes, manifest says {entry['bytes']}")
+        if verify == "sha256" and digest != entry["sha256"]:
+            raise IntegrityError(f"shard {self.uri}: sha256 {digest[:12]}… does not match the manifest's")
+        ds._verified.add(s)
+        self.size = size
+        self.rows = int(entry["rows"])
+        try:
+            if size < 8 + ipc.TAIL:
+                raise ipc.LayoutError("file too short")
+            n = ipc.footer_length(data.read_raw(self, size - ipc.TAIL, ipc.TAIL))
+            if n + ipc.TAIL + 8 > size:
+                raise ipc.LayoutError("footer longer than the file")
+            footer = bytes(data.read_raw(self, size - n - ipc.TAIL, n + ipc.TAIL))
+            schema = pa.ipc.open_file(pa.py_buffer(b"ARROW1\x00\x00" + footer)).schema
+            self.blocks = ipc.parse_footer(footer[:n]).blocks
+        except (ipc.LayoutError, pa.ArrowInvalid, struct.error) as e:
+            raise IntegrityError(f"shard {self.uri} is not a readable Arrow IPC file: {e}") from e
+        if not schema.equals(SCHEMA):
+            raise IntegrityError(f"shard {self.uri}: schema differs from the dataset schema")
+        # Batch row starts when the shard is not cut in BATCH_ROWS batches (another writer)
+        self.starts: np.ndarray | None = None
+        if len(self.blocks) != -(-self.rows // BATCH_ROWS):
+            self.starts = data.scan(self)
+
+    def drop_resident(self) -> None:
+        if self.mm is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self.mm.madvise(mmap.MADV_DONTNEED)
+
+
+class _Batch:
+    """A record batch's layout, and zero-copy views of its columns' buffers: locally over the
+    map; on S3 over its fetched body once the rank has asked for a good part of it."""
+
+    __slots__ = ("layout", "views", "rows", "asked")
+
+    def __init__(self, layout, views, rows):
+        self.layout, self.views, self.rows = layout, views, rows
+        self.asked = 0  # code bytes asked of this batch by ranges (S3)
+
+
+def _views(layout: ipc.BatchLayout, mem, base: int) -> dict:
+    """(offsets, values) per column of a record batch whose body starts at `base` in `mem`."""
+    rows, views = layout.rows, {}
+    for c, (ob, vb) in _BUFFERS.items():
+        (oo, on), (vo, vn) = layout.buffers[ob].tolist(), layout.buffers[vb].tolist()
+        if on < 4 * (rows + 1):  # a column without a single value: no offsets buffer
+            views[c] = (np.zeros(rows + 1, np.int32), _EMPTY if c != "id" else b"")
+            continue
+        off = np.frombuffer(mem, np.int32, rows + 1, base + oo)
+        if c == "id":
+            views[c] = (off, memoryview(mem)[base + vo : base + vo + vn])
+        else:
+            views[c] = (off, np.frombuffer(mem, np.int32, vn // 4, base + vo))
+    return views
+
+
+class _Relocate(Exception):
+    """A shard turned out not to be BATCH_ROWS-regular; its batch starts were scanned, so the
+    rows are located again."""
+
+
+class ShardData:
+    """The shard files of one dataset: open files, batch layouts, byte-range reads."""
+
+    def __init__(self, dataset: Dataset, index: DatasetIndex, cache_files: int = 64, cache_batches: int = 64):
+        self.dataset, self.index = dataset, index
+        self.uri = dataset.uri
+        self.remote = is_remote(dataset.uri)
+        self.cache_files, self.cache_batches = max(1, cache_files), max(1, cache_batches)
+        self._files: OrderedDict[int, ShardFile] = OrderedDict()
+        self._slots: OrderedDict[tuple[int, int], _Batch] = OrderedDict()
+        self._pinned = 0
+        self._lock = threading.RLock()
+        self._count = threading.Lock()  # counters are updated from the read threads too
+        self._pool = ThreadPoolExecutor(16, thread_name_prefix="trimodal-s3") if self.remote else None
+        self._resident = 0
+        self._budget: int | None = None
+        self.fetches = 0  # batch layouts loaded (cache misses)
+        self.opens = 0  # shard files opened
+        self.bytes_read = 0  # bytes read from shards (ranges; locally: the bytes touched)
+        self.code_bytes = 0  # of which code values handed to the renderer
+        self.requests = 0  # S3 requests (GETs and HEADs); 0 locally
+        self.drops = 0  # times the maps' resident pages were dropped
+
+    # raw reads ------------------------------------------------------------------------------
+    def read_raw(self, f: ShardFile, offset: int, length: int):
+        """Bytes [offset, offset + length) of a shard: a memoryview of the map, or one GET."""
+        with self._count:
+            self.bytes_read += length
+            self.requests += not f.local
+        if f.local:
+            return memoryview(f.mm)[offset : offset + length] if length else b""
+        return f.f.read_at(length, offset)
+
+    def read_ranges(self, ranges: list[tuple[ShardFile, int, int]]) -> list:
+        """Many ranges at once: per shard sorted and merged when closer than GAP bytes, the merged
+        spans read concurrently (S3) or sliced from the map (locally)."""
+        out: list = [None] * len(ranges)
+        if not ranges:
+            return out
+        by_file: dict[int, list[int]] = {}
+        for k, (f, _, n) in enumerate(ranges):
+            if n <= 0:
+                out[k] = b""
+            else:
+                by_file.setdefault(id(f), []).append(k)
+        spans = []  # (file, start, end, [range ids], useful bytes)
+        for ks in by_file.values():
+            ks.sort(key=lambda k: ranges[k][1])
+            f = ranges[ks[0]][0]
+            cur = None
+            for k in ks:
+                _, off, n = ranges[k]
+                if cur is not None:
+                    gap = off - cur[2]
+                    waste = cur[2] - cur[1] - cur[4] + max(gap, 0)
+                    if gap <= GAP or (waste <= WASTE * (cur[4] + n) and off + n - cur[1] <= MAX_SPAN):
+                        cur[2] = max(cur[2], off + n)
+                        cur[3].append(k)
+                        cur[4] += n
+                        continue
+                cur = [f, off, off + n, [k], n]
+                spans.append(cur)
+        if self._pool is not None and len(spans) > 1:
+            bufs = list(self._pool.map(lambda sp: self.read_raw(sp[0], sp[1], sp[2] - sp[1]), spans))
+        else:
+            bufs = [self.read_raw(sp[0], sp[1], sp[2] - sp[1]) for sp in spans]
+        for (_, start, _, ks, _), buf in zip(spans, bufs):
+            mv = memoryview(buf)
+            for k in ks:
+                _, off, n = ranges[k]
+                out[k] = mv[off - start : off - start + n]
+        return out
+
+    # files and layouts ----------------------------------------------------------------------
+    def file(self, s: int) -> ShardFile:
+        with self._lock:
+            f = self._files.get(s)
+            if f is not None:
+                self._files.move_to_end(s)
+                return f
+            f = self._files[s] = ShardFile(self, s)
+            self.opens += 1
+            if not self._pinned:
+                self._trim()
+            return f
+
+    def _trim(self) -> None:
+        """Close the least recently used files beyond the bound, with their batch layouts (a
+        local batch's views keep the map alive)."""
+        while len(self._files) > self.cache_files:
+            old, f = self._files.popitem(last=False)
+            for key in [k for k in self._slots if k[0] == old]:
+                del self._slots[key]
+            if f.f is not None:
+                f.f.close()
+        while len(self._slots) > self.cache_batches:
+            self._slots.popitem(last=False)
+
+    def scan(self, f: ShardFile) -> np.ndarray:
+        """Batch row starts of a shard not cut in BATCH_ROWS batches (every batch message read)."""
+        counts = []
+        msgs = self.read_ranges([(f, int(o), int(m)) for o, m, _ in f.blocks.tolist()])
+        for (o, m, body), msg in zip(f.blocks.tolist(), msgs):
+            try:
+                counts.append(ipc.parse_batch_message(bytes(msg), o, m, body).rows)
+            except ipc.LayoutError:
+                counts.append(self._pyarrow_batch(f, len(counts)).num_rows)
+        starts = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=starts[1:])
+        if starts[-1] != f.rows:
+            raise IntegrityError(f"shard {f.uri}: {starts[-1]} rows, manifest says {f.rows}")
+        f.starts = starts
+        return starts
+
+    def _pyarrow_batch(self, f: ShardFile, b: int) -> pa.RecordBatch:
+        src = pa.py_buffer(f.mm) if f.local else f.f
+        return pa.ipc.open_file(src).get_batch(b)
+
+    def locate(self, f: ShardFile, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of one shard → (record batch, row in batch)."""
+        if f.starts is None:
+            return np.divmod(row, BATCH_ROWS)
+        b = np.searchsorted(f.starts, row, side="right") - 1
+        return b, row - f.starts[b]
+
+    def _expected_rows(self, f: ShardFile, b: int) -> int:
+        if f.starts is not None:
+            return int(f.starts[b + 1] - f.starts[b])
+        return min(BATCH_ROWS, f.rows - b * BATCH_ROWS)
+
+    def _batch_from(self, f: ShardFile, s: int, b: int, msg) -> _Batch:
+        o, m, body = (int(x) for x in f.blocks[b])
+        try:
+            layout = ipc.parse_batch_message(bytes(msg), o, m, body)
+            if len(layout.buffers) != _NUM_BUFFERS:
+                raise ipc.LayoutError(f"{len(layout.buffers)} buffers in a record batch of the shard schema")
+            rows = layout.rows
+            views = _views(layout, f.mm, layout.body) if f.local else None
+        except ipc.LayoutError:
+            layout = None
+            rb = self._pyarrow_batch(f, b)
+            rows = rb.num_rows
+            views = {}
+            for c, i in _COL_INDEX.items():
+                arr = rb.column(i)
+                bufs = arr.buffers()
+                off = np.frombuffer(bufs[1], np.int32)[arr.offset : arr.offset + len(arr) + 1]
+                if c == "id":
+                    views[c] = (off, memoryview(bufs[2]) if bufs[2] is not None else b"")
+                else:
+                    vals = arr.values.to_numpy(zero_copy_only=True) if len(arr.values) else _EMPTY
+                    views[c] = (off, vals)
+        if rows != self._expected_rows(f, b):
+            if f.starts is not None:
+                raise IntegrityError(f"shard {f.uri}: record batch {b} has {rows} rows, its footer says otherwise")
+            self.scan(f)
+            raise _Relocate()
+        self.fetches += 1
+        return _Batch(layout, views, rows)
+
+    def batches(self, wanted: list[tuple[int, int]]) -> list[_Batch]:
+        """Layouts of (shard, batch) pairs, in order. Locally each is looked up in turn in the
+        LRU of `cache_batches` (a pair evicted by the ones before it is parsed again: the cost
+        follows the order's locality, what `shuffle_window` buys); on S3 the missing ones are
+        read together, concurrently."""
+        out = [None] * len(wanted)
+        if not self.remote:
+            for k, key in enumerate(wanted):
+                bt = self._slots.get(key)
+                if bt is None:
+                    f = self._files[key[0]]
+                    o, m, _ = f.blocks[key[1]].tolist()
+                    bt = self._slots[key] = self._batch_from(f, key[0], key[1], self.read_raw(f, o, m))
+                    while len(self._slots) > self.cache_batches:
+                        self._slots.popitem(last=False)
+                else:
+                    self._slots.move_to_end(key)
+                out[k] = bt
+            return out
+        missing: dict[tuple[int, int], None] = {}
+        for key in wanted:
+            if key in self._slots:
+                self._slots.move_to_end(key)
+            else:
+                missing[key] = None
+        if missing:
+            keys = list(missing)
+            files = {s: self._files[s] for s, _ in keys}
+            msgs = self.read_ranges(
+                [(files[s], int(files[s].blocks[b][0]), int(files[s].blocks[b][1])) for s, b in keys]
+            )
+            for (s, b), msg in zip(keys, msgs):
+                missing[s, b] = self._batch_from(files[s], s, b, msg)
+        for k, key in enumerate(wanted):
+            bt = self._slots.get(key) or missing[key]
+            out[k] = bt
+        for key, bt in missing.items():
+            self._slots[key] = bt
+        return out
+
+    # reading codes ---------------------------------------------------------------------------
+    def fetch(self, reqs: list) -> list[list[np.ndarray]]:
+        """Code windows of many documents at once. `reqs[k]` is (shard, row in shard, cols) with
+        cols a list of (column, lo, hi, count): codes [lo, hi) of that column, whose row must
+        hold `count` codes (from the length index). Returns per request one int32 array per col
+        (zero-copy views of the map locally; slices of the fetched spans on S3)."""
+        with self._lock:
+            self._pinned += 1
+            try:
+                while True:
+                    try:
+                        return self._fetch(reqs)
+                    except _Relocate:
+                        continue
+            finally:
+                self._pinned -= 1
+                if not self._pinned:
+                    self._trim()
+
+    def read_local(self, pieces: list) -> list[tuple]:
+        """Locally, the code windows of planned document pieces (SourceStream.pieces), read in
+        place from the maps, as the renderer's pieces (kind, reverse, start, stop, text codes,
+        text window, media or None). The mixer's hot path: per
+        document a few dictionary lookups and two slices, the layout LRU touched in order."""
+        with self._lock:
+            self._pinned += 1
+            try:
+                while True:
+                    try:
+                        return self._read_local(pieces)
+                    except _Relocate:
+                        continue
+            finally:
+                self._pinned -= 1
+                if not self._pinned:
+                    self._trim()
+                if self._budget is None or self._resident > self._budget:
+                    self._bound_resident()
+
+    def _read_local(self, pieces: list) -> list[tuple]:
+        files, slots, cap = self._files, self._slots, self.cache_batches
+        out = []
+        nbytes = ncodes = touched = 0
+        for _, _, s, row, kind, rev, start, stop, nt, nm in pieces:
+            f = files.get(s)
+            if f is None:
+                f = self.file(s)
+            if f.starts is None:
+                b, r = divmod(row, BATCH_ROWS)
+            else:
+                b = int(np.searchsorted(f.starts, row, side="right")) - 1
+                r = row - int(f.starts[b])
+            key = (s, b)
+            bt = slots.get(key)
+            if bt is None:
+                o, m, _ = f.blocks[b].tolist()
+                bt = slots[key] = self._batch_from(f, s, b, self.read_raw(f, o, m))
+                while len(slots) > cap:
+                    slots.popitem(last=False)
+            else:
+                slots.move_to_end(key)
+            views = bt.views
+            off, vals = views["text"]
+            o0 = int(off[r])
+            if int(off[r + 1]) - o0 != nt:
+                self._mismatch(f, "text", r, int(off[r + 1]) - o0, nt)
+            if kind == 0:  # text: only the window shown
+                lo, hi = (start or 1) - 1, min(stop, nt + 1) - 1
+                text = vals[o0 + lo : o0 + hi] if hi > lo else _EMPTY
+                media = None
+                n = max(hi - lo, 0)
+            else:
+                text = vals[o0 : o0 + nt]
+                moff, mvals = views["image" if kind == 1 else "audio"]
+                m0 = int(moff[r])
+                if int(moff[r + 1]) - m0 != nm:
+                    self._mismatch(f, "image" if kind == 1 else "audio", r, int(moff[r + 1]) - m0, nm)
+                media = mvals[m0 : m0 + nm]
+                n = nt + nm
+                nbytes += 8
+            out.append((kind, rev, start, stop, nt, text, media))
+            nbytes += 8 + 4 * n
+            ncodes += 4 * n
+            touched += 1
+        self.bytes_read += nbytes
+        self.code_bytes += ncodes
+        self._resident += nbytes + touched * 2 * _PAGE
+        return out
+
+    def _open_all(self, shards: list[int]) -> dict[int, ShardFile]:
+        need = [s for s in dict.fromkeys(shards) if s not in self._files]
+        if self._pool is not None and len(need) > 1:
+            opened = list(self._pool.map(lambda s: ShardFile(self, s), need))
+            for s, f in zip(need, opened):
+                self._files[s] = f
+                self.opens += 1
+        files = {}
+        for s in dict.fromkeys(shards):
+            files[s] = self.file(s)
+        return files
+
+    def _fetch(self, reqs: list) -> list[list[np.ndarray]]:
+        files = self._open_all([s for s, _, _ in reqs])
+        loc = [None] * len(reqs)
+        by_shard: dict[int, list[int]] = {}
+        for k, (s, _, _) in enumerate(reqs):
+            by_shard.setdefault(s, []).append(k)
+        for s, ks in by_shard.items():
+            b, r = self.locate(files[s], np.array([reqs[k][1] for k in ks], dtype=np.int64))
+            for k, bb, rr in zip(ks, b.tolist(), r.tolist()):
+                loc[k] = (bb, rr)
+        batches = self.batches([(s, loc[k][0]) for k, (s, _, _) in enumerate(reqs)])
+        out: list[list] = [[] for _ in reqs]
+        remote = []  # (request, col slot, column, lo, hi, count, batch, file, row in batch)
+        for k, (s, _, cols) in enumerate(reqs):
+            b, r = loc[k]
+            bt = batches[k]
+            for c, lo, hi, count in cols:
+                if bt.views is not None:
+                    off, vals = bt.views[c]
+                    o0 = int(off[r])
+                    if int(off[r + 1]) - o0 != count:
+                        self._mismatch(files[s], c, r, int(off[r + 1]) - o0, count)
+                    out[k].append(vals[o0 + lo : o0 + hi])
+                    n = 4 * (hi - lo)
+                    self.bytes_read += 8 + n
+                    self.code_bytes += n
+                    self._resident += (8 + n) // _PAGE * _PAGE + 2 * _PAGE
+                else:
+                    remote.append((k, len(out[k]), c, lo, hi, count, bt, files[s], r))
+                    out[k].append(None)
+        if remote:
+            remote = self._whole_bodies(remote, out)
+        if remote:
+            self._fetch_remote(remote, out)
+        elif self._budget is None or self._resident > self._budget:
+            self._bound_resident()
+        return out
+
+    def _whole_bodies(self, remote: list, out: list) -> list:
+        """S3: a record batch whose documents this rank has asked for, by ranges, a good part
+        of (`WHOLE` of its body: few ranks, a block order) is fetched whole with one GET and
+        kept with its layout (`cache_batches_remote` of them); its documents are then served
+        from it. Returns the requests still to read by range."""
+        asked: dict[int, int] = {}
+        for _, _, _, lo, hi, _, bt, _, _ in remote:
+            asked[id(bt)] = asked.get(id(bt), 0) + 4 * (hi - lo)
+        dense = {}
+        for _, _, _, _, _, _, bt, f, _ in remote:
+            if (
+                id(bt) not in dense
+                and bt.layout is not None
+                and bt.asked + asked[id(bt)] >= WHOLE * bt.layout.body_length
+            ):
+                dense[id(bt)] = (bt, f)
+        for bt, _ in dense.values():
+            bt.asked = 0
+        for _, _, _, lo, hi, _, bt, _, _ in remote:
+            if id(bt) not in dense:
+                bt.asked += 4 * (hi - lo)
+        if not dense:
+            return remote
+        bodies = self.read_ranges([(f, bt.layout.body, bt.layout.body_length) for bt, f in dense.values()])
+        for (bt, _), body in zip(dense.values(), bodies):
+            bt.views = _views(bt.layout, body, 0)
+        rest = []
+        for k, i, c, lo, hi, count, bt, f, r in remote:
+            if bt.views is None:
+                rest.append((k, i, c, lo, hi, count, bt, f, r))
+                continue
+            off, vals = bt.views[c]
+            o0 = int(off[r])
+            if int(off[r + 1]) - o0 != count:
+                self._mismatch(f, c, r, int(off[r + 1]) - o0, count)
+            out[k][i] = vals[o0 + lo : o0 + hi]
+            self.code_bytes += 4 * (hi - lo)
+        return rest
+
+    def _fetch_remote(self, remote: list, out: list) -> None:
+        """Two rounds of ranged reads: the list offsets of each row, then the code windows."""
+        offs = self.read_ranges(
+            [
+                (f, bt.layout.body + int(bt.layout.buffers[_BUFFERS[c][0]][0]) + 4 * r, 8)
+                for _, _, c, *_, bt, f, r in remote
+            ]
+        )
+        vals = []
+        for (_, _, c, lo, hi, count, bt, f, r), ob in zip(remote, offs):
+            o0, o1 = struct.unpack("<ii", ob)
+            if o1 - o0 != count:
+                self._mismatch(f, c, r, o1 - o0, count)
+            vals.append((f, bt.layout.body + int(bt.layout.buffers[_BUFFERS[c][1]][0]) + 4 * (o0 + lo), 4 * (hi - lo)))
+        got = self.read_ranges(vals)
+        for (k, i, _, lo, hi, *_), buf in zip(remote, got):
+            out[k][i] = np.frombuffer(buf, np.int32) if len(buf) else _EMPTY
+            self.code_bytes += 4 * (hi - lo)
+
+    def _mismatch(self, f: ShardFile, c: str, r: int, got: int, want: int):
+        raise IntegrityError(
+            f"shard {f.uri}: row {r} of a record batch has {got} {c} codes, its length index says {want} "
+            "(the shard and its index/ file disagree)"
+        )
+
+    def _bound_resident(self) -> None:
+        """Keep the maps' resident pages within `cache_batches` record batches' worth."""
+        if self._budget is None:
+            rows = max(1, self.index.num_rows)
+            total = self.dataset.manifest.totals.get("bytes") or int(self.index.table.bytes.sum())
+            per_batch = total / max(1.0, rows / BATCH_ROWS)
+            self._budget = max(1 << 20, int(self.cache_batches * per_batch))
+        if self._resident > self._budget:
+            for f in self._files.values():
+                f.drop_resident()
+            self._resident = 0
+            self.drops += 1
+
+    def sample_id(self, s: int, b: int, r: int) -> str:
+        with self._lock:
+            f = self.file(s)
+            (bt,) = self.batches([(s, b)])
+            if bt.views is not None:
+                off, data = bt.views["id"]
+                return bytes(data[int(off[r]) : int(off[r + 1])]).decode()
+            (ob,) = self.read_ranges([(f, bt.layout.body + int(bt.layout.buffers[1][0]) + 4 * r, 8)])
+            o0, o1 = struct.unpack("<ii", ob)
+            (data,) = self.read_ranges([(f, bt.layout.body + int(bt.layout.buffers[2][0]) + o0, o1 - o0)])
+            return bytes(data).decode()
+
+    def stats(self) -> dict:
+        return {
+            "bytes_read": self.bytes_read,
+            "code_bytes": self.code_bytes,
+            "requests": self.requests,
+            "opens": self.opens,
+            "batch_layouts": self.fetches,
+            "resident_drops": self.drops,
+        }
+
+
+class SharedDataset:
+    """Everything one process reads of one dataset, shared by the mix sources over it."""
+
+    def __init__(self, dataset: Dataset, cache_files: int = 64, cache_batches: int = 64):
+        self.dataset = dataset
+        self.index = DatasetIndex(dataset, cache_files=cache_files)
+        self.data = ShardData(dataset, self.index, cache_files=cache_files, cache_batches=cache_batches)
 
 
 class ShardReader:
+    """One mix source's view of a dataset: its sample addressing (every shard, or the shards
+    holding its `sources`), its corpus filter, over the dataset's shared index and files."""
+
     def __init__(
-        self, dataset: Dataset, cache_files: int = 64, cache_batches: int = 1024, sources: list[str] | None = None
+        self,
+        dataset: Dataset,
+        cache_files: int = 64,
+        cache_batches: int = 64,
+        sources: list[str] | None = None,
+        shared: SharedDataset | None = None,
     ):
-        if cache_batches < 4:
-            raise ValueError("cache_batches must be >= 4")
+        self.shared = shared or SharedDataset(dataset, cache_files=cache_files, cache_batches=cache_batches)
         self.dataset = dataset
+        self.index, self.data = self.shared.index, self.shared.data
         self.uri = dataset.uri
-        # With a `sources` filter, only shards whose manifest entry lists one of them are
-        # addressed, and the other samples in those shards are reported as filtered out.
-        self.sources = set(sources) if sources else None
-        self.shard_ids = np.array(
-            [
-                i
-                for i, e in enumerate(dataset.shards)
-                if self.sources is None or "by_source" not in e or self.sources & set(e["by_source"])
-            ],
-            dtype=np.int64,
-        )
-        rows = np.array([dataset.shards[i]["rows"] for i in self.shard_ids], dtype=np.int64)
-        self.shard_starts = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(rows, out=self.shard_starts[1:])
-        self.num_rows = int(self.shard_starts[-1])
+        self.sources = frozenset(sources) if sources else None
         self.cache_batches = cache_batches
-        self._cache_files = cache_files
-        self._files: OrderedDict[int, pa.ipc.RecordBatchFileReader] = OrderedDict()
-        self._irregular: dict[int, np.ndarray] = {}  # shard -> batch row starts, when not BATCH_ROWS-regular
-        self._checked: set[int] = set()  # shards whose file layout was checked once
-        self._slots: OrderedDict[tuple[int, int], int] = OrderedDict()
-        self._views: list = [None] * cache_batches
-        self._free = list(range(cache_batches - 1, -1, -1))  # unused slots
-        self._pinned = False  # while a lookup gathers from the slab, no file (and slot) is released
-        self._width = BATCH_ROWS
-        self._lens = np.zeros((cache_batches, self._width, 4), dtype=np.int32)  # text, image, audio, kept
-        self.fetches = 0  # record batches read (cache misses), for benchmarks
+        if self.sources is None:
+            self.shard_ids = None
+            self.shard_starts = self.index.starts
+        else:
+            self.shard_ids = self.index.shards_with(self.sources)
+            self.shard_starts = np.zeros(len(self.shard_ids) + 1, dtype=np.int64)
+            np.cumsum(self.index.rows[self.shard_ids], out=self.shard_starts[1:])
+        self.num_rows = int(self.shard_starts[-1])
 
-    # files -----------------------------------------------------------------------------
-    def _file(self, s: int) -> pa.ipc.RecordBatchFileReader:
-        f = self._files.get(s)
-        if f is not None:
-            self._files.move_to_end(s)
-            return f
-        reader = self.dataset.open_shard_file(s)  # verified, schema checked
-        if s not in self._checked:
-            rows = int(self.dataset.shards[s]["rows"])
-            if reader.num_record_batches != -(-rows // BATCH_ROWS):
-                self._scan(s, reader)
-            self._checked.add(s)
-        self._files[s] = reader
-        if not self._pinned:
-            self._trim_files()
-        return reader
+    @property
+    def fetches(self) -> int:
+        return self.data.fetches
 
-    def _trim_files(self) -> None:
-        """Close the least recently used files beyond the bound, with their cached batches: a
-        batch view keeps its file's memory map alive, so closing a file without them would
-        leave mappings (and their resident pages) behind."""
-        while len(self._files) > self._cache_files:
-            old, _ = self._files.popitem(last=False)
-            for key in [k for k in self._slots if k[0] == old]:
-                slot = self._slots.pop(key)
-                self._views[slot] = None
-                self._free.append(slot)
+    @property
+    def _files(self):
+        return self.data._files
 
-    def _scan(self, s: int, reader) -> None:
-        """Record the batch row starts of a shard not cut in BATCH_ROWS batches (reads every
-        batch header once)."""
-        counts = [reader.get_batch(k).num_rows for k in range(reader.num_record_batches)]
-        starts = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum(counts, out=starts[1:])
-        if starts[-1] != self.dataset.shards[s]["rows"]:
-            raise IntegrityError(
-                f"shard {self.dataset.shard_location(s).uri}: {starts[-1]} rows, "
-                f"manifest says {self.dataset.shards[s]['rows']}"
-            )
-        self._irregular[s] = starts
+    @property
+    def _slots(self):
+        return self.data._slots
 
-    # addressing ------------------------------------------------------------------------
-    def locate(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Sample indices → (shard, record batch, row in batch) arrays."""
+    def locate(self, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Sample indices → (shard in the dataset, row in that shard)."""
         g = np.asarray(g, dtype=np.int64)
         if len(g) and (g.min() < 0 or g.max() >= self.num_rows):
             raise IndexError(f"sample index out of range [0, {self.num_rows})")
         k = np.searchsorted(self.shard_starts, g, side="right") - 1
         local = g - self.shard_starts[k]
-        s = self.shard_ids[k]
-        for shard in np.unique(s).tolist():
-            if shard not in self._checked:
-                self._file(shard)  # learn its layout before computing batch indices
-        b, r = np.divmod(local, BATCH_ROWS)
-        if self._irregular:
-            for shard, starts in self._irregular.items():
-                sel = s == shard
-                if sel.any():
-                    bb = np.searchsorted(starts, local[sel], side="right") - 1
-                    b[sel], r[sel] = bb, local[sel] - starts[bb]
-        return s, b, r
+        return (k if self.shard_ids is None else self.shard_ids[k]), local
 
-    # record batches --------------------------------------------------------------------
-    def _slot(self, s: int, b: int) -> int:
-        key = (s, b)
-        slot = self._slots.get(key)
-        if slot is not None:
-            self._slots.move_to_end(key)
-            return slot
-        reader = self._file(s)
-        rb = reader.get_batch(b)
-        self.fetches += 1
-        if s not in self._irregular:
-            want = min(BATCH_ROWS, int(self.dataset.shards[s]["rows"]) - b * BATCH_ROWS)
-            if rb.num_rows != want:
-                self._scan(s, reader)
-                raise _Relocate()
-        n = rb.num_rows
-        if self._free:
-            slot = self._free.pop()
-        else:
-            _, slot = self._slots.popitem(last=False)
-        if n > self._width:  # a writer with larger batches: widen the slab once
-            grown = np.zeros((self.cache_batches, n, 4), dtype=np.int32)
-            grown[:, : self._width] = self._lens
-            self._lens, self._width = grown, n
-        cols = tuple(_list_views(rb.column(i)) for i in _COL_INDEX)
-        lens = self._lens[slot]
-        for c, (off, _, valid) in enumerate(cols):
-            np.subtract(off[1:], off[:-1], out=lens[:n, c])
-            if valid is not None:
-                lens[:n, c][~valid] = -1
-        if self.sources is None:
-            lens[:n, 3] = 1
-        else:
-            src = rb.column(1)
-            if isinstance(src, pa.DictionaryArray):
-                names = np.array([v in self.sources for v in src.dictionary.to_pylist()] + [False])
-                idx = src.indices.fill_null(len(src.dictionary)).to_numpy(zero_copy_only=False)
-                lens[:n, 3] = names[idx]
-            else:
-                lens[:n, 3] = [v in self.sources for v in src.to_pylist()]
-        self._views[slot] = (cols, rb.column(0))
-        self._slots[key] = slot
-        return slot
+    def lengths(self, g: np.ndarray):
+        """(shard, row in shard, code counts [n, 3], kept-or-None) of sample indices."""
+        s, local = self.locate(g)
+        lens, keep = self.index.lengths(s, local, self.sources)
+        return s, local, lens, keep
 
     def lookup(self, g: np.ndarray):
-        """For sample indices `g` (at most cache_batches // 2 of them): their (shard, batch, row)
-        and [n, 4]: code counts (text, image, audio; -1 where null) and 1 if the sample passes
-        the `sources` filter, else 0."""
-        while True:
-            try:
-                s, b, r = self.locate(g)
-                if not len(g):
-                    return s, b, r, np.zeros((0, 4), dtype=np.int32)
-                keys = s * (1 << 32) + b
-                uniq, inv = np.unique(keys, return_inverse=True)
-                if len(uniq) > self.cache_batches:
-                    raise ValueError("lookup window larger than the batch cache")
-                self._pinned = True
-                try:
-                    slots = np.fromiter(
-                        (self._slot(int(k >> 32), int(k & 0xFFFFFFFF)) for k in uniq.tolist()),
-                        dtype=np.int64,
-                        count=len(uniq),
-                    )
-                    lens = self._lens[slots[inv], r]
-                finally:
-                    self._pinned = False
-                    self._trim_files()
-                return s, b, r, lens
-            except _Relocate:
-                continue
-
-    def views(self, s: int, b: int) -> tuple:
-        """Per column (offsets, values, valid-or-None) numpy views of record batch b of shard s."""
-        slot = self._slots.get((s, b))
-        if slot is None:
-            slot = self._slot(s, b)
-        return self._views[slot][0]
+        """(shard, record batch, row in batch, [n, 4]: code counts and 1 if the sample passes
+        the `sources` filter) of sample indices."""
+        s, local, lens, keep = self.lengths(g)
+        b = np.empty_like(local)
+        r = np.empty_like(local)
+        for shard in np.unique(s).tolist():
+            sel = s == shard
+            b[sel], r[sel] = self.data.locate(self.data.file(shard), local[sel])
+        flag = np.ones((len(s), 1), np.int32) if keep is None else keep.astype(np.int32)[:, None]
+        return s, b, r, np.hstack([lens, flag])
 
     def codes(self, s: int, b: int, r: int):
-        """Zero-copy views of one sample's text, image and audio codes (None where null)."""
-        while True:
-            try:
-                slot = self._slot(s, b)
-                break
-            except _Relocate:
-                raise IntegrityError(
-                    f"shard {self.dataset.shard_location(s).uri}: record batch layout changed while reading"
-                ) from None
-        cols, _ = self._views[slot]
-        out = []
-        for off, vals, valid in cols:
-            if valid is not None and not valid[r]:
-                out.append(None)
-            else:
-                out.append(vals[off[r] : off[r + 1]])
-        return out
+        """One sample's text, image and audio codes (None where absent)."""
+        f = self.data.file(s)
+        row = int((b * BATCH_ROWS if f.starts is None else f.starts[b]) + r)
+        lens, _ = self.index.lengths(np.array([s]), np.array([row]))
+        cols = [(c, 0, int(n), int(n)) for c, n in zip(COLUMNS, lens[0].tolist()) if n >= 0]
+        got = iter(self.data.fetch([(s, row, cols)])[0])
+        return [next(got) if n >= 0 else None for n in lens[0].tolist()]
 
     def sample_id(self, s: int, b: int, r: int) -> str:
-        return self._views[self._slot(s, b)][1][r].as_py()
+        return self.data.sample_id(s, b, r)
 
     def shard_uri(self, s: int) -> str:
         return self.dataset.shard_location(s).uri
-
-
-class _Relocate(Exception):
-    """A shard turned out not to be BATCH_ROWS-regular; its batch starts were scanned, so the
-    lookup is redone."""

@@ -27,13 +27,18 @@ def derive_key(*parts) -> int:
     return int.from_bytes(hashlib.blake2b(blob, digest_size=8).digest(), "little")
 
 
+_S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
+
+
 def _mix(x: np.ndarray) -> np.ndarray:
-    """splitmix64 finalizer on uint64 arrays (wrapping arithmetic)."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * _M1
-    x = x ^ (x >> np.uint64(27))
-    x = x * _M2
-    return x ^ (x >> np.uint64(31))
+    """splitmix64 finalizer on uint64 arrays (wrapping arithmetic), in place: x is overwritten
+    and returned."""
+    x ^= x >> _S30
+    x *= _M1
+    x ^= x >> _S27
+    x *= _M2
+    x ^= x >> _S31
+    return x
 
 
 def uniform(key: int, idx: np.ndarray) -> np.ndarray:
@@ -56,10 +61,17 @@ class Permutation:
         self._keys = [np.uint64(derive_key(key, r)) for r in range(_ROUNDS)]
 
     def _round_trip(self, x: np.ndarray) -> np.ndarray:
-        left, right = x >> self._half, x & self._mask
+        mask = self._mask
+        left, right = x >> self._half, x & mask
         for k in self._keys:
-            left, right = right, left ^ (_mix(right ^ k) & self._mask)
-        return (left << self._half) | right
+            f = right ^ k
+            _mix(f)
+            f &= mask
+            f ^= left
+            left, right = right, f
+        left <<= self._half
+        left |= right
+        return left
 
     def __call__(self, idx) -> np.ndarray:
         idx = np.asarray(idx, dtype=np.uint64)

@@ -16,20 +16,33 @@ from trimodal.mixer.config import MixConfig
 from trimodal.tokenizers.vocab import IDENTITY_FIELDS, Vocabulary
 
 
+def _totals(ds: Dataset) -> dict:
+    """The dataset's totals from its manifest header (what format 2 writes); computed from the
+    shard table when a header lacks them (old format-1 manifests)."""
+    totals = ds.manifest.totals
+    if not totals or "tokens" not in totals or "by_source" not in totals:
+        totals = ds.manifest.totals = ds.manifest.compute_totals()
+    return totals
+
+
 def open_datasets(cfg: MixConfig) -> dict[str, Dataset]:
-    """Each source's dataset, by source name (manifests only; shards are opened lazily)."""
-    out = {}
+    """Each source's dataset, by source name (manifest headers only: shard tables, indexes and
+    shards are read lazily). Sources naming the same dataset share one `Dataset`."""
+    out: dict[str, Dataset] = {}
+    by_uri: dict[str, Dataset] = {}
     for s in cfg.sources:
-        ds = Dataset.open(s.dataset, verify=cfg.verify)
-        totals = ds.manifest.compute_totals()["tokens"]
+        ds = by_uri.get(s.dataset)
+        if ds is None:
+            ds = by_uri[s.dataset] = Dataset.open(s.dataset, verify=cfg.verify)
+        totals = _totals(ds)
         if s.dataset_sources:
-            known = ds.manifest.compute_totals()["by_source"]
+            known = totals["by_source"]
             missing = [n for n in s.dataset_sources if n not in known]
             if missing:
                 raise ConfigError(
                     f"sources.{s.name}.dataset_sources: {missing} not in dataset {s.dataset}; it holds {sorted(known)}"
                 )
-        missing = [m for m in MODALITY_COLUMNS if totals.get(m, 0) > 0 and m not in ds.fingerprints]
+        missing = [m for m in MODALITY_COLUMNS if totals["tokens"].get(m, 0) > 0 and m not in ds.fingerprints]
         if missing:
             raise IntegrityError(
                 f"source {s.name!r}: dataset {s.dataset} has {', '.join(missing)} codes "
@@ -41,7 +54,7 @@ def open_datasets(cfg: MixConfig) -> dict[str, Dataset]:
 
 def source_tokens(ds: Dataset, names: list[str] | None) -> dict[str, int]:
     """Tokens per modality of a dataset, or of the listed corpora (its `source` column) in it."""
-    totals = ds.manifest.compute_totals()
+    totals = _totals(ds)
     if not names:
         return totals["tokens"]
     return {m: sum(totals["by_source"].get(n, {}).get(m, 0) for n in names) for m in MODALITY_COLUMNS}
