@@ -296,7 +296,9 @@ class Mixer:
             self._check(tokens, modality, rows, self.renderer.bad_at)
         out = {"tokens": tokens, "modality": modality, "segment_ids": segment_ids, "positions": positions}
         if self.with_docs:
-            out["docs"] = [[] if row is None else [(row[0], p[0], p[1], p[6], p[7]) for p in row[1]] for row in rows]
+            out["docs"] = [
+                [] if row is None else [(row[0], p.epoch, p.sample, p.start, p.stop) for p in row[1]] for row in rows
+            ]
         return out
 
     def _check(self, tokens: np.ndarray, modality: np.ndarray, rows: list, at_piece=None) -> None:

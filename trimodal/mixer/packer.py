@@ -37,6 +37,7 @@ documents at seq_len 2048, against ~80k for the per-document loop this replaced.
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
+from typing import NamedTuple
 
 import numpy as np
 
@@ -56,6 +57,21 @@ TRIM_DOCS = 1024  # documents behind the cursor (and at least as many as ahead) 
 # columns of the document buffer (one int64 row per usable document)
 EP, POS, G, SH, ROW, KIND, REV, NT, NM, N, TL, UN = range(12)
 _NF = 12
+
+
+class Segment(NamedTuple):
+    """One document piece of a planned row (what `SourceStream.pieces` returns)."""
+
+    epoch: int
+    sample: int  # g: the sample's index in its dataset
+    shard: int
+    row: int  # the sample's row in its shard
+    kind: int  # render.TEXT / BOTH / ...
+    reverse: bool  # a pair rendered in the reverse direction (media → text)
+    start: int  # the piece covers tokens [start, stop) of the rendered document
+    stop: int
+    text_codes: int
+    media_codes: int
 
 
 class SourceStream:
@@ -401,7 +417,7 @@ class SourceStream:
         }
         self.exhausted = True
 
-    def pieces(self, serial: int) -> list[tuple]:
+    def pieces(self, serial: int) -> list[Segment]:
         """The document pieces of row `serial` (a row handed out since the last `release`):
         (epoch, g, shard, row in shard, kind, reverse, start, stop, text codes, media codes)."""
         i = serial - self._q0 + 1
@@ -411,7 +427,7 @@ class SourceStream:
         out = []
         for k, (ep, _, g, sh, row, kind, rev, nt, nm, n) in enumerate(self._D[a:b, EP : N + 1].tolist()):
             c = C[a + k]
-            out.append((ep, g, sh, row, kind, rev == 1, max(P, c) - c, min(Q, c + n) - c, nt, nm))
+            out.append(Segment(ep, g, sh, row, kind, rev == 1, max(P, c) - c, min(Q, c + n) - c, nt, nm))
         return out
 
     def release(self) -> None:
