@@ -1,6 +1,6 @@
 """`trimodal demo`: the whole flow on a generated corpus, offline and on CPU, in one command.
 
-corpus → text tokenizer → codecs → tokenize (Ray Data on a local Ray) → inspect → tokenization
+corpus → text tokenizer → codecs → tokenize (Ray tasks on a local Ray) → inspect → tokenization
 service (Ray Serve: one sample per modality encoded and decoded over HTTP) → mix preview →
 train (Ray Train, 2 CPU workers) → generate one text, one image and one audio sample.
 
@@ -76,7 +76,7 @@ def tokenize_stage(workdir: str, inputs: dict, quiet: bool) -> dict:
     from trimodal.pipeline.job import run_tokenize
     from trimodal.pipeline.job_config import JobConfig
 
-    t0 = _stage("tokenize (Ray Data, local Ray)", quiet)
+    t0 = _stage("tokenize (one Ray task per input, local Ray)", quiet)
     dataset = os.path.join(workdir, "dataset")
     config = {
         "sources": inputs["sources"],

@@ -1,4 +1,4 @@
-"""`trimodal tokenize CONFIG.yaml`: raw corpora → a tokenized dataset on Ray Data.
+"""`trimodal tokenize CONFIG.yaml`: raw corpora → a tokenized dataset on Ray.
 
 Also runnable as ``python -m trimodal.jobs.tokenize CONFIG.yaml`` so that it can be handed to
 ``ray job submit -- python -m trimodal.jobs.tokenize job.yaml`` on a cluster (the job then joins
