@@ -196,6 +196,9 @@ class ShardData:
         self._resident = 0  # bytes the maps may hold resident: record batches touched since the last drop
         self._mapped: set[tuple[int, int]] = set()
         self._budget: int | None = None
+        self._bounded = False  # the open maps exceed the budget: pieces are copied out and pages dropped
+        self._scratch = np.empty(0, dtype=np.int32)
+        self._scratch_at = 0
         self.fetches = 0  # batch layouts loaded (cache misses)
         self.opens = 0  # shard files opened
         self.bytes_read = 0  # bytes read from shards (ranges; locally: the bytes touched)
@@ -413,15 +416,50 @@ class ShardData:
             try:
                 while True:
                     try:
-                        return self._read_local(pieces)
+                        out = self._read_local(pieces)
+                        break
                     except _Relocate:
                         continue
+                if self._budget is None:
+                    self._bound_resident()
+                if self._bounded:
+                    out = self._copy_out(out)  # touch the pages now, then the bound below holds
+                return out
             finally:
                 self._pinned -= 1
                 if not self._pinned:
                     self._trim()
-                if self._budget is None or self._resident > self._budget:
+                if self._budget is not None and self._resident > self._budget:
                     self._bound_resident()
+
+    def _copy_out(self, pieces: list) -> list[tuple]:
+        """The pieces' codes copied, in one concatenation, into a scratch buffer that lives
+        until the next global batch (the renderer copies them from there): the map's pages are
+        touched here, so dropping them right after keeps the maps within their budget. Only
+        when the open maps exceed it (datasets beyond `cache_batches`' worth)."""
+        arrays = [a for p in pieces for a in (p[5], p[6]) if a is not None and len(a)]
+        if not arrays:
+            return pieces
+        n = sum(len(a) for a in arrays)
+        if self._scratch_at + n > len(self._scratch):
+            self._scratch = np.empty(max(2 * len(self._scratch), n, 1 << 20), dtype=np.int32)
+            self._scratch_at = 0
+        at = self._scratch_at
+        buf = self._scratch[at : at + n]
+        np.concatenate(arrays, out=buf)
+        self._scratch_at = at + n
+        out, k = [], 0
+        for kind, rev, start, stop, nt, text, media in pieces:
+            if len(text):
+                text, k = buf[k : k + len(text)], k + len(text)
+            if media is not None and len(media):
+                media, k = buf[k : k + len(media)], k + len(media)
+            out.append((kind, rev, start, stop, nt, text, media))
+        return out
+
+    def next_batch(self) -> None:
+        """A new global batch is read: the scratch buffer of the previous one is free again."""
+        self._scratch_at = 0
 
     def _read_local(self, pieces: list) -> list[tuple]:
         files, slots, cap, maps = self._files, self._slots, self.cache_batches, self._mapped
@@ -598,10 +636,11 @@ class ShardData:
             total = self.dataset.manifest.totals.get("bytes") or int(self.index.table.bytes.sum())
             per_batch = total / max(1.0, rows / BATCH_ROWS)
             self._budget = max(1 << 20, int(self.cache_batches * per_batch))
+        self._bounded = sum(f.size for f in self._files.values() if f.mm is not None) > self._budget
         if self._resident > self._budget:
             self._resident = 0
             self._mapped.clear()
-            if sum(f.size for f in self._files.values() if f.mm is not None) <= self._budget:
+            if not self._bounded:
                 return  # everything mapped fits the budget: nothing to drop
             for f in self._files.values():
                 f.drop_resident()
