@@ -92,12 +92,12 @@ def codes_of(r: dict) -> np.ndarray:
     return np.concatenate([x for x in (r["text"], r["image"], r["audio"]) if x is not None])
 
 
-def write_trimodal(root: str, samples: dict) -> dict[str, str]:
+def write_trimodal(root: str, samples: dict, shard_rows: int = 20000, sub: str = "trimodal") -> dict[str, str]:
     paths = {}
     for name, rows in samples.items():
-        paths[name] = os.path.join(root, "trimodal", name)
+        paths[name] = os.path.join(root, sub, name)
         fps = {"text": FPS["text"], **({name: FPS[name]} if name != "text" else {})}
-        build_dataset(paths[name], rows, fps, shard_rows=20000)
+        build_dataset(paths[name], rows, fps, shard_rows=shard_rows)
     return paths
 
 
@@ -226,8 +226,9 @@ def tree_cpu() -> float:
     return total
 
 
-def timed(items, seconds: float, count, warmup: int = 20, cpu=time.process_time) -> dict:
+def timed(items, seconds: float, count, warmup: int = 20, cpu=None) -> dict:
     """Drain `items` for `seconds` after `warmup` items; count(item) -> {source: tokens}."""
+    cpu = cpu or tree_cpu  # helper threads and processes count too
     it = iter(items)
     for _ in range(warmup):
         next(it)
@@ -268,7 +269,7 @@ def run_mixer(paths: dict, seconds: float, seq_len: int, pack_pairs: bool, worke
     cfg = mix_config(paths, seq_len, pack_pairs)
     if workers is None:
         m = Mixer(cfg)
-        items, cpu = m, time.process_time
+        items, cpu = m, tree_cpu
     else:
         import torch
 
@@ -479,7 +480,7 @@ def _fmt_shares(shares: dict) -> str:
     return "/".join(f"{100 * v:.1f}" for v in shares.values()) if shares else "-"
 
 
-def prepare(work: str, tokens: float, seq_len: int, peers: bool) -> dict:
+def prepare(work: str, tokens: float, seq_len: int, peers: bool, small_shards: bool = False) -> dict:
     samples = None
 
     def get():
@@ -491,6 +492,10 @@ def prepare(work: str, tokens: float, seq_len: int, peers: bool) -> dict:
     out = {"trimodal": {n: os.path.join(work, "trimodal", n) for n in SHARES}}
     if not all(os.path.exists(os.path.join(p, "manifest.json")) for p in out["trimodal"].values()):
         out["trimodal"] = write_trimodal(work, get())
+    if small_shards:  # the scaling runs: shards of 1000 rows (moto serves ranges at ~0.7 ms per MB of object)
+        out["trimodal_1k"] = {n: os.path.join(work, "trimodal-1k", n) for n in SHARES}
+        if not all(os.path.exists(os.path.join(p, "manifest.json")) for p in out["trimodal_1k"].values()):
+            out["trimodal_1k"] = write_trimodal(work, get(), shard_rows=1000, sub="trimodal-1k")
     if peers:
         _stub_missing()
         for key, sub, fn, marker in (
@@ -513,28 +518,62 @@ def prepare(work: str, tokens: float, seq_len: int, peers: bool) -> dict:
     return out
 
 
-def throughput(data: dict, args) -> dict:
+def loader_fns(data: dict, args) -> dict:
+    """name -> fn(workers: None for in-process, or a number of DataLoader workers)."""
     p, sec, L = data["trimodal"], args.seconds, args.seq_len
-    loaders = {
-        "trimodal, all sources packed": lambda: run_mixer(p, sec, L, pack_pairs=True),
-        "trimodal, pairs padded": lambda: run_mixer(p, sec, L, pack_pairs=False),
-        "trimodal, text only, packed": lambda: run_mixer({"text": p["text"]}, sec, L, True),
+    fns = {
+        "trimodal, all sources packed": lambda k: run_mixer(p, sec, L, True, workers=k),
+        "trimodal, pairs padded": lambda k: run_mixer(p, sec, L, False, workers=k),
+        "trimodal, text only, packed": lambda k: run_mixer({"text": p["text"]}, sec, L, True, workers=k),
     }
     if "mds" in data:
         w = data["doc_weights"]
-        loaders["streaming, per document"] = lambda: run_streaming(data["mds"], sec, w)
-        loaders["litdata, per document"] = lambda: run_litdata(data["litdata"], sec, w)
-        loaders["streaming, pre-packed blocks"] = lambda: run_streaming_blocks(data["mds_blocks"], sec)
-        loaders["litdata TokensLoader, blocks"] = lambda: run_litdata_blocks(data["litdata_blocks"], sec, L)
+        fns["streaming, per document"] = lambda k: run_streaming(data["mds"], sec, w)
+        fns["litdata, per document"] = lambda k: run_litdata(data["litdata"], sec, w)
+        fns["streaming, pre-packed blocks"] = lambda k: run_streaming_blocks(data["mds_blocks"], sec, workers=k)
+        fns["litdata TokensLoader, blocks"] = lambda k: run_litdata_blocks(data["litdata_blocks"], sec, L, workers=k)
+    return fns
+
+
+def run_child(name: str, workers: int | None, work: str, args) -> dict:
+    """One loader measured in a fresh process (no worker, thread or cache left over from the
+    others), pinned like this one."""
+    cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--one",
+        name,
+        "--one-workers",
+        str(-1 if workers is None else workers),
+        "--workdir",
+        work,
+        "--seconds",
+        str(args.seconds),
+        "--seq-len",
+        str(args.seq_len),
+        "--tokens",
+        str(args.tokens),
+        "--core",
+        str(args.core),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if out.returncode:
+        raise RuntimeError(f"{name}: {out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def throughput(data: dict, args, work: str) -> dict:
+    names = list(loader_fns(data, args))
     results = {}
     for _ in range(args.repeats):  # interleaved: a shared machine's noise only slows runs down
-        for name, fn in loaders.items():
-            r = fn()
+        for name in names:
+            r = run_child(name, None, work, args)
             if name not in results or r["tokens_per_cpu_s"] > results[name]["tokens_per_cpu_s"]:
                 results[name] = r
     print(
         f"\n## throughput: {args.tokens / 1e6:.0f}M tokens in 3 sources, target token shares 60/25/15, "
-        f"seq_len {L}, batches of {BATCH}, one core; best of {args.repeats} x {sec:.0f} s"
+        f"seq_len {args.seq_len}, batches of {BATCH}, one core, each run in a fresh process; "
+        f"best of {args.repeats} x {args.seconds:.0f} s"
     )
     print("| loader | M tokens / wall s | M tokens / CPU s | realized token shares | cannot |")
     print("|---|---|---|---|---|")
@@ -548,38 +587,23 @@ def throughput(data: dict, args) -> dict:
     return results
 
 
-def workers_section(data: dict, args) -> dict:
-    p, sec, L = data["trimodal"], args.seconds, args.seq_len
-    pairs = {
-        "trimodal, all sources packed": (
-            lambda: run_mixer(p, sec, L, True),
-            lambda: run_mixer(p, sec, L, True, workers=1),
-        ),
-        "trimodal, text only, packed": (
-            lambda: run_mixer({"text": p["text"]}, sec, L, True),
-            lambda: run_mixer({"text": p["text"]}, sec, L, True, workers=1),
-        ),
-    }
-    if "litdata_blocks" in data:
-        pairs["litdata TokensLoader, blocks"] = (
-            lambda: run_litdata_blocks(data["litdata_blocks"], sec, L),
-            lambda: run_litdata_blocks(data["litdata_blocks"], sec, L, workers=1),
-        )
-        pairs["streaming, pre-packed blocks"] = (
-            lambda: run_streaming_blocks(data["mds_blocks"], sec),
-            lambda: run_streaming_blocks(data["mds_blocks"], sec, workers=1),
-        )
-    out = {}
+def workers_section(data: dict, args, work: str) -> dict:
+    names = [
+        n for n in loader_fns(data, args) if n.startswith("trimodal") and "padded" not in n or n.endswith("blocks")
+    ]
+    out: dict = {}
     for _ in range(args.repeats):
-        for name, (inproc, worker) in pairs.items():
-            a, b = inproc(), worker()
-            best = out.get(name)
-            if best is None or a["tokens_per_cpu_s"] > best[0]["tokens_per_cpu_s"]:
-                best = (a, best[1] if best else b)
+        for name in names:
+            a, b = run_child(name, None, work, args), run_child(name, 1, work, args)
+            best = out.setdefault(name, [a, b])
+            if a["tokens_per_cpu_s"] > best[0]["tokens_per_cpu_s"]:
+                best[0] = a
             if b["tokens_per_cpu_s"] > best[1]["tokens_per_cpu_s"]:
-                best = (best[0], b)
-            out[name] = best
-    print(f"\n## one DataLoader worker against in-process (CPU of the process tree; best of {args.repeats})")
+                best[1] = b
+    print(
+        "\n## one DataLoader worker against in-process (CPU of the whole process tree, fresh process per run; "
+        f"best of {args.repeats})"
+    )
     print("| loader | in-process M tokens / CPU s | one worker M tokens / CPU s | CPU per token, worker / in-process |")
     print("|---|---|---|---|")
     for name, (a, b) in out.items():
@@ -632,7 +656,7 @@ def _s3_copy(paths: dict) -> tuple[dict, object]:
 
 
 def scaling(data: dict, args) -> dict:
-    local = data["trimodal"]
+    local = data["trimodal_1k"]
     remote, server = _s3_copy(local)
     steps = args.scaling_steps
     rows, out = [], {}
@@ -651,22 +675,24 @@ def scaling(data: dict, args) -> dict:
                 planner.advance(steps)
                 plan_cpu = (time.process_time() - c) / steps
                 m = Mixer(cfg, rank=0, world_size=world, read_ahead=0)  # per-batch counts exact
+                n = steps if where == "local" or world > 1 else max(5, steps // 6)  # W = 1 on S3: slow on moto
                 w0, c0 = time.perf_counter(), time.process_time()
-                for _ in range(steps):
+                for _ in range(n):
                     next(m)
                 wall, cpu = time.perf_counter() - w0, time.process_time() - c0
                 io = list(m.io_stats().values())
-                read = sum(s["bytes_read"] for s in io) / steps
-                code = sum(s["code_bytes"] for s in io) / steps
-                req = sum(s["requests"] for s in io) / steps
+                read = sum(s["bytes_read"] for s in io) / n
+                code = sum(s["code_bytes"] for s in io) / n
+                req = sum(s["requests"] for s in io) / n
                 r = {
                     "bytes_read_per_batch": read,
                     "code_bytes_per_batch": code,
                     "read_over_rendered": read / code,
                     "requests_per_batch": req,
                     "planning_cpu_ms_per_batch": 1e3 * plan_cpu,
-                    "rank_cpu_ms_per_batch": 1e3 * cpu / steps,
-                    "rank_wall_ms_per_batch": 1e3 * wall / steps,
+                    "rank_cpu_ms_per_batch": 1e3 * cpu / n,
+                    "rank_wall_ms_per_batch": 1e3 * wall / n,
+                    "batches": n,
                 }
                 order = f"blocks of 1024, window {window}" if window else "per-sample global"
                 out[f"{where} {order} W={world}"] = r
@@ -675,8 +701,8 @@ def scaling(data: dict, args) -> dict:
         server.terminate()
         server.wait()
     print(
-        f"\n## rank scaling: rank 0 of W, {steps} global batches of {BATCH} x {args.seq_len}, 3 sources all packed, "
-        "one process"
+        f"\n## rank scaling: rank 0 of W, {steps} global batches of {BATCH} x {args.seq_len} ({max(5, steps // 6)} for "
+        "W = 1 on S3), 3 sources all packed, shards of 1000 rows, one process; S3: moto on 127.0.0.1"
     )
     print(
         "| data | shuffle | W | bytes read / batch | code bytes rendered / batch | read / rendered "
@@ -846,6 +872,8 @@ def main():
     ap.add_argument("--drop-cache", action="store_true", help="memory: evict shard pages every second")
     ap.add_argument("--shuffle-window", type=int, default=None, help="memory: block shuffle (see MixConfig)")
     ap.add_argument("--json", default=None, help="also write all figures to this JSON file")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: one loader, in this process
+    ap.add_argument("--one-workers", type=int, default=-1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     bad = [s for s in only if s not in SECTIONS]
@@ -855,12 +883,21 @@ def main():
         os.sched_setaffinity(0, {args.core})
     work = args.workdir or tempfile.mkdtemp(prefix="trimodal-bench-")
     os.makedirs(work, exist_ok=True)
+    if args.one:
+        data = prepare(work, args.tokens, args.seq_len, peers=not args.one.startswith("trimodal"))
+        r = loader_fns(data, args)[args.one](None if args.one_workers < 0 else args.one_workers)
+        print(json.dumps(r))
+        return
     figures = {}
     try:
         needs_data = {"throughput", "workers", "scaling", "planning"} & set(only)
         data = (
             prepare(
-                work, args.tokens, args.seq_len, peers=not args.no_peers and bool({"throughput", "workers"} & set(only))
+                work,
+                args.tokens,
+                args.seq_len,
+                peers=not args.no_peers and bool({"throughput", "workers"} & set(only)),
+                small_shards="scaling" in only,
             )
             if needs_data
             else {}
@@ -868,9 +905,9 @@ def main():
         for section in only:
             t = time.perf_counter()
             if section == "throughput":
-                figures[section] = throughput(data, args)
+                figures[section] = throughput(data, args, work)
             elif section == "workers":
-                figures[section] = workers_section(data, args)
+                figures[section] = workers_section(data, args, work)
             elif section == "scaling":
                 figures[section] = scaling(data, args)
             elif section == "planning":

@@ -244,6 +244,8 @@ class Mixer:
     # reading and rendering ------------------------------------------------------------
     def _fetch(self, rows: list) -> list:
         """The codes of the rows' documents (only what each piece shows), as render rows."""
+        for sh in self.shared.values():
+            sh.data.next_batch()
         reqs: dict[int, tuple[SharedDataset, list, list]] = {}
         local: dict[int, list] = {}
         for k, row in enumerate(rows):

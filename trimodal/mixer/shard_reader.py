@@ -72,6 +72,7 @@ MAX_SPAN = 8 << 20
 WHOLE = 0.25  # S3: a record batch is fetched whole once a rank has asked this part of it by ranges
 _HASH_CHUNK = 16 << 20
 _PAGE = mmap.PAGESIZE
+_FOLIO = 2 << 20  # the largest page-cache folio a fault maps (PMD size)
 _EMPTY = np.zeros(0, dtype=np.int32)
 
 
@@ -147,11 +148,14 @@ class _Batch:
     """A record batch's layout, and zero-copy views of its columns' buffers: locally over the
     map; on S3 over its fetched body once the rank has asked for a good part of it."""
 
-    __slots__ = ("layout", "views", "rows", "asked")
+    __slots__ = ("layout", "views", "rows", "asked", "span")
 
-    def __init__(self, layout, views, rows):
+    def __init__(self, layout, views, rows, span: int = 0):
         self.layout, self.views, self.rows = layout, views, rows
         self.asked = 0  # code bytes asked of this batch by ranges (S3)
+        # what touching it may make resident locally: its body, rounded out to the 2 MB folios
+        # the page cache maps at once (a one-byte touch maps the whole folio)
+        self.span = span
 
 
 def _views(layout: ipc.BatchLayout, mem, base: int) -> dict:
@@ -189,8 +193,12 @@ class ShardData:
         self._lock = threading.RLock()
         self._count = threading.Lock()  # counters are updated from the read threads too
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="trimodal-s3") if self.remote else None
-        self._resident = 0
+        self._resident = 0  # bytes the maps may hold resident: record batches touched since the last drop
+        self._mapped: set[tuple[int, int]] = set()
         self._budget: int | None = None
+        self._bounded = False  # the open maps exceed the budget: pieces are copied out and pages dropped
+        self._scratch = np.empty(0, dtype=np.int32)
+        self._scratch_at = 0
         self.fetches = 0  # batch layouts loaded (cache misses)
         self.opens = 0  # shard files opened
         self.bytes_read = 0  # bytes read from shards (ranges; locally: the bytes touched)
@@ -257,6 +265,8 @@ class ShardData:
                 return f
             f = self._files[s] = ShardFile(self, s)
             self.opens += 1
+            if f.local:
+                self._resident += _FOLIO  # its footer's folio
             if not self._pinned:
                 self._trim()
             return f
@@ -333,7 +343,9 @@ class ShardData:
             self.scan(f)
             raise _Relocate()
         self.fetches += 1
-        return _Batch(layout, views, rows)
+        o, m, body = (int(x) for x in f.blocks[b])
+        span = (-(-(o + m + body) // _FOLIO) - (o // _FOLIO)) * _FOLIO
+        return _Batch(layout, views, rows, span)
 
     def batches(self, wanted: list[tuple[int, int]]) -> list[_Batch]:
         """Layouts of (shard, batch) pairs, in order. Locally each is looked up in turn in the
@@ -404,18 +416,53 @@ class ShardData:
             try:
                 while True:
                     try:
-                        return self._read_local(pieces)
+                        out = self._read_local(pieces)
+                        break
                     except _Relocate:
                         continue
+                if self._budget is None:
+                    self._bound_resident()
+                if self._bounded:
+                    out = self._copy_out(out)  # touch the pages now, then the bound below holds
+                return out
             finally:
                 self._pinned -= 1
                 if not self._pinned:
                     self._trim()
-                if self._budget is None or self._resident > self._budget:
+                if self._budget is not None and self._resident > self._budget:
                     self._bound_resident()
 
+    def _copy_out(self, pieces: list) -> list[tuple]:
+        """The pieces' codes copied, in one concatenation, into a scratch buffer that lives
+        until the next global batch (the renderer copies them from there): the map's pages are
+        touched here, so dropping them right after keeps the maps within their budget. Only
+        when the open maps exceed it (datasets beyond `cache_batches`' worth)."""
+        arrays = [a for p in pieces for a in (p[5], p[6]) if a is not None and len(a)]
+        if not arrays:
+            return pieces
+        n = sum(len(a) for a in arrays)
+        if self._scratch_at + n > len(self._scratch):
+            self._scratch = np.empty(max(2 * len(self._scratch), n, 1 << 20), dtype=np.int32)
+            self._scratch_at = 0
+        at = self._scratch_at
+        buf = self._scratch[at : at + n]
+        np.concatenate(arrays, out=buf)
+        self._scratch_at = at + n
+        out, k = [], 0
+        for kind, rev, start, stop, nt, text, media in pieces:
+            if len(text):
+                text, k = buf[k : k + len(text)], k + len(text)
+            if media is not None and len(media):
+                media, k = buf[k : k + len(media)], k + len(media)
+            out.append((kind, rev, start, stop, nt, text, media))
+        return out
+
+    def next_batch(self) -> None:
+        """A new global batch is read: the scratch buffer of the previous one is free again."""
+        self._scratch_at = 0
+
     def _read_local(self, pieces: list) -> list[tuple]:
-        files, slots, cap = self._files, self._slots, self.cache_batches
+        files, slots, cap, maps = self._files, self._slots, self.cache_batches, self._mapped
         out = []
         nbytes = ncodes = touched = 0
         for _, _, s, row, kind, rev, start, stop, nt, nm in pieces:
@@ -436,6 +483,9 @@ class ShardData:
                     slots.popitem(last=False)
             else:
                 slots.move_to_end(key)
+            if key not in maps:
+                maps.add(key)
+                self._resident += bt.span
             views = bt.views
             off, vals = views["text"]
             o0 = int(off[r])
@@ -461,7 +511,6 @@ class ShardData:
             touched += 1
         self.bytes_read += nbytes
         self.code_bytes += ncodes
-        self._resident += nbytes + touched * 2 * _PAGE
         return out
 
     def _open_all(self, shards: list[int]) -> dict[int, ShardFile]:
@@ -502,7 +551,9 @@ class ShardData:
                     n = 4 * (hi - lo)
                     self.bytes_read += 8 + n
                     self.code_bytes += n
-                    self._resident += (8 + n) // _PAGE * _PAGE + 2 * _PAGE
+                    if (s, b) not in self._mapped:
+                        self._mapped.add((s, b))
+                        self._resident += bt.span
                 else:
                     remote.append((k, len(out[k]), c, lo, hi, count, bt, files[s], r))
                     out[k].append(None)
@@ -585,10 +636,14 @@ class ShardData:
             total = self.dataset.manifest.totals.get("bytes") or int(self.index.table.bytes.sum())
             per_batch = total / max(1.0, rows / BATCH_ROWS)
             self._budget = max(1 << 20, int(self.cache_batches * per_batch))
+        self._bounded = sum(f.size for f in self._files.values() if f.mm is not None) > self._budget
         if self._resident > self._budget:
+            self._resident = 0
+            self._mapped.clear()
+            if not self._bounded:
+                return  # everything mapped fits the budget: nothing to drop
             for f in self._files.values():
                 f.drop_resident()
-            self._resident = 0
             self.drops += 1
 
     def sample_id(self, s: int, b: int, r: int) -> str:
