@@ -102,6 +102,7 @@ class Renderer:
         self._run_bases = np.array([0, self._text_base, self._image_base or 0, 0, 0], dtype=np.int32)
         big = self._no_limit
         self._run_limits = np.array([big, self._text_size, self._image_size, big, big], dtype=np.int32)
+        self._specials_below_text = max(self.bos, self.eos, vocab.pad_id) < self._text_size
         self.check = True  # compare every code with its codebook size while rendering
         self.bad, self.bad_at = False, None  # (row, piece) of an audio code out of its codebook
 
@@ -244,10 +245,32 @@ class Renderer:
             tokens = np.concatenate(pieces).astype(np.int32, copy=False)
         runs = np.array(lens, dtype=np.int64)
         types = np.array(types, dtype=np.intp)
+        text_rows = not ((types == 2) | (types == 3)).any()
         if self.check:
-            limits = np.repeat(self._run_limits.take(types), runs)
-            self.bad = bad or int(tokens.min()) < 0 or bool((tokens >= limits).any())
-        tokens += np.repeat(self._run_bases.take(types), runs)
+            if self._specials_below_text and not (types == 2).any():
+                # text codes, audio ids (checked per piece) and specials below the text codebook
+                # size: one min and one max check every text code
+                text_only = not (types == 3).any()
+                self.bad = bad or int(tokens.min()) < 0 or (text_only and int(tokens.max()) >= self._text_size)
+                if not text_only and not self.bad:
+                    limits = np.repeat(self._run_limits.take(types), runs)
+                    self.bad = bool((tokens >= limits).any())
+            else:
+                limits = np.repeat(self._run_limits.take(types), runs)
+                self.bad = bad or int(tokens.min()) < 0 or bool((tokens >= limits).any())
+        if text_rows:  # codes plus the text base everywhere, then the specials and padding put back
+            tokens += self._text_base
+            at = np.cumsum(runs) - runs
+            special = types == 0
+            if special.any() and int(runs[special].max()) == 1:
+                tokens[at[special]] -= self._text_base
+            else:
+                for a, n in zip(at[special].tolist(), runs[special].tolist()):
+                    tokens[a : a + n] -= self._text_base
+            for a, n in zip(at[types == 4].tolist(), runs[types == 4].tolist()):
+                tokens[a : a + n] -= self._text_base
+        else:
+            tokens += np.repeat(self._run_bases.take(types), runs)
         modality = np.repeat(self._run_tags.take(types), runs)
         segment_ids = np.repeat(np.array(dseg, dtype=np.int32), dlen)
         starts = np.repeat(
