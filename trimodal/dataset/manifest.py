@@ -79,7 +79,10 @@ class ShardTable(Sequence):
     `bytes`) are numpy, so planning over a million shards never builds a million dicts."""
 
     def __init__(self, table: pa.Table):
-        self.table = table.combine_chunks() if table.num_rows else table
+        # one chunk per column (what the writer writes) is used as it is: combining would copy
+        # a memory-mapped table into memory
+        one = all(table.column(i).num_chunks <= 1 for i in range(table.num_columns))
+        self.table = table.combine_chunks() if table.num_rows and not one else table
         self.rows = table.column("rows").to_numpy().astype(np.int64, copy=False)
         self.bytes = table.column("bytes").to_numpy().astype(np.int64, copy=False)
         self._cols: dict | None = None

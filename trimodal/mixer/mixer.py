@@ -244,15 +244,13 @@ class Mixer:
     # reading and rendering ------------------------------------------------------------
     def _fetch(self, rows: list) -> list:
         """The codes of the rows' documents (only what each piece shows), as render rows."""
-        for sh in self.shared.values():
-            sh.data.next_batch()
         reqs: dict[int, tuple[SharedDataset, list, list]] = {}
         local: dict[int, list] = {}
         for k, row in enumerate(rows):
             if row is None:
                 continue
             shared = self.streams[row[0]].reader.shared
-            if not shared.data.remote:  # a memory map: read in place, piece by piece
+            if not shared.data.ranged:  # a memory map: read in place, piece by piece
                 local[k] = shared.data.read_local(row[1])
                 continue
             _, want, where = reqs.setdefault(id(shared), (shared, [], []))

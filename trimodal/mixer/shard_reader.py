@@ -12,25 +12,30 @@ own rows, and this module reads exactly those:
   (8 bytes each), then the values it renders (a split text document: only its piece). The code
   counts are checked against the length index (a shard and an index that disagree are an
   IntegrityError naming both).
-- Locally through a memory map of the whole shard (MADV_RANDOM: no read-around), touching only
-  those pages. File-backed resident memory grows with every page touched, so the reader counts
-  the bytes it touches and, past `cache_batches` record batches' worth, drops the maps' resident
-  pages (MADV_DONTNEED; the page cache keeps them, a later touch is a minor fault).
+- Locally, for a dataset that fits `cache_batches` record batches' worth of bytes, in place
+  through memory maps of its shards (MADV_RANDOM), zero-copy: the maps can never hold more
+  than the dataset, so resident memory stays within that budget. A larger dataset is read by
+  `pread` of the same ranges instead: on this machine's kernel (6.18) a one-byte touch of a
+  file map makes a whole 2 MB page-cache folio resident, so reading a 2.4 KB document through
+  a map of a dataset far beyond the budget costs a 2 MB fault each time and file-backed RSS
+  grows to the dataset (measured: 8 sources streaming a 2.5 GB dataset held 300 MB of maps
+  resident between MADV_DONTNEED drops, and dropping per row cost 17 ms per batch in faults);
+  with pread it costs a system call per range and nothing stays resident.
 - On S3 through pyarrow's S3 file: a HEAD and two tail reads (footer length, then the footer:
   ~500 bytes + 24 per record batch) per shard opened, one read per batch layout (~600 bytes),
-  then per global batch two rounds of
-  ranged GETs (offsets, then values), each round's ranges sorted and merged when less than
-  `GAP` bytes apart or when the merged span reads at most `WASTE` (25%) more than it holds
-  (dense reads), and issued concurrently. A record batch of which the rank has asked a
-  quarter by ranges (few ranks, a block order: it will use the rest soon) is fetched whole by
-  one GET and kept (`cache_batches_remote` of them), as the old whole-batch reader did. The mixer prefetches the next global batches'
-  rounds on a background thread (read-ahead), so a rank waits on S3 only when it renders faster
-  than GETs return.
+  then per global batch two rounds of ranged GETs (offsets, then values), each round's ranges
+  sorted and merged when less than `GAP` bytes apart or when the merged span reads at most
+  `WASTE` (25%) more than it holds (dense reads), and issued concurrently. The mixer
+  prefetches the next global batches' rounds on a background thread (read-ahead), so a rank
+  waits on S3 only when it renders faster than GETs return.
+- Ranged reads (S3, pread): a record batch of which the rank has asked a quarter by ranges
+  (few ranks, a block order: it will use the rest soon) is read whole once and kept
+  (`cache_batches` / `cache_batches_remote` of them), as the old whole-batch reader did.
 
 One `SharedDataset` (the index and these files) serves every mix source over the same dataset,
 so memory is bounded by the caches whatever the number of sources. Measured with
-`bench/bench_mixer.py --scaling`: at W = 64 a rank reads 1.0-1.3× the code bytes it renders (the
-rest: offsets, batch layouts, footers), against every record batch of the dataset before.
+`bench/bench_mixer.py --only scaling`: at W = 64 a rank reads 1.1-1.25× the code bytes it renders
+(the rest: offsets, batch layouts, footers), against every record batch of the dataset before.
 
 Trade-off: a document costs two dependent reads (offsets, then values) instead of one whole
 record batch; on S3 that is two request rounds per global batch and a few hundred bytes of
@@ -71,8 +76,6 @@ WASTE = 0.25  # whose merged span reads at most this fraction more than they hol
 MAX_SPAN = 8 << 20
 WHOLE = 0.25  # S3: a record batch is fetched whole once a rank has asked this part of it by ranges
 _HASH_CHUNK = 16 << 20
-_PAGE = mmap.PAGESIZE
-_FOLIO = 2 << 20  # the largest page-cache folio a fault maps (PMD size)
 _EMPTY = np.zeros(0, dtype=np.int32)
 
 
@@ -90,18 +93,25 @@ class ShardFile:
         loc = ds._root.join(entry["path"])
         self.uri = loc.uri
         self.local = isinstance(loc.fs, pafs.LocalFileSystem)
-        self.mm = self.f = None
+        self.path = loc.path
+        self.mm = self.f = self.fd = None  # a map, or a file read by pread (local), or an S3 file
         verify = ds._mode(s)
         try:
             if self.local:
-                with open(loc.path, "rb") as fh:
-                    size = os.fstat(fh.fileno()).st_size
-                    if size:
-                        self.mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+                fd = os.open(loc.path, os.O_RDONLY)
+                try:
+                    size = os.fstat(fd).st_size
+                    if size and not data.pread:
+                        self.mm = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
                         if hasattr(mmap, "MADV_RANDOM"):
                             self.mm.madvise(mmap.MADV_RANDOM)
-                    if verify == "sha256" and size == entry["bytes"]:
-                        digest = file_sha256(loc.path)
+                finally:
+                    if data.pread:
+                        self.fd = fd
+                    else:
+                        os.close(fd)
+                if verify == "sha256" and size == entry["bytes"]:
+                    digest = file_sha256(loc.path)
             else:
                 self.f = loc.fs.open_input_file(loc.path)
                 with data._count:
@@ -139,23 +149,23 @@ class ShardFile:
         if len(self.blocks) != -(-self.rows // BATCH_ROWS):
             self.starts = data.scan(self)
 
-    def drop_resident(self) -> None:
-        if self.mm is not None and hasattr(mmap, "MADV_DONTNEED"):
-            self.mm.madvise(mmap.MADV_DONTNEED)
+    def close(self) -> None:
+        if self.f is not None:
+            self.f.close()
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class _Batch:
     """A record batch's layout, and zero-copy views of its columns' buffers: locally over the
     map; on S3 over its fetched body once the rank has asked for a good part of it."""
 
-    __slots__ = ("layout", "views", "rows", "asked", "span")
+    __slots__ = ("layout", "views", "rows", "asked")
 
-    def __init__(self, layout, views, rows, span: int = 0):
+    def __init__(self, layout, views, rows):
         self.layout, self.views, self.rows = layout, views, rows
-        self.asked = 0  # code bytes asked of this batch by ranges (S3)
-        # what touching it may make resident locally: its body, rounded out to the 2 MB folios
-        # the page cache maps at once (a one-byte touch maps the whole folio)
-        self.span = span
+        self.asked = 0  # code bytes asked of this batch by ranges (S3, pread)
 
 
 def _views(layout: ipc.BatchLayout, mem, base: int) -> dict:
@@ -193,18 +203,23 @@ class ShardData:
         self._lock = threading.RLock()
         self._count = threading.Lock()  # counters are updated from the read threads too
         self._pool = ThreadPoolExecutor(16, thread_name_prefix="trimodal-s3") if self.remote else None
-        self._resident = 0  # bytes the maps may hold resident: record batches touched since the last drop
-        self._mapped: set[tuple[int, int]] = set()
-        self._budget: int | None = None
-        self._bounded = False  # the open maps exceed the budget: pieces are copied out and pages dropped
-        self._scratch = np.empty(0, dtype=np.int32)
-        self._scratch_at = 0
+        # Locally: memory-mapped when the whole dataset fits `cache_batches` record batches' worth
+        # of bytes (the maps can then never hold more), read by pread beyond (a touch of a map
+        # makes a whole 2 MB page-cache folio resident: see the module docstring).
+        total = dataset.manifest.totals.get("bytes") or int(index.table.bytes.sum())
+        rows = max(1, index.num_rows)
+        self.budget = int(self.cache_batches * total / max(1.0, rows / BATCH_ROWS))
+        self.pread = not self.remote and total > self.budget
         self.fetches = 0  # batch layouts loaded (cache misses)
         self.opens = 0  # shard files opened
         self.bytes_read = 0  # bytes read from shards (ranges; locally: the bytes touched)
         self.code_bytes = 0  # of which code values handed to the renderer
         self.requests = 0  # S3 requests (GETs and HEADs); 0 locally
-        self.drops = 0  # times the maps' resident pages were dropped
+
+    @property
+    def ranged(self) -> bool:
+        """Read by ranges (S3, or pread locally), not in place from maps."""
+        return self.remote or self.pread
 
     # raw reads ------------------------------------------------------------------------------
     def read_raw(self, f: ShardFile, offset: int, length: int):
@@ -212,8 +227,10 @@ class ShardData:
         with self._count:
             self.bytes_read += length
             self.requests += not f.local
-        if f.local:
+        if f.mm is not None:
             return memoryview(f.mm)[offset : offset + length] if length else b""
+        if f.fd is not None:
+            return os.pread(f.fd, length, offset)
         return f.f.read_at(length, offset)
 
     def read_ranges(self, ranges: list[tuple[ShardFile, int, int]]) -> list:
@@ -265,8 +282,6 @@ class ShardData:
                 return f
             f = self._files[s] = ShardFile(self, s)
             self.opens += 1
-            if f.local:
-                self._resident += _FOLIO  # its footer's folio
             if not self._pinned:
                 self._trim()
             return f
@@ -278,8 +293,7 @@ class ShardData:
             old, f = self._files.popitem(last=False)
             for key in [k for k in self._slots if k[0] == old]:
                 del self._slots[key]
-            if f.f is not None:
-                f.f.close()
+            f.close()
         while len(self._slots) > self.cache_batches:
             self._slots.popitem(last=False)
 
@@ -300,7 +314,7 @@ class ShardData:
         return starts
 
     def _pyarrow_batch(self, f: ShardFile, b: int) -> pa.RecordBatch:
-        src = pa.py_buffer(f.mm) if f.local else f.f
+        src = pa.py_buffer(f.mm) if f.mm is not None else (pa.OSFile(f.path) if f.local else f.f)
         return pa.ipc.open_file(src).get_batch(b)
 
     def locate(self, f: ShardFile, row: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -322,7 +336,7 @@ class ShardData:
             if len(layout.buffers) != _NUM_BUFFERS:
                 raise ipc.LayoutError(f"{len(layout.buffers)} buffers in a record batch of the shard schema")
             rows = layout.rows
-            views = _views(layout, f.mm, layout.body) if f.local else None
+            views = _views(layout, f.mm, layout.body) if f.mm is not None else None
         except ipc.LayoutError:
             layout = None
             rb = self._pyarrow_batch(f, b)
@@ -343,9 +357,7 @@ class ShardData:
             self.scan(f)
             raise _Relocate()
         self.fetches += 1
-        o, m, body = (int(x) for x in f.blocks[b])
-        span = (-(-(o + m + body) // _FOLIO) - (o // _FOLIO)) * _FOLIO
-        return _Batch(layout, views, rows, span)
+        return _Batch(layout, views, rows)
 
     def batches(self, wanted: list[tuple[int, int]]) -> list[_Batch]:
         """Layouts of (shard, batch) pairs, in order. Locally each is looked up in turn in the
@@ -353,7 +365,7 @@ class ShardData:
         follows the order's locality, what `shuffle_window` buys); on S3 the missing ones are
         read together, concurrently."""
         out = [None] * len(wanted)
-        if not self.remote:
+        if not self.ranged:
             for k, key in enumerate(wanted):
                 bt = self._slots.get(key)
                 if bt is None:
@@ -416,53 +428,16 @@ class ShardData:
             try:
                 while True:
                     try:
-                        out = self._read_local(pieces)
-                        break
+                        return self._read_local(pieces)
                     except _Relocate:
                         continue
-                if self._budget is None:
-                    self._bound_resident()
-                if self._bounded:
-                    out = self._copy_out(out)  # touch the pages now, then the bound below holds
-                return out
             finally:
                 self._pinned -= 1
                 if not self._pinned:
                     self._trim()
-                if self._budget is not None and self._resident > self._budget:
-                    self._bound_resident()
-
-    def _copy_out(self, pieces: list) -> list[tuple]:
-        """The pieces' codes copied, in one concatenation, into a scratch buffer that lives
-        until the next global batch (the renderer copies them from there): the map's pages are
-        touched here, so dropping them right after keeps the maps within their budget. Only
-        when the open maps exceed it (datasets beyond `cache_batches`' worth)."""
-        arrays = [a for p in pieces for a in (p[5], p[6]) if a is not None and len(a)]
-        if not arrays:
-            return pieces
-        n = sum(len(a) for a in arrays)
-        if self._scratch_at + n > len(self._scratch):
-            self._scratch = np.empty(max(2 * len(self._scratch), n, 1 << 20), dtype=np.int32)
-            self._scratch_at = 0
-        at = self._scratch_at
-        buf = self._scratch[at : at + n]
-        np.concatenate(arrays, out=buf)
-        self._scratch_at = at + n
-        out, k = [], 0
-        for kind, rev, start, stop, nt, text, media in pieces:
-            if len(text):
-                text, k = buf[k : k + len(text)], k + len(text)
-            if media is not None and len(media):
-                media, k = buf[k : k + len(media)], k + len(media)
-            out.append((kind, rev, start, stop, nt, text, media))
-        return out
-
-    def next_batch(self) -> None:
-        """A new global batch is read: the scratch buffer of the previous one is free again."""
-        self._scratch_at = 0
 
     def _read_local(self, pieces: list) -> list[tuple]:
-        files, slots, cap, maps = self._files, self._slots, self.cache_batches, self._mapped
+        files, slots, cap = self._files, self._slots, self.cache_batches
         out = []
         nbytes = ncodes = touched = 0
         for _, _, s, row, kind, rev, start, stop, nt, nm in pieces:
@@ -483,9 +458,6 @@ class ShardData:
                     slots.popitem(last=False)
             else:
                 slots.move_to_end(key)
-            if key not in maps:
-                maps.add(key)
-                self._resident += bt.span
             views = bt.views
             off, vals = views["text"]
             o0 = int(off[r])
@@ -551,9 +523,6 @@ class ShardData:
                     n = 4 * (hi - lo)
                     self.bytes_read += 8 + n
                     self.code_bytes += n
-                    if (s, b) not in self._mapped:
-                        self._mapped.add((s, b))
-                        self._resident += bt.span
                 else:
                     remote.append((k, len(out[k]), c, lo, hi, count, bt, files[s], r))
                     out[k].append(None)
@@ -561,8 +530,6 @@ class ShardData:
             remote = self._whole_bodies(remote, out)
         if remote:
             self._fetch_remote(remote, out)
-        elif self._budget is None or self._resident > self._budget:
-            self._bound_resident()
         return out
 
     def _whole_bodies(self, remote: list, out: list) -> list:
@@ -629,23 +596,6 @@ class ShardData:
             "(the shard and its index/ file disagree)"
         )
 
-    def _bound_resident(self) -> None:
-        """Keep the maps' resident pages within `cache_batches` record batches' worth."""
-        if self._budget is None:
-            rows = max(1, self.index.num_rows)
-            total = self.dataset.manifest.totals.get("bytes") or int(self.index.table.bytes.sum())
-            per_batch = total / max(1.0, rows / BATCH_ROWS)
-            self._budget = max(1 << 20, int(self.cache_batches * per_batch))
-        self._bounded = sum(f.size for f in self._files.values() if f.mm is not None) > self._budget
-        if self._resident > self._budget:
-            self._resident = 0
-            self._mapped.clear()
-            if not self._bounded:
-                return  # everything mapped fits the budget: nothing to drop
-            for f in self._files.values():
-                f.drop_resident()
-            self.drops += 1
-
     def sample_id(self, s: int, b: int, r: int) -> str:
         with self._lock:
             f = self.file(s)
@@ -665,7 +615,6 @@ class ShardData:
             "requests": self.requests,
             "opens": self.opens,
             "batch_layouts": self.fetches,
-            "resident_drops": self.drops,
         }
 
 
