@@ -21,7 +21,7 @@ Sections (each prints its table; figures in docs/mixer.md):
   batch against code bytes rendered, S3 requests, and planning CPU per global batch.
 - planning: rows planned per CPU second against the number of sources (1 to 256).
 - start: `Mixer()` on a synthetic dataset of `--start-shards` shards (a shard table only,
-  built directly as Arrow like bench/manifest_scale.py), in a fresh process: seconds and RSS.
+  built directly as Arrow like bench/bench_manifest.py), in a fresh process: seconds and RSS.
 - memory: `--big` GB of text written once, `--big-sources` mix sources streaming it, RSS
   (anonymous and file-backed) every few seconds and the peak.
 
@@ -773,7 +773,7 @@ print(json.dumps({"start_s": s, "rss_mb": r1["VmRSS"] - r0["VmRSS"], "anon_mb": 
 
 def start(work: str, args) -> dict:
     sys.path.insert(0, os.path.join(ROOT, "bench"))
-    from manifest_scale import synthetic_table
+    from bench_manifest import synthetic_table
 
     from trimodal.dataset.manifest import ShardTable
 

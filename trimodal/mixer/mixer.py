@@ -19,10 +19,10 @@ refused with the setting named: each would repeat or skip samples. Shares, sched
 reverse_prob, caches and verification may change; a source new in the mix starts its first
 epoch at the resume point, and a source left out keeps its position in the state.
 
-Trade-offs, measured with `bench/bench_mixer.py --scaling` (one process simulating the ranks): each
-rank plans all W·B rows of a global batch at ~1.5M rows per CPU-second for one source and
-~0.4M for 256 sources, so planning stays below 1% of a rank's time up to thousands of ranks; a
-rank at W = 64 reads 1.0-1.3× the code bytes it renders. On S3 the next `read_ahead` global
+Trade-offs, measured with `bench/bench_mixer.py --only planning,scaling` (one process simulating
+the ranks, a shared 2-core machine): each rank plans all W·B rows of a global batch, ~1M rows
+per CPU-second for one source and ~0.45M for 256 sources (0.3 ms per global batch of 64 rows
+at any W); a rank at W = 64 reads 1.1-1.25× the code bytes it renders. On S3 the next `read_ahead` global
 batches (default 2) are planned ahead and their documents fetched on a background thread.
 
 End of data: when every source with a share is exhausted (`max_epochs`), the last global batch

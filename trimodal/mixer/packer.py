@@ -30,8 +30,8 @@ rows tile it: Q of one row is P of the next. Packed rows end at P + seq_len unle
 straddles that point (then at the pair's start): pure-text windows are cut arithmetically, with
 pairs one `bisect` per row. Padded rows are one per document piece, computed with a few array
 operations. The cursor after any row (the state) follows from its end Q by one `bisect`.
-Measured (bench/bench_mixer.py --planning): 1.3-2.5M rows per CPU-second for one source of 600-token
-documents at seq_len 2048, against ~80k for the per-document loop this replaced.
+Measured (bench/bench_mixer.py --only planning): ~1M rows per CPU-second for one source of
+600-token documents at seq_len 2048, against ~80k for the per-document loop this replaced.
 """
 
 from __future__ import annotations

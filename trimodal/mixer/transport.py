@@ -13,7 +13,7 @@ copies the arrays out of the slot into fresh tensors — pinned when CUDA is ava
 `.to(device, non_blocking=True)` is asynchronous — and marks the slot free. The copy keeps the
 slots independent of how long the training loop holds a batch (a ring of views would deadlock
 a loop that keeps batches), and costs ~0.1 ms per 1.7 MB. Measured with
-`bench/bench_mixer.py --loader-workers`: through one worker the CPU per token is 1.1-1.3× the
+`bench/bench_mixer.py --only workers`: through one worker the CPU per token is 1.0-1.15× the
 in-process cost, against 2.7-3.7× before.
 
 The training process removes the file's name when it first maps it (both keep their maps), and
