@@ -155,26 +155,9 @@ def write_shard(dataset_uri: str, name: str, table: pa.Table) -> dict:
 
 
 def read_index(root: Location, entry: dict, verify: bool = True) -> pa.Table:
-    """The length index of one shard (see `index_table`): from its sidecar file when the
-    manifest names one (checked against its size and sha256), else computed from the shard's
-    list offsets (format-1 datasets)."""
-    ref = entry.get("index")
-    if not ref:
-        return index_table(open_shard(root.join(entry["path"]), entry, verify="size" if verify else "none"))
-    loc = root.join(ref["path"])
-    try:
-        data = loc.read_bytes()
-    except OSError as e:
-        raise IntegrityError(f"length index {loc.uri} listed in the manifest cannot be read: {e}") from e
-    if verify and (len(data) != ref["bytes"] or hashlib.sha256(data).hexdigest() != ref["sha256"]):
-        raise IntegrityError(f"length index {loc.uri} does not match the manifest (size or sha256)")
-    try:
-        t = pa.ipc.open_file(pa.BufferReader(data)).read_all()
-    except pa.ArrowInvalid as e:
-        raise IntegrityError(f"length index {loc.uri} is not a readable Arrow IPC file: {e}") from e
-    if t.num_rows != entry["rows"] or not t.schema.equals(INDEX_SCHEMA):
-        raise IntegrityError(f"length index {loc.uri}: {t.num_rows} rows or schema differ from the manifest's shard")
-    return t
+    """The length index of one shard (see `index_table`), checked against its size and sha256
+    (`open_index` with "sha256", or "none" when `verify` is false)."""
+    return open_index(root, entry, verify="sha256" if verify else "none")
 
 
 def file_sha256(path: str) -> str:
