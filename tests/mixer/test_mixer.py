@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.mixer.conftest import FPS, build, image_rows, mix_cfg, text_rows
+from tests.mixer.conftest import FPS, audio_rows, build, image_rows, mix_cfg, text_rows
 from trimodal.errors import ConfigError, IntegrityError
 from trimodal.mixer import Mixer
 from trimodal.tokenizers.vocab import Vocabulary
@@ -337,7 +337,10 @@ def test_state_from_another_mix_is_refused(mix_data):
 
 def test_block_shuffle_reads_each_record_batch_whole(tmp_path):
     """shuffle_window: every sample still once per epoch, but a record batch is fetched about
-    once per epoch instead of about once per sample (8 record batches, a cache of 4)."""
+    once per epoch instead of about once per sample (8 record batches, a cache of 4). Read by
+    pread (a dataset beyond the cache's bytes), a global order fetches a record batch every
+    few samples; read in place from maps (the dataset fits), each batch's layout is parsed
+    once while its shard is open, whatever the order."""
     path = build(tmp_path / "short", text_rows(4096, lo=1, hi=20), shard_rows=512)
     cfg = {
         "sources": [{"name": "text", "dataset": path, "share": 1, "max_epochs": 1}],
@@ -346,9 +349,15 @@ def test_block_shuffle_reads_each_record_batch_whole(tmp_path):
         "seed": 3,
         "cache_batches": 4,
     }
+    big = build(tmp_path / "big", text_rows(8192, lo=1, hi=20), shard_rows=512)
+    m = Mixer({**cfg, "sources": [{"name": "text", "dataset": big, "share": 1}]}, with_docs=True)
+    assert m.streams["text"].reader.data.pread
+    take(m, 10)  # ~800 documents of 16 record batches in a global order: each fetched again and again
+    assert m.streams["text"].reader.fetches > 4 * 16
     m = Mixer(cfg, with_docs=True)
-    docs = sum(1 for e, g, a, z in pieces(take(m, 10))["text"] if a == 0)
-    assert m.streams["text"].reader.fetches > docs / 3  # global order: a fetch every few samples
+    assert not m.streams["text"].reader.data.pread
+    take(m, 10)
+    assert m.streams["text"].reader.fetches <= 8  # maps: one layout per record batch
     cfg["shuffle_window"] = 2
     m = Mixer(cfg, with_docs=True)
     got = pieces(list(m))["text"]
@@ -375,3 +384,92 @@ def test_preview_warns_when_padding_exceeds_a_fifth(mix_data):
     packed = preview_mix(mix_cfg(mix_data), 20)
     assert packed["pad_fraction"] <= 0.2 and packed["warnings"] == []
     assert "warning" not in format_preview(packed)
+
+
+def _per_document(m: Mixer) -> Mixer:
+    """The same mixer made to read through the per-document path (what S3 and pread use)."""
+    m._mapped = dict.fromkeys(m._mapped, False)
+    return m
+
+
+@pytest.mark.parametrize("world", [1, 3])
+@pytest.mark.parametrize("pack", [True, None])
+def test_map_path_equals_the_per_document_path(mix_data, world, pack):
+    """On memory-mapped shards a batch is rendered from its piece table with array operations:
+    byte for byte what the per-document path renders, for text windows and pairs in both
+    directions, over three datasets, with the same state and bytes counted."""
+    opts = {n: {"pack": pack, "reverse_prob": 0.5} for n in mix_data}
+    cfg = mix_cfg(mix_data, global_batch=6, source_opts=opts)
+    fast = Mixer(cfg, rank=world - 1, world_size=world, with_docs=True)
+    slow = _per_document(Mixer(cfg, rank=world - 1, world_size=world, with_docs=True))
+    for _ in range(60):
+        a, b = next(fast), next(slow)
+        assert a["docs"] == b["docs"]
+        for k in KEYS:
+            assert a[k].dtype == b[k].dtype
+            np.testing.assert_array_equal(a[k], b[k])
+    assert fast.state_dict() == slow.state_dict()
+    f, s = fast.io_stats(), slow.io_stats()
+    assert all(f[d]["code_bytes"] == s[d]["code_bytes"] > 0 for d in f)
+
+
+def test_piece_table_holds_the_pieces_of_each_row(mix_data):
+    m = Mixer(mix_cfg(mix_data, source_opts={"text": {"pack": True}}))
+    st_ = m.streams["text"]
+    for _ in range(12):
+        st_.take()
+    serials = [0, 1, 2, 5, 6, 11]
+    table = st_.piece_table(serials)
+    from trimodal.mixer.packer import segments
+
+    assert segments(table, len(serials)) == [st_.pieces(s) for s in serials]
+
+
+@pytest.mark.parametrize("modality,code", [("image", 64), ("audio", 32), ("text", -1)])
+@pytest.mark.parametrize("path", ["maps", "per_document"])
+def test_codes_outside_their_codebook_are_named_on_both_paths(tmp_path, modality, code, path):
+    """An image code past 64 or an audio code past its level's 32 (which would still be an
+    audio id, of the next level) or a negative text code: the sample is named."""
+    make = {"image": image_rows, "audio": audio_rows, "text": text_rows}[modality]
+    rows = make(40)
+    rows[17][modality] = rows[17][modality].copy()
+    rows[17][modality][1] = code
+    fps = ("text",) if modality == "text" else ("text", modality)
+    ds = build(tmp_path / "bad", rows, fps=fps)
+    source = rows[17]["source"]
+    cfg = {"sources": [{"name": "s", "dataset": ds, "share": 1, "max_epochs": 1}], "seq_len": 256, "global_batch": 4}
+    m = Mixer(cfg)
+    if path == "per_document":
+        _per_document(m)
+    with pytest.raises(IntegrityError, match=f"{source}/17"):
+        list(m)
+
+
+def test_batches_the_caller_keeps_are_never_written_again(mix_data):
+    """Batches are rendered into the arrays of the batch before last only when nothing else
+    holds them: kept batches, views and tensors of them keep their values."""
+    import torch
+
+    m = Mixer(mix_cfg(mix_data))
+    kept = [next(m) for _ in range(3)]
+    copies = [{k: b[k].copy() for k in KEYS} for b in kept]
+    tensor = torch.from_numpy(next(m)["tokens"])
+    tensor_copy = tensor.clone()
+    view = next(m)["segment_ids"][:, :5]
+    view_copy = view.copy()
+    for _ in range(8):
+        next(m)
+    for b, c in zip(kept, copies):
+        for k in KEYS:
+            np.testing.assert_array_equal(b[k], c[k])
+    assert torch.equal(tensor, tensor_copy)
+    np.testing.assert_array_equal(view, view_copy)
+    seen, expected = set(), Mixer(mix_cfg(mix_data))
+    ref = [next(expected) for _ in range(12)]
+    m = Mixer(mix_cfg(mix_data))
+    for i in range(12):
+        b = next(m)
+        seen.add(b["tokens"].ctypes.data)
+        for k in KEYS:
+            np.testing.assert_array_equal(b[k], ref[i][k])
+    assert len(seen) <= 3  # a plain loop: two sets of arrays take turns

@@ -14,7 +14,10 @@ own rows, and this module reads exactly those:
   IntegrityError naming both).
 - Locally, for a dataset that fits `cache_batches` record batches' worth of bytes, in place
   through memory maps of its shards (MADV_RANDOM), zero-copy: the maps can never hold more
-  than the dataset, so resident memory stays within that budget. A larger dataset is read by
+  than the dataset, so resident memory stays within that budget. `spans` locates a whole
+  batch's pieces with array operations: each map is viewed as int32 and each record batch's
+  column positions are kept in a per-file table (48 bytes per record batch while the file
+  is open), so a piece costs two gathers of its offsets and no Python of its own. A larger dataset is read by
   `pread` of the same ranges instead: on this machine's kernel (6.18) a one-byte touch of a
   file map makes a whole 2 MB page-cache folio resident, so reading a 2.4 KB document through
   a map of a dataset far beyond the budget costs a 2 MB fault each time and file-backed RSS
@@ -52,6 +55,7 @@ import struct
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -77,6 +81,7 @@ MAX_SPAN = 8 << 20
 WHOLE = 0.25  # S3: a record batch is fetched whole once a rank has asked this part of it by ranges
 _HASH_CHUNK = 16 << 20
 _EMPTY = np.zeros(0, dtype=np.int32)
+_UNKNOWN, _UNADDRESSABLE = -2, -3  # ShardFile.at_table entries not (yet) positions
 
 
 def is_remote(uri: str) -> bool:
@@ -95,6 +100,8 @@ class ShardFile:
         self.local = isinstance(loc.fs, pafs.LocalFileSystem)
         self.path = loc.path
         self.mm = self.f = self.fd = None  # a map, or a file read by pread (local), or an S3 file
+        self.flat: np.ndarray | None = None  # the map as int32 (spans), made on first use
+        self.at_table: np.ndarray | None = None  # column positions per record batch (spans)
         verify = ds._mode(s)
         try:
             if self.local:
@@ -157,15 +164,31 @@ class ShardFile:
             self.fd = None
 
 
+class Spans(NamedTuple):
+    """Where the codes of many document pieces lie in memory-mapped shards: piece k's text
+    window is `flats[fid[k]][start[k]:stop[k]]` and, for a pair, its image or audio codes
+    `flats[fid[k]][mstart[k]:mstop[k]]` (each flat an int32 view of a whole shard map)."""
+
+    flats: list
+    fid: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+    mstart: np.ndarray
+    mstop: np.ndarray
+
+
 class _Batch:
     """A record batch's layout, and zero-copy views of its columns' buffers: locally over the
     map; on S3 over its fetched body once the rank has asked for a good part of it."""
 
-    __slots__ = ("layout", "views", "rows", "asked")
+    __slots__ = ("layout", "views", "rows", "asked", "at")
 
-    def __init__(self, layout, views, rows):
+    def __init__(self, layout, views, rows, at=None):
         self.layout, self.views, self.rows = layout, views, rows
         self.asked = 0  # code bytes asked of this batch by ranges (S3, pread)
+        # in a mapped shard: per code column (text, image, audio), its offsets and values as
+        # int32 positions in the whole map, (-1, -1) for a column without values
+        self.at = at
 
 
 def _views(layout: ipc.BatchLayout, mem, base: int) -> dict:
@@ -182,6 +205,23 @@ def _views(layout: ipc.BatchLayout, mem, base: int) -> dict:
         else:
             views[c] = (off, np.frombuffer(mem, np.int32, vn // 4, base + vo))
     return views
+
+
+def _positions(layout: ipc.BatchLayout) -> tuple | None:
+    """(offsets, values) of each code column as int32 positions in the file; (-1, -1) for a
+    column without values; None when a buffer is not 4-byte aligned (not addressable as int32)."""
+    out = []
+    for c in COLUMNS:
+        ob, vb = _BUFFERS[c]
+        (oo, on), (vo, _) = layout.buffers[ob].tolist(), layout.buffers[vb].tolist()
+        if on < 4 * (layout.rows + 1):
+            out.append((-1, -1))
+            continue
+        oo, vo = layout.body + oo, layout.body + vo
+        if oo % 4 or vo % 4:
+            return None
+        out.append((oo // 4, vo // 4))
+    return tuple(out)
 
 
 class _Relocate(Exception):
@@ -337,8 +377,9 @@ class ShardData:
                 raise ipc.LayoutError(f"{len(layout.buffers)} buffers in a record batch of the shard schema")
             rows = layout.rows
             views = _views(layout, f.mm, layout.body) if f.mm is not None else None
+            at = _positions(layout) if f.mm is not None else None
         except ipc.LayoutError:
-            layout = None
+            layout = at = None
             rb = self._pyarrow_batch(f, b)
             rows = rb.num_rows
             views = {}
@@ -357,7 +398,7 @@ class ShardData:
             self.scan(f)
             raise _Relocate()
         self.fetches += 1
-        return _Batch(layout, views, rows)
+        return _Batch(layout, views, rows, at)
 
     def batches(self, wanted: list[tuple[int, int]]) -> list[_Batch]:
         """Layouts of (shard, batch) pairs, in order. Locally each is looked up in turn in the
@@ -435,6 +476,94 @@ class ShardData:
                 self._pinned -= 1
                 if not self._pinned:
                     self._trim()
+
+    def spans(self, shard, row, kind, lo, hi, nt, nm) -> Spans | None:
+        """Locally from maps, where the codes of many document pieces lie (`Spans`): the text
+        codes [lo, hi) of each, and a pair's image or audio codes (`kind`: render.TEXT, IMAGE,
+        AUDIO), each sample's counts checked against the length index (`nt`, `nm`). Computed
+        with array operations per shard and record batch, not per piece. None when a record
+        batch is not addressable in place (pyarrow's fallback, unaligned buffers): use
+        `read_local` then."""
+        with self._lock:
+            self._pinned += 1
+            try:
+                while True:
+                    try:
+                        return self._spans(shard, row, kind, lo, hi, nt, nm)
+                    except _Relocate:
+                        continue
+            finally:
+                self._pinned -= 1
+                if not self._pinned:
+                    self._trim()
+
+    def _spans(self, shard, row, kind, lo, hi, nt, nm) -> Spans | None:
+        n = len(shard)
+        start = np.empty(n, dtype=np.int64)
+        fid = np.zeros(n, dtype=np.int64)
+        mstart, mwidth = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
+        s0 = int(shard[0]) if n else 0
+        shards = [s0] if n == 0 or (shard == s0).all() else np.unique(shard).tolist()
+        flats = []
+        for s in shards:
+            sel = slice(None) if len(shards) == 1 else np.flatnonzero(shard == s)
+            f = self._files.get(s) or self.file(s)
+            if f.flat is None:
+                f.flat = np.frombuffer(f.mm, np.int32, f.size // 4)
+            b, r = self.locate(f, row[sel])
+            at = self._positions(f, s, b)
+            if at is None:
+                return None
+            start[sel] = self._codes_at(f, "text", at[:, 0], r, nt[sel]) + lo[sel]
+            k = kind[sel]
+            pk = np.flatnonzero(k)
+            if len(pk):  # pairs: the image or audio column (column index = kind)
+                idx = pk if len(shards) == 1 else sel[pk]
+                cols = k[pk]
+                for c in np.unique(cols).tolist():
+                    which = pk[cols == c]
+                    into = which if len(shards) == 1 else sel[which]
+                    mstart[into] = self._codes_at(f, COLUMNS[c], at[which, c], r[which], nm[into])
+                mwidth[idx] = nm[idx]
+            fid[sel] = len(flats)
+            flats.append(f.flat)
+        width = hi - lo
+        codes = 4 * int(width.sum() + mwidth.sum())
+        self.bytes_read += 8 * n + 8 * int(np.count_nonzero(kind)) + codes
+        self.code_bytes += codes
+        return Spans(flats, fid, start, start + width, mstart, mstart + mwidth)
+
+    def _positions(self, f: ShardFile, s: int, b: np.ndarray) -> np.ndarray | None:
+        """Column positions ([k, column, (offsets, values)], int32 units of the map) of record
+        batches `b` of a mapped shard, from the file's table (filled from the layouts the first
+        time a batch is met: 48 bytes per record batch, kept while the file is open)."""
+        if f.at_table is None:
+            f.at_table = np.full((len(f.blocks), len(COLUMNS), 2), _UNKNOWN, dtype=np.int64)
+        at = f.at_table[b]
+        if (at[:, 0, 0] <= _UNKNOWN).any():
+            for x in np.unique(b[at[:, 0, 0] == _UNKNOWN]).tolist():
+                (bt,) = self.batches([(s, x)])
+                f.at_table[x] = _UNADDRESSABLE if bt.at is None else bt.at
+            at = f.at_table[b]
+            if (at[:, 0, 0] == _UNADDRESSABLE).any():
+                return None
+        return at
+
+    def _codes_at(self, f: ShardFile, col: str, pos: np.ndarray, r: np.ndarray, want: np.ndarray) -> np.ndarray:
+        """Where the codes of rows `r` of one column start in the map, their counts checked
+        against the length index (`want`); pos: the rows' batches' (offsets, values)."""
+        flat = f.flat
+        none = pos[:, 0] < 0  # a batch without a single value in this column: offsets are 0
+        op = np.where(none, 0, pos[:, 0] + r)
+        o0 = flat[op].astype(np.int64)
+        got = flat[op + 1] - o0
+        if none.any():
+            o0[none] = got[none] = 0
+        bad = got != want
+        if bad.any():
+            j = int(np.flatnonzero(bad)[0])
+            self._mismatch(f, col, int(r[j]), int(got[j]), int(want[j]))
+        return pos[:, 1] + o0
 
     def _read_local(self, pieces: list) -> list[tuple]:
         files, slots, cap = self._files, self._slots, self.cache_batches
