@@ -52,9 +52,9 @@ import numpy as np
 from trimodal.errors import ConfigError, IntegrityError
 from trimodal.mixer.config import load_mix
 from trimodal.mixer.packer import AT, NMEDIA, NTEXT, SHARD, SKIND, SREV, SROW, START, STOP, SourceStream, segments
-from trimodal.mixer.render import IMAGE, TEXT, Renderer
+from trimodal.mixer.render import IMAGE, TEXT, Renderer, Spans
 from trimodal.mixer.scheduler import Scheduler, normalize
-from trimodal.mixer.shard_reader import ShardReader, SharedDataset, Spans, is_remote
+from trimodal.mixer.shard_reader import ShardReader, SharedDataset, is_remote
 from trimodal.mixer.sources import build_vocabulary, open_datasets, source_tokens
 
 STATE_FORMAT = 2
@@ -62,6 +62,7 @@ READABLE_STATES = (1, 2)
 ORDER_FIELDS = ("dataset", "pack", "max_epochs", "dataset_sources")  # per source, in the state
 GLOBAL_ORDER_KEYS = ("global_batch", "shuffle_window")  # besides seed, seq_len, share_unit
 _ARRAYS = ("tokens", "modality", "segment_ids", "positions")
+_NO_CODES = np.zeros(0, dtype=np.int32)
 
 
 class Planned(NamedTuple):
@@ -80,13 +81,12 @@ class Planned(NamedTuple):
 def _merge_spans(parts: list, n: int) -> Spans:
     """Spans of pieces on several datasets, each computed for its pieces (`sel`), as one."""
     flats: list = []
-    cols = [np.empty(n, dtype=np.int64) for _ in range(5)]
+    fid, start, stop, mfid, mstart, mstop = (np.empty(n, dtype=np.int64) for _ in range(6))
     for sel, got in parts:
-        cols[0][sel] = got.fid + len(flats)
-        for c, v in zip(cols[1:], got[2:]):
-            c[sel] = v
+        fid[sel], mfid[sel] = got.fid + len(flats), got.mfid + len(flats)
+        start[sel], stop[sel], mstart[sel], mstop[sel] = got.start, got.stop, got.mstart, got.mstop
         flats.extend(got.flats)
-    return Spans(flats, *cols)
+    return Spans(flats, fid, start, stop, mfid, mstart, mstop)
 
 
 def dataset_id(ds) -> str:
@@ -295,10 +295,10 @@ class Mixer:
         return done
 
     # reading and rendering ------------------------------------------------------------
-    def _fetch(self, planned: Planned):
-        """The codes of the planned rows' documents (only what each piece shows): on
-        memory-mapped data, where they lie in the maps (`Spans`, rendered with array
-        operations); otherwise (S3, pread) read into per-row pieces (`Renderer.render_rows`)."""
+    def _fetch(self, planned: Planned) -> Spans:
+        """Where the codes of the planned rows' documents lie (only what each piece shows): on
+        memory-mapped shards their places in the maps, found with array operations; read by
+        ranges (S3, pread) one fetched array per code run."""
         names = {x for x in planned.sources if x is not None}
         if names and all(self._mapped[x] for x in names):
             t = planned.table
@@ -317,78 +317,53 @@ class Mixer:
                 got = shared.data.spans(
                     t[sel, SHARD], t[sel, SROW], t[sel, SKIND], lo[sel], hi[sel], nt[sel], t[sel, NMEDIA]
                 )
-                if got is None:
+                if got is None:  # a record batch not addressable in place
                     break
                 parts.append((sel, got))
             else:
                 return parts[0][1] if key is None else _merge_spans(parts, len(t))
-        return self._fetch_rows(planned.rows())
+        return self._fetch_ranges(planned)
 
-    def _fetch_rows(self, rows: list) -> list:
-        """The codes of the rows' documents (only what each piece shows), as render rows."""
+    def _fetch_ranges(self, planned: Planned) -> Spans:
+        """The code windows of every piece by ranged reads, batched per dataset (ShardData.fetch:
+        two request rounds on S3, offsets then values), as one array per code run."""
+        t = planned.table
+        n = len(t)
+        flats: list = [_NO_CODES]
+        fid, mfid = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         reqs: dict[int, tuple[SharedDataset, list, list]] = {}
-        local: dict[int, list] = {}
-        for k, row in enumerate(rows):
-            if row is None:
-                continue
-            shared = self.streams[row[0]].reader.shared
-            if not shared.data.ranged:  # a memory map: read in place, piece by piece
-                local[k] = shared.data.read_local(row[1])
-                continue
+        readers = [None if x is None else self.streams[x].reader.shared for x in planned.sources]
+        for k, (at, _, _, sh, rw, kind, _, start, stop, nt, nm) in enumerate(t.tolist()):
+            shared = readers[at]
             _, want, where = reqs.setdefault(id(shared), (shared, [], []))
-            for j, (_, _, sh, rw, kind, _, start, stop, nt, nm) in enumerate(row[1]):
-                if kind == TEXT:
-                    lo, hi = max(start, 1) - 1, min(stop, nt + 1) - 1
-                    if hi <= lo:
-                        continue
-                    cols = [("text", lo, hi, nt)]
-                else:
-                    cols = [("text", 0, nt, nt), ("image" if kind == IMAGE else "audio", 0, nm, nm)]
-                want.append((sh, rw, cols))
-                where.append((k, j))
-        got: dict[tuple[int, int], list] = {}
+            if kind == TEXT:
+                lo, hi = max(start, 1) - 1, min(stop, nt + 1) - 1
+                if hi <= lo:  # only <bos> or <eos> of it shows
+                    continue
+                want.append((sh, rw, [("text", lo, hi, nt)]))
+            else:
+                want.append((sh, rw, [("text", 0, nt, nt), ("image" if kind == IMAGE else "audio", 0, nm, nm)]))
+            where.append(k)
         for shared, want, where in reqs.values():
-            for kj, arrays in zip(where, shared.data.fetch(want)):
-                got[kj] = arrays
-        empty = np.zeros(0, dtype=np.int32)
-        out = []
-        for k, row in enumerate(rows):
-            if row is None:
-                out.append(None)
-                continue
-            if k in local:
-                out.append(local[k])
-                continue
-            pieces = []
-            for j, (_, _, _, _, kind, rev, start, stop, nt, _) in enumerate(row[1]):
-                arrays = got.get((k, j))
-                if kind == TEXT:
-                    pieces.append((kind, rev, start, stop, nt, arrays[0] if arrays else empty, None))
-                else:
-                    pieces.append((kind, rev, start, stop, nt, arrays[0], arrays[1]))
-            out.append(pieces)
-        return out
+            for k, arrays in zip(where, shared.data.fetch(want)):
+                fid[k] = len(flats)
+                flats.append(arrays[0])
+                if len(arrays) > 1:
+                    mfid[k] = len(flats)
+                    flats.append(arrays[1])
+        size = np.array([len(x) for x in flats], dtype=np.int64)
+        zero = np.zeros(n, dtype=np.int64)
+        return Spans(flats, fid, zero, size[fid], mfid, zero, size[mfid])
 
     def _render(self, planned: Planned, fetched=None, out: dict | None = None) -> dict:
         if fetched is None:
             fetched = self._fetch(planned)
         self.renderer.check = self.cfg.check_ids
-        if isinstance(fetched, Spans):
-            t = planned.table
-            tokens, modality, segment_ids, positions = self.renderer.render_spans(
-                t[:, AT],
-                t[:, SKIND],
-                t[:, SREV],
-                t[:, START],
-                t[:, STOP],
-                t[:, NTEXT],
-                fetched,
-                len(planned.sources),
-                self.seq_len,
-                out,
-            )
-        else:
-            tokens, modality, segment_ids, positions = self.renderer.render_rows(fetched, self.seq_len, out)
+        t = planned.table
+        tokens, modality, segment_ids, positions = self.renderer.render_spans(
+            t[:, AT], t[:, SKIND], t[:, SREV], t[:, START], t[:, STOP], t[:, NTEXT], fetched,
+            len(planned.sources), self.seq_len, out,
+        )  # fmt: skip
         rows = None
         if self.cfg.check_ids and self.renderer.bad:
             rows = planned.rows()

@@ -23,7 +23,7 @@ token (<bos>, <t2i>, <boi>, ...) with "special", padding with "pad".
 
 from __future__ import annotations
 
-import itertools
+from typing import NamedTuple
 
 import numpy as np
 
@@ -57,6 +57,21 @@ def doc_lengths(kinds: np.ndarray, lengths: dict[str, np.ndarray]) -> np.ndarray
     """Rendered length of each document (reverse tasks have the same length)."""
     media = np.maximum(lengths["image"], 0) + np.maximum(lengths["audio"], 0)
     return np.where(kinds == TEXT, lengths["text"] + TEXT_OVERHEAD, lengths["text"] + media + PAIR_OVERHEAD)
+
+
+class Spans(NamedTuple):
+    """Where the codes of many document pieces lie: piece k's text window is
+    `flats[fid[k]][start[k]:stop[k]]` and, for a pair, its image or audio codes
+    `flats[mfid[k]][mstart[k]:mstop[k]]`. A flat is an int32 view of a whole shard map
+    (`ShardData.spans`) or one fetched window (ranged reads: start 0, stop its length)."""
+
+    flats: list
+    fid: np.ndarray
+    start: np.ndarray
+    stop: np.ndarray
+    mfid: np.ndarray
+    mstart: np.ndarray
+    mstop: np.ndarray
 
 
 def _first_outside(a: np.ndarray, starts: np.ndarray, lens: np.ndarray, limit: int) -> int:
@@ -168,161 +183,41 @@ class Renderer:
         return [(_SPECIAL, self.bos, None, 0), *body, (_SPECIAL, self.eos, None, 0)]
 
     def render_batch(self, plans: list, views: dict, seq_len: int):
-        """Render planned rows given record batch views (the reference path the tests use).
+        """Render planned rows given record batch views (`render_spans` from per-document
+        inputs; what the tests compare with `write`).
 
         `plans[i]` is None (an all-padding row) or (source, segments, real tokens), a segment
         being (epoch, g, shard, batch, row, kind, reverse, start, stop); `views[source](shard,
         batch)` gives that record batch's column views (offsets, values, valid) per column."""
-        rows = []
-        for row in plans:
+        table, flats = [], [np.zeros(0, dtype=np.int32)]
+        fid, mfid = [], []
+        for i, row in enumerate(plans):
             if row is None:
-                rows.append(None)
                 continue
             name, segs, _ = row
-            pieces = []
             for _, _, s, b, r, kind, rev, start, stop in segs:
                 cols = views[name](s, b)
                 off, vals, _ = cols[0]
                 o0, nt = int(off[r]), int(off[r + 1]) - int(off[r])
                 if kind == TEXT:
                     lo, hi = max(start, 1) - 1, min(stop, nt + 1) - 1
-                    pieces.append((kind, rev, start, stop, nt, vals[o0 + lo : o0 + max(hi, lo)], None))
+                    media = None
                 else:
+                    lo, hi = 0, nt
                     moff, mvals, _ = cols[1 if kind == IMAGE else 2]
                     media = mvals[int(moff[r]) : int(moff[r + 1])]
-                    pieces.append((kind, rev, start, stop, nt, vals[o0 : o0 + nt], media))
-            rows.append(pieces)
-        return self.render_rows(rows, seq_len)
-
-    def render_rows(self, rows: list, seq_len: int, out: dict | None = None):
-        """Render rows into (tokens, modality, segment_ids, positions) arrays [B, L].
-
-        `rows[i]` is None (an all-padding row) or its document pieces in order, each
-        (kind, reverse, start, stop, text codes, text window, media codes): the window
-        [start, stop) of a rendered document with `text codes` codes of text; for a text
-        document `text window` holds only the codes that window shows (codes
-        [max(start, 1) − 1, min(stop, n + 1) − 1)), for a pair the whole text and `media codes`
-        the whole image or audio. The whole batch is described as runs — token runs (code views
-        and constant special or padding runs, each with its modality tag and codebook base) and
-        document runs (segment id, length) — and materialized with a handful of vectorized
-        operations over the batch: one concatenation and a few repeats (audio runs carry their
-        per-level offsets already). The cost per document is a few list appends.
-
-        `out`: arrays [B, L] to render into (any of the four keys; e.g. a shared-memory slot).
-        Afterwards `self.bad` says whether a code lay outside its codebook (every code is
-        compared with its run's codebook size, audio codes per piece); the mixer then finds and
-        names the sample.
-        """
-        B, L = len(rows), seq_len
-        pad = self._pad_run(L)
-        bos, eos, heads = self._bos_run, self._eos_run, self._heads
-        # token runs: the array, its length, its type (0 special, 1 text, 2 image, 3 audio ids,
-        # 4 padding: the type gives the modality tag, codebook base and size)
-        pieces, lens, types = [], [], []
-        put, size, kind_of = pieces.append, lens.append, types.append
-        dseg, dlen = [], []  # document runs: segment id (0 = padding), length
-        pad_at, row_at = [], 0  # where each row's padding starts (flat index)
-        bad, self.bad_at = False, None
-        for i, row in enumerate(rows):
-            n = 0
-            if row is not None:
-                for k, (kind, rev, start, stop, nt, text, media) in enumerate(row, 1):
-                    if kind == TEXT:  # <bos> t.. <eos>, any window [start, stop) of it
-                        if start == 0:
-                            put(bos)
-                            size(1)
-                            kind_of(0)
-                        m = len(text)
-                        if m:
-                            put(text)
-                            size(m)
-                            kind_of(1)
-                        if stop == nt + 2:
-                            put(eos)
-                            size(1)
-                            kind_of(0)
-                    else:  # a pair, always whole
-                        nm = len(media)
-                        if kind == AUDIO:
-                            if nm and (int(media.min()) < 0 or int(media.max()) >= self._audio_size):
-                                bad, self.bad_at = True, (i, k - 1)
-                            media = media + self._audio_offsets(nm)
-                            mt = 3
-                        elif self.image_base is None:
-                            raise IntegrityError("an image-text sample has codes for a modality the vocabulary lacks")
-                        else:
-                            mt = 2
-                        h, mid, t = heads[kind, rev]
-                        if rev:  # <bos> <x2t> <boX> media <eoX> text <eos>
-                            pieces += (h, media, mid, text, t)
-                            lens += (3, nm, 1, nt, 1)
-                            types += (0, mt, 0, 1, 0)
-                        else:  # <bos> <t2x> text <boX> media <eoX> <eos>
-                            pieces += (h, text, mid, media, t)
-                            lens += (2, nt, 1, nm, 2)
-                            types += (0, 1, 0, mt, 0)
-                    dseg.append(k)
-                    dlen.append(stop - start)
-                    n += stop - start
-            if n < L:
-                pad_at.append(row_at + n)
-                put(pad[: L - n])
-                size(L - n)
-                kind_of(4)
-                dseg.append(0)
-                dlen.append(L - n)
-            row_at += L
-        if sum(lens) != B * L:
-            raise IntegrityError(f"rendered {sum(lens)} ids for {B} rows of {L}: a shard and its length index disagree")
-        flat = {k: v.reshape(-1) for k, v in out.items()} if out is not None else {}
-        if "tokens" in flat:
-            tokens = np.concatenate(pieces, out=flat["tokens"], casting="same_kind")
-        else:
-            tokens = np.concatenate(pieces).astype(np.int32, copy=False)
-        runs = np.array(lens, dtype=np.int64)
-        types = np.array(types, dtype=np.intp)
-        text_rows = not ((types == 2) | (types == 3)).any()
-        if self.check:
-            if self._specials_below_text and not (types == 2).any():
-                # text codes, audio ids (checked per piece) and specials below the text codebook
-                # size: one min and one max check every text code
-                text_only = not (types == 3).any()
-                self.bad = bad or int(tokens.min()) < 0 or (text_only and int(tokens.max()) >= self._text_size)
-                if not text_only and not self.bad:
-                    limits = np.repeat(self._run_limits.take(types), runs)
-                    self.bad = bool((tokens >= limits).any())
-            else:
-                limits = np.repeat(self._run_limits.take(types), runs)
-                self.bad = bad or int(tokens.min()) < 0 or bool((tokens >= limits).any())
-        if text_rows:  # codes plus the text base everywhere, then the specials and padding put back
-            tokens += self._text_base
-            at = np.cumsum(runs) - runs
-            special = types == 0
-            if special.any() and int(runs[special].max()) == 1:
-                tokens[at[special]] -= self._text_base
-            else:
-                for a, n in zip(at[special].tolist(), runs[special].tolist()):
-                    tokens[a : a + n] -= self._text_base
-            for a, n in zip(at[types == 4].tolist(), runs[types == 4].tolist()):
-                tokens[a : a + n] -= self._text_base
-        else:
-            tokens += np.repeat(self._run_bases.take(types), runs)
-        modality = np.repeat(self._run_tags.take(types), runs)
-        segment_ids = np.repeat(np.array(dseg, dtype=np.int32), dlen)
-        starts = np.repeat(
-            np.fromiter(itertools.accumulate(dlen[:-1], initial=0), dtype=np.int32, count=len(dlen)), dlen
-        )
-        positions = np.subtract(self._arange(B * L)[: B * L], starts, out=flat.get("positions"))
-        for a in pad_at:
-            positions[a : a - a % L + L] = 0
-        if "modality" in flat:
-            flat["modality"][...] = modality
-            modality = flat["modality"]
-        if "segment_ids" in flat:
-            flat["segment_ids"][...] = segment_ids
-            segment_ids = flat["segment_ids"]
-        shape = (B, L)
-        return tokens.reshape(shape), modality.reshape(shape), segment_ids.reshape(shape), positions.reshape(shape)
+                fid.append(len(flats))
+                flats.append(np.asarray(vals[o0 + lo : o0 + max(hi, lo)], dtype=np.int32))
+                mfid.append(0 if media is None else len(flats))
+                if media is not None:
+                    flats.append(np.asarray(media, dtype=np.int32))
+                table.append((i, kind, int(rev), start, stop, nt))
+        t = np.array(table, dtype=np.int64).reshape(-1, 6)
+        size = np.array([len(x) for x in flats], dtype=np.int64)
+        fid, mfid = np.array(fid, dtype=np.int64), np.array(mfid, dtype=np.int64)
+        zero = np.zeros(len(t), dtype=np.int64)
+        spans = Spans(flats, fid, zero, size[fid], mfid, zero, size[mfid])
+        return self.render_spans(*t.T, spans, len(plans), seq_len)
 
     def render_spans(self, at, kind, rev, start, stop, nt, spans, B: int, L: int, out: dict | None = None):
         """`render_rows` for pieces whose codes lie in memory maps (`Spans`), with array
@@ -345,7 +240,7 @@ class Renderer:
             raise IntegrityError(
                 f"planned {int(fill.max())} ids for a row of {L}: a shard and its length index disagree"
             )
-        flats, fid, lo, hi, mlo, mhi = spans
+        flats, fid, lo, hi, mfid, mlo, mhi = spans
         one = len(flats) == 1
         text = kind == TEXT
         pairs = not text.all()
@@ -385,7 +280,7 @@ class Renderer:
                 for d_, a, b in zip(md.tolist(), mlo[pk].tolist(), mhi[pk].tolist()):
                     tokens[d_ : d_ + b - a] = f0[a:b]
             else:
-                for d_, f, a, b in zip(md.tolist(), fid[pk].tolist(), mlo[pk].tolist(), mhi[pk].tolist()):
+                for d_, f, a, b in zip(md.tolist(), mfid[pk].tolist(), mlo[pk].tolist(), mhi[pk].tolist()):
                     tokens[d_ : d_ + b - a] = flats[f][a:b]
         sp_at = np.concatenate(sp_at)
         sp_id = np.concatenate(sp_id)

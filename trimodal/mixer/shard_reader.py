@@ -55,7 +55,6 @@ import struct
 import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
-from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -67,6 +66,7 @@ from trimodal.dataset.storage import filesystem_for
 from trimodal.errors import IntegrityError
 from trimodal.mixer import ipc
 from trimodal.mixer.index import DatasetIndex
+from trimodal.mixer.render import Spans
 
 COLUMNS = ("text", "image", "audio")
 # Buffer numbers (offsets, values) in a record batch of the shard schema: id (validity, offsets,
@@ -162,19 +162,6 @@ class ShardFile:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-
-
-class Spans(NamedTuple):
-    """Where the codes of many document pieces lie in memory-mapped shards: piece k's text
-    window is `flats[fid[k]][start[k]:stop[k]]` and, for a pair, its image or audio codes
-    `flats[fid[k]][mstart[k]:mstop[k]]` (each flat an int32 view of a whole shard map)."""
-
-    flats: list
-    fid: np.ndarray
-    start: np.ndarray
-    stop: np.ndarray
-    mstart: np.ndarray
-    mstop: np.ndarray
 
 
 class _Batch:
@@ -459,31 +446,13 @@ class ShardData:
                 if not self._pinned:
                     self._trim()
 
-    def read_local(self, pieces: list) -> list[tuple]:
-        """Locally, the code windows of planned document pieces (SourceStream.pieces), read in
-        place from the maps, as the renderer's pieces (kind, reverse, start, stop, text codes,
-        text window, media or None). The mixer's hot path: per
-        document a few dictionary lookups and two slices, the layout LRU touched in order."""
-        with self._lock:
-            self._pinned += 1
-            try:
-                while True:
-                    try:
-                        return self._read_local(pieces)
-                    except _Relocate:
-                        continue
-            finally:
-                self._pinned -= 1
-                if not self._pinned:
-                    self._trim()
-
     def spans(self, shard, row, kind, lo, hi, nt, nm) -> Spans | None:
         """Locally from maps, where the codes of many document pieces lie (`Spans`): the text
         codes [lo, hi) of each, and a pair's image or audio codes (`kind`: render.TEXT, IMAGE,
         AUDIO), each sample's counts checked against the length index (`nt`, `nm`). Computed
         with array operations per shard and record batch, not per piece. None when a record
         batch is not addressable in place (pyarrow's fallback, unaligned buffers): use
-        `read_local` then."""
+        `fetch` then."""
         with self._lock:
             self._pinned += 1
             try:
@@ -531,7 +500,7 @@ class ShardData:
         codes = 4 * int(width.sum() + mwidth.sum())
         self.bytes_read += 8 * n + 8 * int(np.count_nonzero(kind)) + codes
         self.code_bytes += codes
-        return Spans(flats, fid, start, start + width, mstart, mstart + mwidth)
+        return Spans(flats, fid, start, start + width, fid, mstart, mstart + mwidth)
 
     def _positions(self, f: ShardFile, s: int, b: np.ndarray) -> np.ndarray | None:
         """Column positions ([k, column, (offsets, values)], int32 units of the map) of record
@@ -564,55 +533,6 @@ class ShardData:
             j = int(np.flatnonzero(bad)[0])
             self._mismatch(f, col, int(r[j]), int(got[j]), int(want[j]))
         return pos[:, 1] + o0
-
-    def _read_local(self, pieces: list) -> list[tuple]:
-        files, slots, cap = self._files, self._slots, self.cache_batches
-        out = []
-        nbytes = ncodes = touched = 0
-        for _, _, s, row, kind, rev, start, stop, nt, nm in pieces:
-            f = files.get(s)
-            if f is None:
-                f = self.file(s)
-            if f.starts is None:
-                b, r = divmod(row, BATCH_ROWS)
-            else:
-                b = int(np.searchsorted(f.starts, row, side="right")) - 1
-                r = row - int(f.starts[b])
-            key = (s, b)
-            bt = slots.get(key)
-            if bt is None:
-                o, m, _ = f.blocks[b].tolist()
-                bt = slots[key] = self._batch_from(f, s, b, self.read_raw(f, o, m))
-                while len(slots) > cap:
-                    slots.popitem(last=False)
-            else:
-                slots.move_to_end(key)
-            views = bt.views
-            off, vals = views["text"]
-            o0 = int(off[r])
-            if int(off[r + 1]) - o0 != nt:
-                self._mismatch(f, "text", r, int(off[r + 1]) - o0, nt)
-            if kind == 0:  # text: only the window shown
-                lo, hi = (start or 1) - 1, min(stop, nt + 1) - 1
-                text = vals[o0 + lo : o0 + hi] if hi > lo else _EMPTY
-                media = None
-                n = max(hi - lo, 0)
-            else:
-                text = vals[o0 : o0 + nt]
-                moff, mvals = views["image" if kind == 1 else "audio"]
-                m0 = int(moff[r])
-                if int(moff[r + 1]) - m0 != nm:
-                    self._mismatch(f, "image" if kind == 1 else "audio", r, int(moff[r + 1]) - m0, nm)
-                media = mvals[m0 : m0 + nm]
-                n = nt + nm
-                nbytes += 8
-            out.append((kind, rev, start, stop, nt, text, media))
-            nbytes += 8 + 4 * n
-            ncodes += 4 * n
-            touched += 1
-        self.bytes_read += nbytes
-        self.code_bytes += ncodes
-        return out
 
     def _open_all(self, shards: list[int]) -> dict[int, ShardFile]:
         need = [s for s in dict.fromkeys(shards) if s not in self._files]
