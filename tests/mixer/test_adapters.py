@@ -145,6 +145,31 @@ def test_worker_batches_travel_as_small_handles_to_shared_memory(mix_data):
     assert not os.path.exists(it.ring.path)  # the receiver removed the name once mapped
 
 
+def test_received_batches_the_loop_keeps_are_never_overwritten(mix_data):
+    """The training process copies batches into arrays of earlier batches only when no tensor,
+    view or array of them is alive: kept batches and views keep their values; a loop that
+    drops its batches reuses a few arrays."""
+    import pickle
+
+    from trimodal.mixer.torch_dataset import _ShmIter
+
+    cfg = mix_cfg(mix_data, global_batch=8)
+    ref = reference(cfg, 24)
+    it = _ShmIter(Mixer(cfg))
+    kept, views, seen = [], [], set()
+    for i, r in enumerate(ref):
+        got = pickle.loads(pickle.dumps(next(it)))
+        assert same(got, r)
+        seen.add(got["tokens"].data_ptr())
+        if i % 4 == 0:
+            kept.append((got, r))
+        elif i % 4 == 1:
+            views.append((got["positions"][:, 1:7], torch.as_tensor(r["positions"][:, 1:7])))
+    assert all(same(g, r) for g, r in kept)
+    assert all(torch.equal(v, w) for v, w in views)
+    assert len(seen) < len(ref) - len(kept)  # arrays of dropped batches came back
+
+
 @pytest.mark.slow
 def test_dataloader_worker_batches_through_shared_memory_leave_nothing_behind(mix_data):
     import glob

@@ -7,19 +7,25 @@ over a socket, mapped by the receiver, later unmapped and freed). For a 64 × 20
 token was measured for every loader.
 
 Here each worker owns a ring of `SLOTS` batch slots in one file under /dev/shm, created once.
-It writes a batch into the next free slot and sends only a small handle (`ShmBatch`: the file,
-the slot and the layout, ~200 bytes pickled). Unpickling the handle in the training process
-copies the arrays out of the slot into fresh tensors — pinned when CUDA is available, so that
-`.to(device, non_blocking=True)` is asynchronous — and marks the slot free. The copy keeps the
-slots independent of how long the training loop holds a batch (a ring of views would deadlock
-a loop that keeps batches), and costs ~0.1 ms per 1.7 MB. Measured with
-`bench/bench_mixer.py --only workers`: through one worker the CPU per token is 1.0-1.15× the
-in-process cost, against 2.7-3.7× before.
+It writes a batch into a free slot and sends only a small handle (`ShmBatch`: the file, the
+slot and the layout, ~200 bytes pickled). Unpickling the handle in the training process gives
+the batch as tensors, two ways:
+- Without CUDA, up to `HOLD` (half) of a ring's slots are lent: the tensors are views of the
+  slot, which goes back to the worker when the last tensor or view of that batch dies (a
+  finalizer on the array every view keeps alive). Beyond that (a loop that keeps batches) the
+  batch is copied out into arrays of earlier batches that nothing holds any more (reference
+  counts; fresh tensors cost ~400 page faults per 1.7 MB batch) and the slot is freed at once.
+  So the worker always finds a free slot and never waits on a loop that keeps batches.
+- With CUDA, copied into fresh pinned tensors, so that `.to(device, non_blocking=True)` is
+  asynchronous, and the slot freed at once (~0.1 ms per 1.7 MB).
+Measured with `bench/bench_mixer.py --only workers` (64 × 2048, one core): through one worker
+the CPU per token is 1.3-1.45× the in-process cost (which is ~0.75 ms per text batch, so the
+~0.3 ms of DataLoader queues and handles shows), against 2.7-3.7× with pickled tensors.
 
 The training process removes the file's name when it first maps it (both keep their maps), and
 the worker removes it at exit if nobody did, so no file outlives the loader. A worker whose
-ring is full (the consumer holds every slot: it cannot, as slots are released on receipt)
-waits, then fails with a clear message after `WAIT_S`.
+ring is full (the consumer holds every slot: it cannot, see above) waits, then fails with a
+clear message after `WAIT_S`.
 """
 
 from __future__ import annotations
@@ -27,11 +33,16 @@ from __future__ import annotations
 import mmap
 import os
 import secrets
+import sys
 import time
+import weakref
+from collections import deque
 
 import numpy as np
 
 SLOTS = 8  # per worker; the DataLoader keeps prefetch_factor (default 2) batches in flight
+HOLD = SLOTS // 2  # slots of a ring the training process may hold as tensors (no CUDA)
+POOL = 8  # received batches' arrays kept for reuse, per layout (training process, no CUDA)
 WAIT_S = 600.0
 _ALIGN = 64
 _HEADER = _ALIGN  # one flag byte per slot (SLOTS ≤ 64)
@@ -63,7 +74,8 @@ class SlotRing:
         finally:
             os.close(fd)
         self.flags = np.frombuffer(self.mm, dtype=np.uint8, count=slots)
-        self.next = 0
+        self.next = 0  # the slot of the last acquire
+        self._views: list[dict | None] = [None] * slots  # per slot, its arrays (made once)
         from multiprocessing import util
 
         util.Finalize(self, _unlink, args=(self.path,), exitpriority=10)
@@ -78,11 +90,14 @@ class SlotRing:
         return self.publish()
 
     def acquire(self) -> dict:
-        """The next slot's arrays, once the training process has released it (write the batch
-        into them, then `publish`)."""
-        k = self.next
+        """The arrays of a free slot (the lowest free: the training process may still hold some
+        as tensors), once there is one; write the batch into them, then `publish`."""
         waited, pause = 0.0, 0.0002
-        while self.flags[k]:
+        while True:
+            free = np.flatnonzero(self.flags == 0)
+            if len(free):  # the lowest: a few slots in turn stay in the CPU's caches
+                k = self.next = int(free[0])
+                break
             if waited > WAIT_S:
                 raise RuntimeError(
                     f"trimodal loader worker: every one of its {self.slots} shared-memory batch slots has been "
@@ -91,16 +106,19 @@ class SlotRing:
             time.sleep(pause)
             waited += pause
             pause = min(2 * pause, 0.05)
-        at = _HEADER + k * self.slot_bytes
-        return {
-            key: np.frombuffer(self.mm, dtype=dtype, count=int(np.prod(shape)), offset=at + off).reshape(shape)
-            for key, off, shape, dtype in self.layout
-        }
+        views = self._views[k]
+        if views is None:
+            at = _HEADER + k * self.slot_bytes
+            views = self._views[k] = {
+                key: np.frombuffer(self.mm, dtype=dtype, count=int(np.prod(shape)), offset=at + off).reshape(shape)
+                for key, off, shape, dtype in self.layout
+            }
+        return views
 
     def publish(self) -> ShmBatch:
+        """Hand the slot taken by the last `acquire` to the training process."""
         k = self.next
         self.flags[k] = 1
-        self.next = (k + 1) % self.slots
         return ShmBatch(self.path, self.size, k, self.slot_bytes, self.layout)
 
 
@@ -148,14 +166,59 @@ def receive(path: str, size: int, slot: int, slot_bytes: int, layout: list) -> d
     if _pin is None:
         _pin = torch.cuda.is_available()
     at = _HEADER + slot * slot_bytes
+    if not _pin and _held.get(path, 0) < HOLD:  # the slot itself, until its last tensor dies
+        owner = np.frombuffer(mm, dtype=np.uint8, count=slot_bytes, offset=at)
+        out = {}
+        for key, off, shape, dtype in layout:
+            count = int(np.prod(shape))
+            view = owner[off : off + count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
+            out[key] = torch.from_numpy(view)
+        _held[path] = _held.get(path, 0) + 1
+        weakref.finalize(owner, _release, mm, slot, path)  # every view and tensor keeps `owner`
+        return out
     out = {}
     for key, off, shape, dtype in layout:
         src = np.frombuffer(mm, dtype=dtype, count=int(np.prod(shape)), offset=at + off).reshape(shape)
-        t = torch.empty(shape, dtype=torch.from_numpy(src[:0]).dtype, pin_memory=_pin)
-        t.numpy()[...] = src
+        if _pin:
+            t = torch.empty(shape, dtype=torch.from_numpy(src[:0]).dtype, pin_memory=True)
+            t.numpy()[...] = src
+        else:
+            dst = _free_array(tuple(shape), dtype)
+            dst[...] = src
+            t = torch.from_numpy(dst)
         out[key] = t
     mm[slot] = 0  # the flag byte: the worker may reuse the slot
     return out
+
+
+_held: dict[str, int] = {}  # per ring: slots lent as tensors, not yet released
+
+
+def _release(mm: mmap.mmap, slot: int, path: str) -> None:
+    """The last tensor of a lent slot is gone: the worker may write to it again."""
+    mm[slot] = 0
+    _held[path] -= 1
+
+
+_pool: dict[tuple, deque] = {}
+
+
+def _free_array(shape: tuple, dtype: str) -> np.ndarray:
+    """An array to copy a received batch into: one of the last `POOL` made for this layout
+    that nothing holds any more (its reference count is the pool's alone: no tensor, view or
+    array of it is alive; a tensor from `torch.from_numpy` holds the array), else a new one.
+    Fresh tensors cost ~400 page faults per 1.7 MB batch, more than the copy itself."""
+    pool = _pool.setdefault((shape, dtype), deque())
+    for i, a in enumerate(pool):
+        if sys.getrefcount(a) <= 3:  # the pool, this loop's name, getrefcount's argument
+            del pool[i]
+            pool.append(a)
+            return a
+    a = np.empty(shape, dtype=dtype)
+    pool.append(a)
+    if len(pool) > POOL:
+        pool.popleft()
+    return a
 
 
 def ring_for(batch: dict, ring: SlotRing | None) -> SlotRing | None:
