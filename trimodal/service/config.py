@@ -159,6 +159,9 @@ class ServeOptions:
     request_timeout_s: float = 60.0
     retry_after_s: float = 1.0
     auth_token_env: str = DEFAULT_TOKEN_ENV
+    # The ingress replica answers HTTP on host:port itself (Ray Serve's direct ingress); false:
+    # Serve's proxy does, one more process hop per request (service/app.py for the figures).
+    direct_ingress: bool = True
     ingress: DeploymentOptions = field(default_factory=_ingress_defaults)
     text: DeploymentOptions = field(default_factory=DeploymentOptions)
     image: DeploymentOptions = field(default_factory=DeploymentOptions)
@@ -179,6 +182,12 @@ class ServeOptions:
             raise ConfigError(f"retry_after_s: must be >= 0, got {self.retry_after_s}")
         if not self.auth_token_env:
             raise ConfigError("auth_token_env: must name an environment variable")
+        if self.direct_ingress and (self.ingress.replicas != 1 or self.ingress.autoscaling is not None):
+            raise ConfigError(
+                "direct_ingress: the ingress replica itself listens on host:port, so it needs "
+                "ingress.replicas 1 and no ingress.autoscaling; set direct_ingress: false to run "
+                "several ingress replicas behind Serve's proxy"
+            )
 
     def deployment(self, modality: str) -> DeploymentOptions:
         return getattr(self, modality)
