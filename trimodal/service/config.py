@@ -17,6 +17,7 @@ serve:
   request_timeout_s: 60
   retry_after_s: 1                 # Retry-After on 503
   auth_token_env: TRIMODAL_SERVE_TOKEN
+  direct_ingress: true             # the ingress replica listens on host:port (false: Serve's proxy)
   ingress: {replicas: 1, num_cpus: 0.25, max_ongoing_requests: 256, max_queued_requests: 256}
   text:  {replicas: 1, max_batch_size: 64, batch_wait_s: 0.0}
   image: {replicas: 1, num_gpus: null, max_batch_size: 16, batch_wait_s: 0.005,
