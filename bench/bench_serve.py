@@ -2,7 +2,7 @@
 
     python bench/bench_serve.py [--seconds 5] [--clients 1,8,32] [--modalities text,image,audio]
                           [--image-px 256] [--image-resolution 64] [--audio-seconds 2]
-                          [--threads 1] [--json]
+                          [--threads 1] [--proxy] [--json]
 
 For each modality, on identical inputs and the same machine:
 
@@ -20,8 +20,9 @@ base64 work is part of what a caller pays). Besides wall-clock rates, each row r
 per CPU-second, counted from /proc over this process and every process it started (Ray's
 GCS, raylet, Serve's controller, proxy and replicas): on a machine shared with other work the
 wall-clock ratio moves with their load, the CPU ratio (the service's overhead) much less.
-A last row, ``serve floor``, is an empty Serve app (the proxy and one replica answering a fixed
-JSON) at the highest client count: what any HTTP request through Ray Serve costs on this
+A last row, ``serve floor``, is an empty Serve app (one replica answering a fixed JSON, on the
+service's port and in its mode: direct ingress by default, Serve's proxy in front with
+``--proxy``) at the highest client count: what any HTTP request through Ray Serve costs on this
 machine, the bound on how close a fast codec can get to its in-process rate.
 ``--image-resolution`` runs the image codec at another input size (its option ``image_size``;
 the small codec's grid is size / 8), i.e. with more work per image. Default ``--threads 1``: on
@@ -190,13 +191,22 @@ def load(url: str, modality: str, items: list, clients: int, seconds: float) -> 
     }
 
 
-def serve_floor(url: str, clients: int, seconds: float) -> dict:
-    """Requests/s and CPU per request of an empty Serve app (proxy + one replica)."""
+def serve_floor(url: str, clients: int, seconds: float, direct_ingress: bool) -> dict:
+    """Requests/s and CPU per request of an empty Serve app answering on the service's port in
+    the service's mode (direct ingress: one replica; else the proxy + one replica). Run after
+    the service's app is deleted: a direct-ingress port belongs to one app's ingress replica."""
     import http.client
 
     from ray import serve
 
-    @serve.deployment(max_ongoing_requests=256, ray_actor_options={"num_cpus": 0.25})
+    from trimodal.service.app import direct_ingress_env
+
+    port = int(url.rsplit(":", 1)[1])
+    actor = {"num_cpus": 0.25}
+    if direct_ingress:
+        actor["runtime_env"] = {"env_vars": direct_ingress_env(port)}
+
+    @serve.deployment(max_ongoing_requests=256, ray_actor_options=actor)
     class Echo:
         async def __call__(self, request):
             from starlette.responses import Response
@@ -205,7 +215,6 @@ def serve_floor(url: str, clients: int, seconds: float) -> dict:
             return Response(b'{"ok":true}', media_type="application/json")
 
     serve.run(Echo.bind(), name="floor", route_prefix="/floor")
-    port = int(url.rsplit(":", 1)[1])
     count, lock, stop = [0], threading.Lock(), [0.0]
 
     def worker():
@@ -274,12 +283,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--audio-seconds", type=float, default=2.0)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per codec (service and in-process)")
     ap.add_argument("--num-cpus", type=int, default=2)
+    ap.add_argument(
+        "--proxy", action="store_true", help="serve.direct_ingress: false (requests through Serve's proxy, as before)"
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
+    from ray import serve
 
     from trimodal.config import from_dict
     from trimodal.service import app
@@ -295,6 +308,7 @@ def main(argv=None) -> dict:
     serve_opts = {
         "port": free_port(),
         "ingress": {"num_cpus": 0.25, "max_ongoing_requests": 512, "max_queued_requests": 512},
+        "direct_ingress": not args.proxy,
     }
     for m in modalities:
         serve_opts[m] = {"num_cpus": 0.25, "max_queued_requests": 512}
@@ -319,7 +333,8 @@ def main(argv=None) -> dict:
                 r["vs_in_process"] = r["rps"] / ref
                 r["cpu_vs_in_process"] = r["per_cpu_s"] / ref_cpu
             results[m] = {"in_process_per_s": ref, "in_process_per_cpu_s": ref_cpu, "batch": batch, "http": rows}
-        results["serve_floor"] = serve_floor(info["url"], max(clients), args.seconds)
+        serve.delete(app.APP_NAME)
+        results["serve_floor"] = serve_floor(info["url"], max(clients), args.seconds, cfg.serve.direct_ingress)
     finally:
         app.stop()
         ray.shutdown()

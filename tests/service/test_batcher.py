@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from trimodal.service.batcher import Batcher
+from trimodal.service.batcher import Batcher, QueueFull
 
 
 def test_batches_fill_while_the_codec_is_busy():
@@ -83,6 +83,40 @@ def test_cancelled_requests_are_dropped_and_errors_stay_in_their_batch():
     assert isinstance(bad, ValueError) and isinstance(c, ValueError)
 
 
+def test_concurrent_calls_and_a_bounded_queue():
+    """The ingress's use: up to `max_concurrent` calls in flight, what arrives meanwhile waits
+    and goes in the next call, and beyond `max_queued` waiting items submit refuses at once."""
+    calls: list[list[int]] = []
+    running = [0, 0]  # now, most at once
+
+    async def codec(items):
+        calls.append(list(items))
+        running[0] += 1
+        running[1] = max(running[1], running[0])
+        await asyncio.sleep(0.05)
+        running[0] -= 1
+        return [i * 10 for i in items]
+
+    async def main():
+        b = Batcher(codec, max_batch_size=3, wait_s=0.0, max_concurrent=2, max_queued=4)
+        first = [asyncio.ensure_future(b.submit(i)) for i in (0, 1)]
+        await asyncio.sleep(0.01)  # one call of [0, 1] is running, a second slot is free
+        more = [asyncio.ensure_future(b.submit(i)) for i in (2, 3, 4)]
+        await asyncio.sleep(0.01)  # [2, 3, 4] went as the second call; both slots busy
+        waiting = [asyncio.ensure_future(b.submit(i)) for i in (5, 6, 7, 8)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFull):
+            await b.submit(9)  # 4 already wait
+        return await asyncio.gather(*first, *more, *waiting)
+
+    results = asyncio.run(main())
+    assert results == [i * 10 for i in range(9)]
+    assert calls == [[0, 1], [2, 3, 4], [5, 6, 7], [8]]
+    assert running[1] == 2
+
+
 def test_batch_size_must_be_positive():
     with pytest.raises(ValueError):
         Batcher(lambda items: items, 0, 0.0)
+    with pytest.raises(ValueError):
+        Batcher(lambda items: items, 1, 0.0, max_concurrent=0)

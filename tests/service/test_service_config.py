@@ -82,6 +82,23 @@ def test_config_defaults_and_overrides(tmp_path, tokenizer_specs):
     assert cfg.limits.max_audio_seconds == 5.0
     assert cfg.serve.image.batch_size("image") == 16 and cfg.serve.image.ongoing("image") == 32
     assert cfg.serve.ingress.ongoing(None) == 256
+    assert cfg.serve.direct_ingress is True
+    # several ingress replicas: behind Serve's proxy
+    cfg = load_serve_config(path, overrides={"direct_ingress": False, "ingress": {"replicas": 2}})
+    assert (cfg.serve.direct_ingress, cfg.serve.ingress.replicas) == (False, 2)
+
+
+def test_direct_ingress_env_pins_the_port():
+    from trimodal.service.app import direct_ingress_env
+
+    env = direct_ingress_env(8123)
+    assert env["RAY_SERVE_THROUGHPUT_OPTIMIZED"] == "1" and env["RAY_SERVE_ENABLE_DIRECT_INGRESS"] == "1"
+    # Serve allocates ingress ports from range(min, max): exactly the configured one
+    ports = range(
+        int(env["RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT"]), int(env["RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT"])
+    )
+    assert list(ports) == [8123]
+    assert all(isinstance(v, str) for v in env.values())
 
 
 @pytest.mark.parametrize(
@@ -94,6 +111,8 @@ def test_config_defaults_and_overrides(tmp_path, tokenizer_specs):
         ({"max_request_bytes": 10}, "max_request_bytes"),
         ({"port": 70000}, "port"),
         ({"image": {"batch_wait_s": "soon"}}, "serve.image.batch_wait_s"),
+        ({"ingress": {"replicas": 2}}, "direct_ingress"),
+        ({"ingress": {"autoscaling": {"max_replicas": 2}}}, "direct_ingress"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text_tokenizer_path, serve, key):

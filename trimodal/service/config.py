@@ -17,6 +17,7 @@ serve:
   request_timeout_s: 60
   retry_after_s: 1                 # Retry-After on 503
   auth_token_env: TRIMODAL_SERVE_TOKEN
+  direct_ingress: true             # the ingress replica listens on host:port (false: Serve's proxy)
   ingress: {replicas: 1, num_cpus: 0.25, max_ongoing_requests: 256, max_queued_requests: 256}
   text:  {replicas: 1, max_batch_size: 64, batch_wait_s: 0.0}
   image: {replicas: 1, num_gpus: null, max_batch_size: 16, batch_wait_s: 0.005,
@@ -159,6 +160,9 @@ class ServeOptions:
     request_timeout_s: float = 60.0
     retry_after_s: float = 1.0
     auth_token_env: str = DEFAULT_TOKEN_ENV
+    # The ingress replica answers HTTP on host:port itself (Ray Serve's direct ingress); false:
+    # Serve's proxy does, one more process hop per request (service/app.py for the figures).
+    direct_ingress: bool = True
     ingress: DeploymentOptions = field(default_factory=_ingress_defaults)
     text: DeploymentOptions = field(default_factory=DeploymentOptions)
     image: DeploymentOptions = field(default_factory=DeploymentOptions)
@@ -179,6 +183,12 @@ class ServeOptions:
             raise ConfigError(f"retry_after_s: must be >= 0, got {self.retry_after_s}")
         if not self.auth_token_env:
             raise ConfigError("auth_token_env: must name an environment variable")
+        if self.direct_ingress and (self.ingress.replicas != 1 or self.ingress.autoscaling is not None):
+            raise ConfigError(
+                "direct_ingress: the ingress replica itself listens on host:port, so it needs "
+                "ingress.replicas 1 and no ingress.autoscaling; set direct_ingress: false to run "
+                "several ingress replicas behind Serve's proxy"
+            )
 
     def deployment(self, modality: str) -> DeploymentOptions:
         return getattr(self, modality)
