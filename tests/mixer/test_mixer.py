@@ -392,12 +392,16 @@ def _per_document(m: Mixer) -> Mixer:
     return m
 
 
+@pytest.mark.parametrize("per_shard", [0, 10**6])  # spans located per shard, or piece by piece
 @pytest.mark.parametrize("world", [1, 3])
 @pytest.mark.parametrize("pack", [True, None])
-def test_map_path_equals_the_per_document_path(mix_data, world, pack):
+def test_map_path_equals_the_per_document_path(mix_data, world, pack, per_shard, monkeypatch):
     """On memory-mapped shards a batch is rendered from its piece table with array operations:
     byte for byte what the per-document path renders, for text windows and pairs in both
     directions, over three datasets, with the same state and bytes counted."""
+    from trimodal.mixer import shard_reader
+
+    monkeypatch.setattr(shard_reader, "PIECES_PER_SHARD", per_shard)
     opts = {n: {"pack": pack, "reverse_prob": 0.5} for n in mix_data}
     cfg = mix_cfg(mix_data, global_batch=6, source_opts=opts)
     fast = Mixer(cfg, rank=world - 1, world_size=world, with_docs=True)

@@ -97,7 +97,11 @@ def test_s3_read_ahead_keeps_the_stream_and_its_state(many_shards, s3_bucket):
     assert same(next(resumed), next(plain))
 
 
-def test_index_and_shard_that_disagree_are_named(tmp_path):
+@pytest.mark.parametrize("path_", ["per_shard", "piece_by_piece", "ranges"])
+def test_index_and_shard_that_disagree_are_named(tmp_path, monkeypatch, path_):
+    from trimodal.mixer import shard_reader
+
+    monkeypatch.setattr(shard_reader, "PIECES_PER_SHARD", 10**6 if path_ == "piece_by_piece" else 0)
     path = build(tmp_path / "d", text_rows(300, lo=5, hi=30), shard_rows=300)
     ds = Dataset.open(path)
     entry = ds.shards[0]
@@ -113,6 +117,8 @@ def test_index_and_shard_that_disagree_are_named(tmp_path):
     assert len(data) == entry["index"]["bytes"]
     index.write_bytes(data)
     m = Mixer({"sources": [{"name": "t", "dataset": path, "share": 1}], "seq_len": 64, "global_batch": 2})
+    if path_ == "ranges":
+        m._mapped = dict.fromkeys(m._mapped, False)
     with pytest.raises(IntegrityError, match="part-00000.*length index"):
         next(m)
 

@@ -82,6 +82,7 @@ WHOLE = 0.25  # S3: a record batch is fetched whole once a rank has asked this p
 _HASH_CHUNK = 16 << 20
 _EMPTY = np.zeros(0, dtype=np.int32)
 _UNKNOWN, _UNADDRESSABLE = -2, -3  # ShardFile.at_table entries not (yet) positions
+PIECES_PER_SHARD = 12  # spans: fewer pieces per shard than this in a batch: piece by piece
 
 
 def is_remote(uri: str) -> bool:
@@ -102,6 +103,7 @@ class ShardFile:
         self.mm = self.f = self.fd = None  # a map, or a file read by pread (local), or an S3 file
         self.flat: np.ndarray | None = None  # the map as int32 (spans), made on first use
         self.at_table: np.ndarray | None = None  # column positions per record batch (spans)
+        self.at_rows: dict[int, list] = {}  # the same as lists, for the piece-by-piece path
         verify = ds._mode(s)
         try:
             if self.local:
@@ -473,6 +475,8 @@ class ShardData:
         mstart, mwidth = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
         s0 = int(shard[0]) if n else 0
         shards = [s0] if n == 0 or (shard == s0).all() else np.unique(shard).tolist()
+        if len(shards) * PIECES_PER_SHARD > n:  # few pieces per shard: array calls cost more
+            return self._spans_each(shard, row, kind, lo, hi, nt, nm)
         flats = []
         for s in shards:
             sel = slice(None) if len(shards) == 1 else np.flatnonzero(shard == s)
@@ -501,6 +505,57 @@ class ShardData:
         self.bytes_read += 8 * n + 8 * int(np.count_nonzero(kind)) + codes
         self.code_bytes += codes
         return Spans(flats, fid, start, start + width, fid, mstart, mstart + mwidth)
+
+    def _spans_each(self, shard, row, kind, lo, hi, nt, nm) -> Spans | None:
+        """`_spans` piece by piece: for a batch spread over many shards (a global shuffle of a
+        large dataset), where a handful of array calls per shard would cost more (~30 µs per
+        shard against ~2 µs per piece)."""
+        n = len(shard)
+        flats, slot = [], {}
+        start, fid, mstart, mwidth = [0] * n, [0] * n, [0] * n, [0] * n
+        S, R, K, LO, NT, NM = (x.tolist() for x in (shard, row, kind, lo, nt, nm))
+        for k in range(n):
+            s, r = S[k], R[k]
+            j = slot.get(s)
+            if j is None:
+                f = self._files.get(s) or self.file(s)
+                if f.flat is None:
+                    f.flat = np.frombuffer(f.mm, np.int32, f.size // 4)
+                j = slot[s] = len(flats)
+                flats.append(f)
+            f = flats[j]
+            if f.starts is None:
+                b, r = divmod(r, BATCH_ROWS)
+            else:
+                b = int(np.searchsorted(f.starts, r, side="right")) - 1
+                r -= int(f.starts[b])
+            at = f.at_rows.get(b)
+            if at is None:
+                at = f.at_rows[b] = self._positions(f, s, np.array([b]))
+                if at is None:
+                    return None
+                at = f.at_rows[b] = at[0].tolist()
+            flat = f.flat
+            (to, tv), kk = at[0], K[k]
+            o0 = int(flat[to + r]) if to >= 0 else 0
+            got = int(flat[to + r + 1]) - o0 if to >= 0 else 0
+            if got != NT[k]:
+                self._mismatch(f, "text", r, got, NT[k])
+            start[k], fid[k] = tv + o0 + LO[k], j
+            if kk:
+                mo, mv = at[kk]
+                m0 = int(flat[mo + r]) if mo >= 0 else 0
+                got = int(flat[mo + r + 1]) - m0 if mo >= 0 else 0
+                if got != NM[k]:
+                    self._mismatch(f, COLUMNS[kk], r, got, NM[k])
+                mstart[k], mwidth[k] = mv + m0, got
+        start, fid = np.array(start, dtype=np.int64), np.array(fid, dtype=np.int64)
+        mstart, mwidth = np.array(mstart, dtype=np.int64), np.array(mwidth, dtype=np.int64)
+        width = hi - lo
+        codes = 4 * int(width.sum() + mwidth.sum())
+        self.bytes_read += 8 * n + 8 * int(np.count_nonzero(kind)) + codes
+        self.code_bytes += codes
+        return Spans([f.flat for f in flats], fid, start, start + width, fid, mstart, mstart + mwidth)
 
     def _positions(self, f: ShardFile, s: int, b: np.ndarray) -> np.ndarray | None:
         """Column positions ([k, column, (offsets, values)], int32 units of the map) of record
