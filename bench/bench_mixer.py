@@ -280,8 +280,8 @@ def run_mixer(paths: dict, seconds: float, seq_len: int, pack_pairs: bool, worke
         cpu = tree_cpu
     seg = "segment_ids"
 
-    def count(batch):
-        return {"_": int((batch[seg] != 0).sum())}
+    def count(batch):  # numpy on both paths (a loader worker's batch holds tensors)
+        return {"_": int(np.count_nonzero(np.asarray(batch[seg])))}
 
     r = timed(items, seconds, count, warmup=3, cpu=cpu)
     if m is not None:

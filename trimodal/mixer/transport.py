@@ -19,9 +19,9 @@ the batch as tensors, two ways:
 - With CUDA, copied into fresh pinned tensors, so that `.to(device, non_blocking=True)` is
   asynchronous, and the slot freed at once (~0.1 ms per 1.7 MB).
 Measured with `bench/bench_mixer.py --only workers` (64 × 2048, one core): through one worker
-the CPU per token is 1.26× the in-process cost for a tri-modal mix and 1.6× for text (whose
+the CPU per token is 1.2× the in-process cost for a tri-modal mix and 1.38× for text (whose
 in-process batch is only ~0.75 ms: the handles and DataLoader queues cost 0.16 ms per batch,
-and a worker sharing the trainer's core renders ~1.5× slower), against 2.7-3.7× with pickled
+and a worker sharing the trainer's core renders more slowly), against 2.7-3.7× with pickled
 tensors.
 
 The training process removes the file's name when it first maps it (both keep their maps), and
