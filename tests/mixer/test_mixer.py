@@ -417,16 +417,27 @@ def test_map_path_equals_the_per_document_path(mix_data, world, pack, per_shard,
     assert all(f[d]["code_bytes"] == s[d]["code_bytes"] > 0 for d in f)
 
 
-def test_piece_table_holds_the_pieces_of_each_row(mix_data):
-    m = Mixer(mix_cfg(mix_data, source_opts={"text": {"pack": True}}))
-    st_ = m.streams["text"]
-    for _ in range(12):
-        st_.take()
-    serials = [0, 1, 2, 5, 6, 11]
-    table = st_.piece_table(serials)
+def test_piece_table_tiles_each_row_with_document_windows(mix_data):
+    """Rows handed out in any subset: each row's pieces are windows of whole documents laid end
+    to end, filling exactly the tokens `take` reported; a text document split across rows
+    continues where the previous row stopped."""
     from trimodal.mixer.packer import segments
 
-    assert segments(table, len(serials)) == [st_.pieces(s) for s in serials]
+    m = Mixer(mix_cfg(mix_data, source_opts={"text": {"pack": True}}))
+    st_ = m.streams["text"]
+    fills = [st_.take() for _ in range(12)]
+    serials = [0, 1, 2, 5, 6, 11]
+    rows = segments(st_.piece_table(serials), len(serials))
+    every = segments(st_.piece_table(list(range(12))), 12)
+    assert rows == [every[s] for s in serials]
+    for s, pieces in enumerate(every):
+        assert sum(p.stop - p.start for p in pieces) == fills[s]
+        assert all(0 <= p.start < p.stop <= p.text_codes + 2 for p in pieces)
+        assert all(p.start == 0 for p in pieces[1:])  # only a row's first piece continues a document
+        assert all(p.stop == p.text_codes + 2 for p in pieces[:-1])  # only its last may be cut
+        if s and every[s - 1][-1].stop < every[s - 1][-1].text_codes + 2:
+            prev = every[s - 1][-1]
+            assert (pieces[0].sample, pieces[0].start) == (prev.sample, prev.stop)
 
 
 @pytest.mark.parametrize("modality,code", [("image", 64), ("audio", 32), ("text", -1)])

@@ -25,10 +25,10 @@ per CPU-second for one source and ~0.45M for 256 sources (0.3 ms per global batc
 at any W); a rank at W = 64 reads 1.1-1.25× the code bytes it renders. On S3 the next `read_ahead` global
 batches (default 2) are planned ahead and their documents fetched on a background thread.
 
-Rendering: on memory-mapped shards a rank's rows go from the plan to the output as arrays (a
-piece table, the codes' places in the maps, `Renderer.render_spans`), with one slice copy per
-code run as the only per-document Python; read by ranges (S3, pread) they go through per-row
-pieces (`render_rows`). In a plain loop each batch is rendered into the arrays of the batch
+Rendering: a rank's rows go from the plan to the output as arrays (a piece table, where the
+codes lie — places in the shard maps, or windows fetched by ranges on S3 and by pread —
+`Renderer.render_spans`), with one slice copy per code run as the only per-document Python.
+In a plain loop each batch is rendered into the arrays of the batch
 before last when nothing else holds them (reference counts): fresh 1.7 MB arrays cost ~300
 page faults per 64 × 2048 batch, a third of a text batch's CPU. The price: the mixer keeps
 the last two batches' arrays alive (3.4 MB at 64 × 2048).

@@ -60,7 +60,7 @@ _NF = 12
 
 
 class Segment(NamedTuple):
-    """One document piece of a planned row (what `SourceStream.pieces` returns)."""
+    """One document piece of a planned row (`segments` of a piece table)."""
 
     epoch: int
     sample: int  # g: the sample's index in its dataset
@@ -429,24 +429,11 @@ class SourceStream:
         }
         self.exhausted = True
 
-    def pieces(self, serial: int) -> list[Segment]:
-        """The document pieces of row `serial` (a row handed out since the last `release`):
-        (epoch, g, shard, row in shard, kind, reverse, start, stop, text codes, media codes)."""
-        i = serial - self._q0 + 1
-        P, Q = self._Q[i - 1], self._Q[i]
-        C = self._C
-        a, b = bisect_right(C, P) - 1, bisect_left(C, Q)
-        out = []
-        for k, (ep, _, g, sh, row, kind, rev, nt, nm, n) in enumerate(self._D[a:b, EP : N + 1].tolist()):
-            c = C[a + k]
-            out.append(Segment(ep, g, sh, row, kind, rev == 1, max(P, c) - c, min(Q, c + n) - c, nt, nm))
-        return out
-
     def piece_table(self, serials: list[int]) -> np.ndarray:
         """The pieces of many rows handed out since the last `release`, as one int64 array
         [pieces, 11]: column 0 the row's place in `serials`, then the `Segment` fields. The
-        vectorized form of `pieces` (a few array operations per batch instead of a tuple per
-        document): the mixer's fast path renders from it directly."""
+        mixer renders from it directly (a few array operations per batch instead of a tuple
+        per document); `segments` turns it into per-row `Segment`s."""
         Q, q1 = self._Q, 1 - self._q0
         P = np.array([Q[s + q1 - 1] for s in serials], dtype=np.int64)
         E = np.array([Q[s + q1] for s in serials], dtype=np.int64)

@@ -5,17 +5,15 @@
     audio-text    <bos> <t2s> transcript <boa> a a a <eoa> <eos>  reverse: <bos> <s2t> <boa> a a a <eoa> transcript <eos>
 
 Lengths are closed-form from code counts (`doc_lengths`), which is what lets every rank plan
-the whole global stream from Arrow offsets alone. Three renderers, one output:
-- `render_spans`, the mixer's path on memory-mapped shards: the batch arrives as a piece table
-  (numpy columns) and the places of its codes in the maps; structure tokens, padding, segment
-  ids, positions, codebook bases and checks are array operations over the batch, and the only
-  per-document Python is one slice copy per code run. Measured (bench_mixer.py, one core):
-  ~0.7 ms per 64 × 2048 text batch, level with litdata's block loader, ~2× `render_rows`.
-- `render_rows`, for pieces read by ranges (S3, pread): the batch as runs (code views,
-  constant special and padding runs), materialized by one concatenation and a few repeats; a
-  few list appends per document.
-- `write` renders one document window part by part: the plain reference both are tested
-  against.
+the whole global stream from Arrow offsets alone. Two renderers, one output:
+- `Renderer.render_spans`, the mixer's: the batch arrives as a piece table (numpy columns) and
+  where each piece's codes lie (`Spans`: places in shard maps, or fetched windows when read by
+  ranges); structure tokens, padding, segment ids, positions, codebook bases and checks are
+  array operations over the batch, and the only per-document Python is one slice copy per
+  code run. Measured (bench_mixer.py, one core): ~0.7 ms per 64 × 2048 text batch, level with
+  litdata's block loader, ~2× faster than the per-document renderer it replaced.
+  `render_batch` feeds it from per-document inputs (the tests' entry).
+- `write` renders one document window part by part: the plain reference it is tested against.
 
 Per-token modality: text/image/audio codes are tagged with their modality, every structure
 token (<bos>, <t2i>, <boi>, ...) with "special", padding with "pad".
@@ -74,6 +72,17 @@ class Spans(NamedTuple):
     mstop: np.ndarray
 
 
+def _copy_runs(out: np.ndarray, dst: np.ndarray, flats: list, fid: np.ndarray, lo: np.ndarray, hi: np.ndarray):
+    """out[dst[k]:] = flats[fid[k]][lo[k]:hi[k]] for every k: the one per-run Python loop."""
+    if len(flats) == 1:
+        f0 = flats[0]
+        for d, a, b in zip(dst.tolist(), lo.tolist(), hi.tolist()):
+            out[d : d + b - a] = f0[a:b]
+    else:
+        for d, f, a, b in zip(dst.tolist(), fid.tolist(), lo.tolist(), hi.tolist()):
+            out[d : d + b - a] = flats[f][a:b]
+
+
 def _first_outside(a: np.ndarray, starts: np.ndarray, lens: np.ndarray, limit: int) -> int:
     """The first of the runs a[start:start + len] (in increasing, non-overlapping order) with
     a value outside [0, limit), or -1: two `reduceat` passes, not a call per run."""
@@ -110,21 +119,7 @@ class Renderer:
             self._audio_pattern = start + (np.arange(1 << 16, dtype=np.int32) % self.audio_levels) * size
         else:
             self.audio_levels = 0
-        # Codebook base per modality tag, added to a whole batch at once (specials and padding
-        # are written as ids; audio runs are written with their per-level offsets).
-        self._base_by_tag = np.zeros(max(MODALITY_IDS.values()) + 1, dtype=np.int32)
-        if self.text_base is not None:
-            self._base_by_tag[_TEXT] = self.text_base
-        if self.image_base is not None:
-            self._base_by_tag[_IMAGE] = self.image_base
-        run = lambda *names: np.array([sp(x) for x in names], dtype=np.int32)  # noqa: E731
-        self._bos_run, self._eos_run = run("<bos>"), run("<eos>")
-        self._heads = {}
-        for kind, (fwd, rev, begin, end) in self._pair.items():
-            name = vocab.specials
-            self._heads[kind, False] = (run("<bos>", name[fwd]), run(name[begin]), run(name[end], "<eos>"))
-            self._heads[kind, True] = (run("<bos>", name[rev], name[begin]), run(name[end]), run("<eos>"))
-        # per pair kind (index: IMAGE, AUDIO): its structure ids, media base and tag (spans path)
+        # per pair kind (index: IMAGE, AUDIO): its structure ids, media base and tag
         ids = np.zeros((4, 3), dtype=np.int32)
         for kind, four in self._pair.items():
             ids[:, kind] = four
@@ -138,22 +133,14 @@ class Renderer:
         if self.audio_levels:
             self._level_offsets = self._audio_pattern - self._audio_pattern[0]
         self._aranges = np.arange(2, dtype=np.int32)
-        self._pads = np.zeros(0, dtype=np.int32)
         # id → modality tag: a rendered batch is checked against it (a code outside its codebook
         # would otherwise silently become another modality's id)
         self.id_modality = vocab.modality_of(np.arange(vocab.size)).astype(np.int8)
-        # per-run codebook bases and sizes (a code must be below its size)
-        self._no_limit = np.iinfo(np.int32).max
+        # codebook bases and sizes (a code must be below its size)
         self._text_base = self.text_base or 0
-        self._image_base = self.image_base
         self._text_size = vocab.range("text")[1] - vocab.range("text")[0] if vocab.has("text") else 0
         self._image_size = vocab.range("image")[1] - vocab.range("image")[0] if vocab.has("image") else 0
         self._audio_size = (vocab.range("audio", 0)[1] - vocab.range("audio", 0)[0]) if vocab.has("audio") else 0
-        self._run_tags = np.array([_SPECIAL, _TEXT, _IMAGE, _AUDIO, _PAD], dtype=np.int8)
-        self._run_bases = np.array([0, self._text_base, self._image_base or 0, 0, 0], dtype=np.int32)
-        big = self._no_limit
-        self._run_limits = np.array([big, self._text_size, self._image_size, big, big], dtype=np.int32)
-        self._specials_below_text = max(self.bos, self.eos, vocab.pad_id) < self._text_size
         self.check = True  # compare every code with its codebook size while rendering
         self.bad, self.bad_at = False, None  # (row, piece) of an audio code out of its codebook
 
@@ -220,12 +207,14 @@ class Renderer:
         return self.render_spans(*t.T, spans, len(plans), seq_len)
 
     def render_spans(self, at, kind, rev, start, stop, nt, spans, B: int, L: int, out: dict | None = None):
-        """`render_rows` for pieces whose codes lie in memory maps (`Spans`), with array
-        operations per batch: a slice copy per code run (one per text piece, two per pair) is
-        the only per-document Python. Piece k (in row order) is the window [start, stop) of
-        a document of kind `kind[k]` with `nt[k]` text codes, in row `at[k]` of the B rows
-        (pairs are whole); rows without pieces are all padding. The same output as
-        `render_rows` (the tests compare them)."""
+        """Render a batch into (tokens, modality, segment_ids, positions) arrays [B, L] from
+        its pieces and where their codes lie (`Spans`), with array operations per batch: a
+        slice copy per code run (one per text piece, two per pair) is the only per-document
+        Python. Piece k (in row order) is the window [start, stop) of a document of kind
+        `kind[k]` with `nt[k]` text codes, in row `at[k]` of the B rows (pairs are whole);
+        rows without pieces are all padding. `out`: arrays [B, L] to render into (any of the
+        four keys; e.g. a shared-memory slot). Afterwards `self.bad` says whether a code lay
+        outside its codebook (`bad_at`: (row, piece) of an audio code past its level's)."""
         flat = {k: v.reshape(-1) for k, v in out.items()} if out is not None else {}
         size = B * L
         tokens = flat["tokens"] if "tokens" in flat else np.empty(size, dtype=np.int32)
@@ -241,7 +230,6 @@ class Renderer:
                 f"planned {int(fill.max())} ids for a row of {L}: a shard and its length index disagree"
             )
         flats, fid, lo, hi, mfid, mlo, mhi = spans
-        one = len(flats) == 1
         text = kind == TEXT
         pairs = not text.all()
         # where the codes go: a text piece's window after its <bos> (if shown); a pair's text
@@ -253,13 +241,7 @@ class Renderer:
             mdst = np.where(rv, dst + 3, dst + nt + 3)
         else:
             tdst = dst + (start == 0)
-        if one:
-            f0 = flats[0]
-            for d, a, b in zip(tdst.tolist(), lo.tolist(), hi.tolist()):
-                tokens[d : d + b - a] = f0[a:b]
-        else:
-            for d, f, a, b in zip(tdst.tolist(), fid.tolist(), lo.tolist(), hi.tolist()):
-                tokens[d : d + b - a] = flats[f][a:b]
+        _copy_runs(tokens, tdst, flats, fid, lo, hi)
         # structure tokens: (position, id); their places hold code 0 while codes are checked
         bos = dst[start == 0]
         eos = (dst + n - 1)[text & (stop == nt + 2)]
@@ -276,12 +258,7 @@ class Renderer:
             fwd, bwd, begin, end = self._pair_ids[:, mk]
             sp_at += [d + 1, np.where(r, d + 2, d + t + 2), np.where(r, d + m + 3, d + t + m + 3), d + t + m + 4]
             sp_id += [np.where(r, bwd, fwd), begin, end, np.full(len(pk), self.eos, np.int32)]
-            if one:
-                for d_, a, b in zip(md.tolist(), mlo[pk].tolist(), mhi[pk].tolist()):
-                    tokens[d_ : d_ + b - a] = f0[a:b]
-            else:
-                for d_, f, a, b in zip(md.tolist(), mfid[pk].tolist(), mlo[pk].tolist(), mhi[pk].tolist()):
-                    tokens[d_ : d_ + b - a] = flats[f][a:b]
+            _copy_runs(tokens, md, flats, mfid[pk], mlo[pk], mhi[pk])
         sp_at = np.concatenate(sp_at)
         sp_id = np.concatenate(sp_id)
         pads = [(r * L + k, r * L + L) for r, k in enumerate(fill.tolist()) if k < L]
@@ -350,11 +327,6 @@ class Renderer:
             positions[a:b] = 0
         shape = (B, L)
         return tokens.reshape(shape), modality.reshape(shape), segment_ids.reshape(shape), positions.reshape(shape)
-
-    def _pad_run(self, n: int) -> np.ndarray:
-        if len(self._pads) < n:
-            self._pads = np.full(n, self.vocab.pad_id, dtype=np.int32)
-        return self._pads
 
     def _arange(self, n: int) -> np.ndarray:
         if len(self._aranges) <= n:

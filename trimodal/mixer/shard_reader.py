@@ -435,18 +435,7 @@ class ShardData:
         cols a list of (column, lo, hi, count): codes [lo, hi) of that column, whose row must
         hold `count` codes (from the length index). Returns per request one int32 array per col
         (zero-copy views of the map locally; slices of the fetched spans on S3)."""
-        with self._lock:
-            self._pinned += 1
-            try:
-                while True:
-                    try:
-                        return self._fetch(reqs)
-                    except _Relocate:
-                        continue
-            finally:
-                self._pinned -= 1
-                if not self._pinned:
-                    self._trim()
+        return self._pinned_call(self._fetch, reqs)
 
     def spans(self, shard, row, kind, lo, hi, nt, nm) -> Spans | None:
         """Locally from maps, where the codes of many document pieces lie (`Spans`): the text
@@ -455,12 +444,17 @@ class ShardData:
         with array operations per shard and record batch, not per piece. None when a record
         batch is not addressable in place (pyarrow's fallback, unaligned buffers): use
         `fetch` then."""
+        return self._pinned_call(self._spans, shard, row, kind, lo, hi, nt, nm)
+
+    def _pinned_call(self, fn, *args):
+        """fn(*args) under the lock with the caches pinned (no file or layout is closed while
+        it runs), again after a relocation (a shard found not BATCH_ROWS-regular)."""
         with self._lock:
             self._pinned += 1
             try:
                 while True:
                     try:
-                        return self._spans(shard, row, kind, lo, hi, nt, nm)
+                        return fn(*args)
                     except _Relocate:
                         continue
             finally:
@@ -500,9 +494,14 @@ class ShardData:
                 mwidth[idx] = nm[idx]
             fid[sel] = len(flats)
             flats.append(f.flat)
+        return self._counted(flats, fid, start, mstart, mwidth, kind, lo, hi)
+
+    def _counted(self, flats, fid, start, mstart, mwidth, kind, lo, hi) -> Spans:
+        """The spans, their bytes counted as the ranged reads count them (8 bytes of offsets per
+        column read, then the codes)."""
         width = hi - lo
         codes = 4 * int(width.sum() + mwidth.sum())
-        self.bytes_read += 8 * n + 8 * int(np.count_nonzero(kind)) + codes
+        self.bytes_read += 8 * len(fid) + 8 * int(np.count_nonzero(kind)) + codes
         self.code_bytes += codes
         return Spans(flats, fid, start, start + width, fid, mstart, mstart + mwidth)
 
@@ -551,11 +550,7 @@ class ShardData:
                 mstart[k], mwidth[k] = mv + m0, got
         start, fid = np.array(start, dtype=np.int64), np.array(fid, dtype=np.int64)
         mstart, mwidth = np.array(mstart, dtype=np.int64), np.array(mwidth, dtype=np.int64)
-        width = hi - lo
-        codes = 4 * int(width.sum() + mwidth.sum())
-        self.bytes_read += 8 * n + 8 * int(np.count_nonzero(kind)) + codes
-        self.code_bytes += codes
-        return Spans([f.flat for f in flats], fid, start, start + width, fid, mstart, mstart + mwidth)
+        return self._counted([f.flat for f in flats], fid, start, mstart, mwidth, kind, lo, hi)
 
     def _positions(self, f: ShardFile, s: int, b: np.ndarray) -> np.ndarray | None:
         """Column positions ([k, column, (offsets, values)], int32 units of the map) of record
