@@ -151,23 +151,29 @@ def test_received_batches_the_loop_keeps_are_never_overwritten(mix_data):
     drops its batches reuses a few arrays."""
     import pickle
 
+    from trimodal.mixer import transport
     from trimodal.mixer.torch_dataset import _ShmIter
 
     cfg = mix_cfg(mix_data, global_batch=8)
     ref = reference(cfg, 24)
     it = _ShmIter(Mixer(cfg))
-    kept, views, seen = [], [], set()
+    before = dict(transport.counts)
+    kept, views = [], []
     for i, r in enumerate(ref):
         got = pickle.loads(pickle.dumps(next(it)))
         assert same(got, r)
-        seen.add(got["tokens"].data_ptr())
         if i % 4 == 0:
             kept.append((got, r))
         elif i % 4 == 1:
             views.append((got["positions"][:, 1:7], torch.as_tensor(r["positions"][:, 1:7])))
     assert all(same(g, r) for g, r in kept)
     assert all(torch.equal(v, w) for v, w in views)
-    assert len(seen) < len(ref) - len(kept)  # arrays of dropped batches came back
+    lent, copied, reused = (transport.counts[k] - before[k] for k in ("lent", "copied", "reused"))
+    assert lent == transport.HOLD + 2  # two lent batches were dropped, so two more were lent
+    assert lent + copied == len(ref)
+    # Once the kept batches hold the lent slots, batches are copied; each one received two
+    # after a dropped copied batch (8 of them) finds all that batch's arrays free.
+    assert reused >= 8 * len(ref[0])
 
 
 @pytest.mark.slow

@@ -44,7 +44,7 @@ import numpy as np
 
 SLOTS = 8  # per worker; the DataLoader keeps prefetch_factor (default 2) batches in flight
 HOLD = SLOTS // 2  # slots of a ring the training process may hold as tensors (no CUDA)
-POOL = 8  # received batches' arrays kept for reuse, per layout (training process, no CUDA)
+POOL = 8  # received batches' arrays kept for reuse, per key and layout (training process, no CUDA)
 WAIT_S = 600.0
 _ALIGN = 64
 _HEADER = _ALIGN  # one flag byte per slot (SLOTS ≤ 64)
@@ -176,6 +176,7 @@ def receive(path: str, size: int, slot: int, slot_bytes: int, layout: list) -> d
             view = owner[off : off + count * np.dtype(dtype).itemsize].view(dtype).reshape(shape)
             out[key] = torch.from_numpy(view)
         _held[path] = _held.get(path, 0) + 1
+        counts["lent"] += 1
         weakref.finalize(owner, _release, mm, slot, path)  # every view and tensor keeps `owner`
         return out
     out = {}
@@ -185,11 +186,12 @@ def receive(path: str, size: int, slot: int, slot_bytes: int, layout: list) -> d
             t = torch.empty(shape, dtype=torch.from_numpy(src[:0]).dtype, pin_memory=True)
             t.numpy()[...] = src
         else:
-            dst = _free_array(tuple(shape), dtype)
+            dst = _free_array(key, tuple(shape), dtype)
             dst[...] = src
             t = torch.from_numpy(dst)
         out[key] = t
     mm[slot] = 0  # the flag byte: the worker may reuse the slot
+    counts["copied"] += 1
     return out
 
 
@@ -203,18 +205,23 @@ def _release(mm: mmap.mmap, slot: int, path: str) -> None:
 
 
 _pool: dict[tuple, deque] = {}
+counts = {"lent": 0, "copied": 0, "reused": 0}  # received batches, and arrays that came back from the pool
 
 
-def _free_array(shape: tuple, dtype: str) -> np.ndarray:
-    """An array to copy a received batch into: one of the last `POOL` made for this layout
+def _free_array(key: str, shape: tuple, dtype: str) -> np.ndarray:
+    """An array to copy a received batch's `key` into: one of the last `POOL` made for it
     that nothing holds any more (its reference count is the pool's alone: no tensor, view or
     array of it is alive; a tensor from `torch.from_numpy` holds the array), else a new one.
     Fresh tensors cost ~400 page faults per 1.7 MB batch, more than the copy itself."""
-    pool = _pool.setdefault((shape, dtype), deque())
-    for i, a in enumerate(pool):
-        if sys.getrefcount(a) <= 3:  # the pool, this loop's name, getrefcount's argument
+    pool = _pool.setdefault((key, shape, dtype), deque())
+    for i in range(len(pool)):
+        # Nothing but the pool holds it (the other reference is getrefcount's argument). An
+        # `enumerate` loop would not do: its reused result tuple holds the array too.
+        if sys.getrefcount(pool[i]) <= 2:
+            a = pool[i]
             del pool[i]
             pool.append(a)
+            counts["reused"] += 1
             return a
     a = np.empty(shape, dtype=dtype)
     pool.append(a)
