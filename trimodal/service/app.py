@@ -31,7 +31,8 @@ Bounded queues: each codec deployment has `max_ongoing_requests` per replica (2 
 default) and `max_queued_requests`; beyond them the ingress gets `BackPressureError` (or, for
 text, finds `max_queued_requests` already waiting to be sent) at once and answers 503 with
 Retry-After, and the ingress's own queue is bounded the same way by Serve (its
-`BackpressureConfig`, also 503 + Retry-After). A replica that dies fails only the requests it
+`BackpressureConfig`: 503 + Retry-After at once, with Serve's plain-text body "Request dropped
+due to backpressure" instead of the JSON error; tests/service/test_ingress_queue.py). A replica that dies fails only the requests it
 held (503, "unavailable"); Serve restarts it and routes new requests to the others.
 
 Auth: the ingress receives only the sha256 of the bearer token (the token itself never leaves
