@@ -88,6 +88,16 @@ def test_config_defaults_and_overrides(tmp_path, tokenizer_specs):
     assert (cfg.serve.direct_ingress, cfg.serve.ingress.replicas) == (False, 2)
 
 
+def test_ingress_goes_to_the_head_node_with_direct_ingress():
+    from trimodal.service.app import HEAD_NODE, _ingress_actor
+    from trimodal.service.config import DeploymentOptions
+
+    g = DeploymentOptions(num_cpus=0.5, resources={"edge": 0.1})
+    assert _ingress_actor(g, {}, True) == {"num_cpus": 0.5, "resources": {"edge": 0.1, **HEAD_NODE}}
+    assert _ingress_actor(g, {}, False) == {"num_cpus": 0.5, "resources": {"edge": 0.1}}
+    assert _ingress_actor(DeploymentOptions(), {}, False) == {"num_cpus": 0.25}
+
+
 def test_direct_ingress_env_pins_the_port():
     from trimodal.service.app import direct_ingress_env
 
@@ -113,6 +123,8 @@ def test_direct_ingress_env_pins_the_port():
         ({"image": {"batch_wait_s": "soon"}}, "serve.image.batch_wait_s"),
         ({"ingress": {"replicas": 2}}, "direct_ingress"),
         ({"ingress": {"autoscaling": {"max_replicas": 2}}}, "direct_ingress"),
+        ({"audio": {"resources": {"codec": 0}}}, "resources.codec"),
+        ({"image": {"resources": {"GPU": 1}}}, "resources.GPU"),
     ],
 )
 def test_config_errors_name_the_key(tmp_path, text_tokenizer_path, serve, key):

@@ -66,7 +66,7 @@ APP_NAME = "trimodal"
 
 # With direct ingress Serve runs its proxy on the head node only; the ingress replica that now
 # listens on host:port goes there too, so the service's address is the head node's, as before.
-HEAD_NODE = {"resources": {"node:__internal_head__": 0.001}}
+HEAD_NODE = {"node:__internal_head__": 0.001}  # a resource only the head node has
 
 
 def direct_ingress_env(port: int) -> dict[str, str]:
@@ -417,6 +417,15 @@ def send_sizes(d, modality: str) -> dict:
     }
 
 
+def _ingress_actor(g, runtime_env: dict, direct: bool) -> dict:
+    """The ingress replica's actor options: its CPUs and custom resources, and with direct
+    ingress the head node (where Serve's proxy runs and the service's address is)."""
+    resources = dict(g.resources)
+    if direct:
+        resources.update(HEAD_NODE)
+    return {"num_cpus": g.num_cpus, **runtime_env, **({"resources": resources} if resources else {})}
+
+
 def build_app(cfg, info: dict, token: str | None, gpus: float = 0.0, env: dict | None = None):
     """The bound Serve application for `cfg` (tokenizers already checked on the driver); `env`:
     environment variables for every replica."""
@@ -434,6 +443,8 @@ def build_app(cfg, info: dict, token: str | None, gpus: float = 0.0, env: dict |
         actor = {"num_cpus": d.num_cpus, "num_gpus": num_gpus, **runtime_env}
         if d.memory_mb:
             actor["memory"] = d.memory_mb * 1024 * 1024
+        if d.resources:
+            actor["resources"] = dict(d.resources)
         dep = CodecServer.options(
             name=f"{m}_codec",
             ray_actor_options=actor,
@@ -458,7 +469,7 @@ def build_app(cfg, info: dict, token: str | None, gpus: float = 0.0, env: dict |
     g = s.ingress
     ingress = Ingress.options(
         name="ingress",
-        ray_actor_options={"num_cpus": g.num_cpus, **runtime_env, **(HEAD_NODE if s.direct_ingress else {})},
+        ray_actor_options=_ingress_actor(g, runtime_env, s.direct_ingress),
         max_ongoing_requests=g.ongoing(None),
         max_queued_requests=g.max_queued_requests,
         backpressure_config=BackpressureConfig(retry_after_s=s.retry_after_s),

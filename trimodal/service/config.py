@@ -22,7 +22,7 @@ serve:
   text:  {replicas: 1, max_batch_size: 64, batch_wait_s: 0.0}
   image: {replicas: 1, num_gpus: null, max_batch_size: 16, batch_wait_s: 0.005,
           autoscaling: {min_replicas: 1, max_replicas: 4, target_ongoing_requests: 8}}
-  audio: {replicas: 1, max_batch_size: 8}
+  audio: {replicas: 1, max_batch_size: 8, resources: {codec: 0.01}}   # only on nodes with `codec`
 ray: {address: null, num_cpus: null}
 ```
 
@@ -105,6 +105,9 @@ class DeploymentOptions:
     num_cpus: float = 0.25
     num_gpus: float | None = None  # None = auto: 1 per image/audio replica when the cluster has GPUs
     memory_mb: int | None = None  # Ray memory reservation per replica (codecs use ~0.5-1 GiB)
+    # Custom Ray resources per replica, to place replicas on the nodes that advertise them
+    # (e.g. {codec: 0.01} on the nodes started with `--resources '{"codec": 1}'`).
+    resources: dict[str, float] = field(default_factory=dict)
     max_batch_size: int | None = None  # requests per codec call (default: DEFAULT_MAX_BATCH)
     batch_wait_s: float | None = None  # how long a partial batch waits (default: DEFAULT_BATCH_WAIT_S)
     max_ongoing_requests: int | None = None  # per replica (default: 2 x max_batch_size)
@@ -120,6 +123,11 @@ class DeploymentOptions:
             raise ConfigError(f"num_gpus: must be >= 0, got {self.num_gpus}")
         if self.memory_mb is not None and self.memory_mb < 1:
             raise ConfigError(f"memory_mb: must be >= 1, got {self.memory_mb}")
+        for k, v in self.resources.items():
+            if k in ("CPU", "GPU", "memory"):
+                raise ConfigError(f"resources.{k}: set num_cpus / num_gpus / memory_mb instead")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v <= 0:
+                raise ConfigError(f"resources.{k}: must be a number > 0, got {v!r}")
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise ConfigError(f"max_batch_size: must be >= 1, got {self.max_batch_size}")
         if self.batch_wait_s is not None and self.batch_wait_s < 0:
