@@ -282,3 +282,35 @@ def test_media_bytes():
     w, r = sf.read(io.BytesIO(wav), dtype="float32")
     assert r == 16000 and w.max() <= 1.0 and w.min() >= -1.0  # clipped, not wrapped
     assert codec.media_payload("audio", (np.zeros(4, np.float32), 8000))["media_type"] == "audio/wav"
+
+
+def test_replica_and_transport_failures_become_503_unavailable():
+    """A codec call that fails because its replica or node went away is the client's 503 (retry),
+    whichever way it surfaces: an actor error, or a raw gRPC error under direct ingress."""
+    import asyncio
+
+    import grpc
+    from grpc.aio import AioRpcError, Metadata
+    from ray.exceptions import ActorDiedError
+    from ray.serve.exceptions import BackPressureError
+
+    from trimodal.service.app import Ingress
+    from trimodal.service.codec import ServiceError
+
+    ingress = object.__new__(Ingress.func_or_class)
+    ingress.retry_after, ingress.timeout_s = "2", 5.0
+
+    async def failing(exc):
+        raise exc
+
+    cases = [
+        (ActorDiedError(), "unavailable"),
+        (AioRpcError(grpc.StatusCode.INTERNAL, Metadata(), Metadata(), details="stream reset"), "unavailable"),
+        (BackPressureError(num_queued_requests=3, max_queued_requests=3), "overloaded"),
+    ]
+    for exc, reason in cases:
+        with pytest.raises(ServiceError) as e:
+            asyncio.run(ingress._call(failing(exc)))
+        assert (e.value.status, e.value.reason, e.value.headers["Retry-After"]) == (503, reason, "2")
+    with pytest.raises(ValueError):  # a bug stays a bug (500), not a retry
+        asyncio.run(ingress._call(failing(ValueError("boom"))))

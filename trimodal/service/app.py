@@ -254,6 +254,7 @@ class Ingress:
 
     async def _call(self, response):
         """Await a codec replica, mapping overload and replica loss to 503 + Retry-After."""
+        from grpc.aio import AioRpcError
         from ray.exceptions import RayActorError
         from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError, ReplicaUnavailableError
 
@@ -262,7 +263,10 @@ class Ingress:
             return await asyncio.wait_for(response, timeout=self.timeout_s)
         except BackPressureError:
             raise ServiceError(503, "overloaded", "the service is at capacity; retry later", retry) from None
-        except (RayActorError, DeploymentUnavailableError, ReplicaUnavailableError) as e:
+        # Over gRPC (direct ingress) Serve turns UNAVAILABLE into an actor error; other gRPC codes
+        # from a replica or node going away (a reset stream, a cancelled call it had accepted)
+        # come through as they are, and are the same failure for the client.
+        except (RayActorError, DeploymentUnavailableError, ReplicaUnavailableError, AioRpcError) as e:
             raise ServiceError(
                 503, "unavailable", f"the codec replica failed ({type(e).__name__}); retry", retry
             ) from None
