@@ -14,6 +14,8 @@ import sys
 
 import pytest
 
+from tests.service.test_service import _free_port
+
 pytestmark = pytest.mark.slow
 
 CHILD = os.path.join(os.path.dirname(__file__), "multinode_child.py")
@@ -44,14 +46,6 @@ def run(tokenizer_specs, tmp_path_factory) -> dict:
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((tmp / "result.json").read_text())
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ingress_on_the_head_codecs_on_worker_nodes(run):

@@ -88,14 +88,21 @@ def test_config_defaults_and_overrides(tmp_path, tokenizer_specs):
     assert (cfg.serve.direct_ingress, cfg.serve.ingress.replicas) == (False, 2)
 
 
-def test_ingress_goes_to_the_head_node_with_direct_ingress():
-    from trimodal.service.app import HEAD_NODE, _ingress_actor
+def test_replica_actor_options_and_the_head_node_with_direct_ingress():
+    from trimodal.service.app import HEAD_NODE, _actor_options
     from trimodal.service.config import DeploymentOptions
 
     g = DeploymentOptions(num_cpus=0.5, resources={"edge": 0.1})
-    assert _ingress_actor(g, {}, True) == {"num_cpus": 0.5, "resources": {"edge": 0.1, **HEAD_NODE}}
-    assert _ingress_actor(g, {}, False) == {"num_cpus": 0.5, "resources": {"edge": 0.1}}
-    assert _ingress_actor(DeploymentOptions(), {}, False) == {"num_cpus": 0.25}
+    assert _actor_options(g, {}, head=True) == {"num_cpus": 0.5, "resources": {"edge": 0.1, **HEAD_NODE}}
+    assert _actor_options(g, {}) == {"num_cpus": 0.5, "resources": {"edge": 0.1}}
+    assert _actor_options(DeploymentOptions(), {}) == {"num_cpus": 0.25}
+    codec = DeploymentOptions(memory_mb=2, resources={"codec": 0.01})
+    assert _actor_options(codec, {}, num_gpus=1.0) == {
+        "num_cpus": 0.25,
+        "num_gpus": 1.0,
+        "memory": 2 * 1024 * 1024,
+        "resources": {"codec": 0.01},
+    }
 
 
 def test_direct_ingress_env_pins_the_port():

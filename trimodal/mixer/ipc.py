@@ -94,10 +94,6 @@ def _root(buf: memoryview) -> _Table:
 class Footer:
     blocks: np.ndarray  # int64 [record batches, 3]: offset, metadata length, body length
 
-    @property
-    def num_batches(self) -> int:
-        return len(self.blocks)
-
 
 def footer_length(tail: bytes) -> int:
     """The footer's byte length from the file's last 10 bytes."""

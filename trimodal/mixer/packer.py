@@ -199,31 +199,6 @@ class SourceStream:
             )
         self._reset(d)
 
-    @property
-    def rows(self) -> int:
-        return self.state()["rows"]
-
-    @property
-    def tokens(self) -> int:
-        return self.state()["tokens"]
-
-    @property
-    def docs(self) -> int:
-        return self.state()["docs"]
-
-    @property
-    def skipped(self) -> dict:
-        return self.state()["skipped"]
-
-    @property
-    def epoch(self) -> int:
-        return self.state()["epoch"]
-
-    def epochs(self) -> float:
-        """Epochs consumed, fractional (a source exhausted after k epochs reports k)."""
-        st = self.state()
-        return st["epoch"] + st["pos"] / self.domain
-
     # documents -------------------------------------------------------------------------
     def _no_docs_error(self) -> IntegrityError:
         if self._epoch_skips:

@@ -32,8 +32,9 @@ default) and `max_queued_requests`; beyond them the ingress gets `BackPressureEr
 text, finds `max_queued_requests` already waiting to be sent) at once and answers 503 with
 Retry-After, and the ingress's own queue is bounded the same way by Serve (its
 `BackpressureConfig`: 503 + Retry-After at once, with Serve's plain-text body "Request dropped
-due to backpressure" instead of the JSON error; tests/service/test_ingress_queue.py). A replica that dies fails only the requests it
-held (503, "unavailable"); Serve restarts it and routes new requests to the others.
+due to backpressure" instead of the JSON error; tests/service/test_ingress_queue.py). A replica
+that dies fails only the requests it held (503, "unavailable"); Serve restarts it and routes new
+requests to the others.
 
 Auth: the ingress receives only the sha256 of the bearer token (the token itself never leaves
 the process that read it from the environment, so it is in no Serve config, checkpoint or log)
@@ -421,13 +422,19 @@ def send_sizes(d, modality: str) -> dict:
     }
 
 
-def _ingress_actor(g, runtime_env: dict, direct: bool) -> dict:
-    """The ingress replica's actor options: its CPUs and custom resources, and with direct
-    ingress the head node (where Serve's proxy runs and the service's address is)."""
-    resources = dict(g.resources)
-    if direct:
-        resources.update(HEAD_NODE)
-    return {"num_cpus": g.num_cpus, **runtime_env, **({"resources": resources} if resources else {})}
+def _actor_options(d, runtime_env: dict, num_gpus: float = 0.0, head: bool = False) -> dict:
+    """A deployment's replica actor options: CPUs, GPUs, memory reservation and custom resources,
+    plus, with `head` (the direct ingress), the head node (where Serve's proxy runs and the
+    service's address is)."""
+    actor = {"num_cpus": d.num_cpus, **runtime_env}
+    if num_gpus:
+        actor["num_gpus"] = num_gpus
+    if d.memory_mb:
+        actor["memory"] = d.memory_mb * 1024 * 1024
+    resources = {**d.resources, **(HEAD_NODE if head else {})}
+    if resources:
+        actor["resources"] = resources
+    return actor
 
 
 def build_app(cfg, info: dict, token: str | None, gpus: float = 0.0, env: dict | None = None):
@@ -444,14 +451,9 @@ def build_app(cfg, info: dict, token: str | None, gpus: float = 0.0, env: dict |
         options = spec.load_options(m, cfg.limits)
         if num_gpus > 0 and m != "text":
             options.setdefault("device", "cuda")
-        actor = {"num_cpus": d.num_cpus, "num_gpus": num_gpus, **runtime_env}
-        if d.memory_mb:
-            actor["memory"] = d.memory_mb * 1024 * 1024
-        if d.resources:
-            actor["resources"] = dict(d.resources)
         dep = CodecServer.options(
             name=f"{m}_codec",
-            ray_actor_options=actor,
+            ray_actor_options=_actor_options(d, runtime_env, num_gpus),
             max_ongoing_requests=send_sizes(d, m)["per_replica"] if m in BATCHED_SEND else d.ongoing(m),
             max_queued_requests=d.max_queued_requests,
             health_check_period_s=HEALTH_CHECK_PERIOD_S,
@@ -473,7 +475,7 @@ def build_app(cfg, info: dict, token: str | None, gpus: float = 0.0, env: dict |
     g = s.ingress
     ingress = Ingress.options(
         name="ingress",
-        ray_actor_options=_ingress_actor(g, runtime_env, s.direct_ingress),
+        ray_actor_options=_actor_options(g, runtime_env, head=s.direct_ingress),
         max_ongoing_requests=g.ongoing(None),
         max_queued_requests=g.max_queued_requests,
         backpressure_config=BackpressureConfig(retry_after_s=s.retry_after_s),
