@@ -256,3 +256,34 @@ def test_format_1_datasets_stay_readable_and_migrate_in_place(tmp_path):
     assert [(tmp_path / "old" / e["path"]).read_bytes() for e in m.shards] == before
     assert m.read_index(2).column("text").to_pylist() == [i % 7 + 1 for i in range(20, 25)]
     assert migrate(uri)["shards"] == 0  # already format 2
+
+
+def test_length_index_keys_follow_the_ids_and_legacy_indexes_stay_readable(tmp_path):
+    """Each length index row carries the key of its sample's id (the same key whatever shard
+    holds it); an index written before the key column still opens, and `shard_keys` recovers
+    its keys from the shard's ids."""
+    import hashlib
+
+    from trimodal.dataset.shards import INDEX_SCHEMA_V1, open_index, sample_keys, shard_keys
+    from trimodal.dataset.storage import resolve
+
+    uri = str(tmp_path / "ds")
+    rows = [{"id": f"s/{i}", "source": "s", "text": np.arange(3, dtype=np.int32), "origin": "o"} for i in range(25)]
+    build_dataset(uri, rows, {"text": {"kind": "sentencepiece"}}, shard_rows=10)
+    ds = Dataset.open(uri)
+    root = resolve(uri)
+    keys = np.concatenate([open_index(root, e).column("key").to_numpy() for e in ds.shards])
+    want = [int.from_bytes(hashlib.blake2b(f"s/{i}".encode(), digest_size=8).digest(), "little") for i in range(25)]
+    assert keys.tolist() == want
+    assert sample_keys(["s/3", "s/4"]).tolist() == want[3:5]
+    # an index of the earlier layout: the same rows without the key column
+    e = ds.shards[1]
+    legacy = open_index(root, e).select(INDEX_SCHEMA_V1.names)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_file(sink, INDEX_SCHEMA_V1) as w:
+        w.write_table(legacy)
+    data = sink.getvalue().to_pybytes()
+    (tmp_path / "ds" / e["index"]["path"]).write_bytes(data)
+    entry = {**e, "index": {**e["index"], "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}
+    assert open_index(root, entry).schema.names == INDEX_SCHEMA_V1.names
+    assert shard_keys(root, entry).tolist() == want[10:20]

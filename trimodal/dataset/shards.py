@@ -8,8 +8,11 @@ PUT on S3): a crash never leaves a half-written shard under its final name.
 
 Beside each shard the writer puts its **length index**, `index/<name>.arrow`: per row the code
 count of each modality (int32, -1 where the modality is absent) and the source (dictionary),
-about 13 bytes per sample against ~4 KB of codes for a 1k-token sample. A reader plans sequences
-from it without touching the codes (the mixer reads it; `trimodal inspect` does not need it).
+and the sample's `key` (uint64, the first 8 bytes of blake2b of its id: what a held-out split
+hashes), about 24 bytes per sample (16 before the key) against ~4 KB of codes for a 1k-token sample. A reader plans
+sequences from it without touching the codes (the mixer reads it; `trimodal inspect` does not
+need it). Indexes written before the key column (`INDEX_SCHEMA_V1`) stay readable; their keys
+are computed from the shard's `id` column when a split asks for them (`shard_keys`).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ SCHEMA = pa.schema(
 )
 
 
-INDEX_SCHEMA = pa.schema(
+INDEX_SCHEMA_V1 = pa.schema(
     [
         pa.field("text", pa.int32()),
         pa.field("image", pa.int32()),
@@ -51,6 +54,16 @@ INDEX_SCHEMA = pa.schema(
         pa.field("source", pa.dictionary(pa.int32(), pa.string()), nullable=False),
     ]
 )
+INDEX_SCHEMA = INDEX_SCHEMA_V1.append(pa.field("key", pa.uint64(), nullable=False))
+
+
+def sample_keys(ids) -> np.ndarray:
+    """Per sample id a uint64 key: the first 8 bytes (little-endian) of its blake2b digest. It
+    depends on the id alone, so anything decided from it (held-out membership) is the same
+    whatever the shards, their order or the number of readers."""
+    values = ids.to_pylist() if hasattr(ids, "to_pylist") else list(ids)
+    blob = b"".join(hashlib.blake2b(v.encode(), digest_size=8).digest() for v in values)
+    return np.frombuffer(blob, dtype="<u8").astype(np.uint64)
 
 
 def rows_to_table(rows: Sequence[dict]) -> pa.Table:
@@ -119,11 +132,12 @@ def serialize(table: pa.Table) -> bytes:
 
 
 def index_table(table: pa.Table) -> pa.Table:
-    """A shard's length index: per row the code count of each modality (-1: absent) and the
-    source, computed from the list offsets (no code is read)."""
+    """A shard's length index: per row the code count of each modality (-1: absent), the
+    source and the sample key, computed from the list offsets and ids (no code is read)."""
     table = canonical(table)
     cols = {m: pc.list_value_length(table[m]).fill_null(-1).cast(pa.int32()) for m in MODALITIES}
-    return pa.table({**cols, "source": table["source"]}, schema=INDEX_SCHEMA)
+    key = pa.array(sample_keys(table["id"]), pa.uint64())
+    return pa.table({**cols, "source": table["source"], "key": key}, schema=INDEX_SCHEMA)
 
 
 def serialize_index(table: pa.Table) -> bytes:
@@ -199,7 +213,7 @@ def open_index(root: Location, entry: dict, verify: str = "sha256") -> pa.Table:
         t = pa.ipc.open_file(pa.BufferReader(data)).read_all()
     except pa.ArrowInvalid as e:
         raise IntegrityError(f"length index {loc.uri} is not a readable Arrow IPC file: {e}") from e
-    if t.num_rows != entry["rows"] or not t.schema.equals(INDEX_SCHEMA):
+    if t.num_rows != entry["rows"] or not (t.schema.equals(INDEX_SCHEMA) or t.schema.equals(INDEX_SCHEMA_V1)):
         raise IntegrityError(f"length index {loc.uri}: {t.num_rows} rows or schema differ from the manifest's shard")
     return t
 
@@ -255,6 +269,12 @@ def open_shard(loc: Location, entry: dict, verify: str = "sha256") -> pa.Table:
     if table.num_rows != entry["rows"]:
         raise IntegrityError(f"shard {loc.uri}: {table.num_rows} rows, manifest says {entry['rows']}")
     return table
+
+
+def shard_keys(root: Location, entry: dict, verify: str = "size") -> np.ndarray:
+    """The sample keys of one shard from its `id` column, for length indexes written before
+    the key column (a memory-mapped column locally; the whole shard over S3)."""
+    return sample_keys(open_shard(root.join(entry["path"]), entry, verify=verify).column("id"))
 
 
 def concat_tables(tables: Iterable[pa.Table]) -> pa.Table:
