@@ -254,7 +254,7 @@ class Trainer:
         self.model, self.n_params = build_model(cfg, self.vocab.size, ctx)
         self.compiled = compile_enabled(cfg, ctx.device)
         self.backend = choose_backend(cfg.model.attention, ctx.device)
-        self.optimizer = build_optimizer(self.model, self.derived, cfg.optim)
+        self.optimizer = build_optimizer(self.model, self.derived, cfg.optim, cfg.model)
         self.loss_fn = DiffusionLoss(cfg.diffusion, self.vocab)
         self.autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" else contextlib.nullcontext()
