@@ -2,7 +2,7 @@
 group Ray set up) or in-process without Ray (bench, single-machine debugging).
 
 In steps, torchtitan-style: `setup` (stream, model built on the meta device and materialized per
-shard, optimizer, loss), `resume` (the newest checkpoint, on any world size), then per step
+shard by build.py, optimizer, loss), `resume` (the newest checkpoint, on any world size), then per step
 `train_step` and `_after_step` (log, checkpoint, crash injection). The stateful parts (model,
 optimizer, stream, `RunProgress`) each have their state dict; checkpoints are sharded (checkpoint.py).
 
@@ -40,7 +40,6 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -52,6 +51,7 @@ from trimodal.errors import ConfigError
 from trimodal.faults import fault_int, faults_from_env
 from trimodal.model.attention import attention_masks, choose_backend
 from trimodal.model.batch_size import derive
+from trimodal.model.build import WorkerContext, build_model, compile_enabled
 from trimodal.model.checkpoint import latest_checkpoint, load_into, save_checkpoint
 from trimodal.model.config import TrainConfig
 from trimodal.model.data import Prefetcher, open_stream, planned_padding
@@ -61,17 +61,17 @@ from trimodal.model.flops import doc_length_squares
 from trimodal.model.metrics import Compute, MetricsLog, RunProgress, log_dir_for
 from trimodal.model.optim import build_optimizer, lr_factor, set_lr
 from trimodal.model.seeding import seed_for
-from trimodal.model.transformer import Transformer, count_params
+from trimodal.model.transformer import count_params
 
-__all__ = ["Trainer", "WorkerContext", "build_model", "log_dir_for", "ray_train_loop", "seed_for"]
-
-
-@dataclass
-class WorkerContext:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-    distributed: bool = False  # a torch process group exists (Ray Train)
+__all__ = [
+    "Trainer",
+    "WorkerContext",
+    "build_model",
+    "compile_enabled",
+    "log_dir_for",
+    "ray_train_loop",
+    "seed_for",
+]
 
 
 _BATCH_KEYS = ("tokens", "modality", "segment_ids", "positions")
@@ -105,51 +105,6 @@ class _PrepareSteps:
         # compute accounting: Σ len² of this rank's documents, one bincount (flops.py)
         out["doc_sq"] = torch.tensor(float(doc_length_squares(batch["segment_ids"])), dtype=torch.float64)
         return {k: v.pin_memory() for k, v in out.items()} if self.pin else out
-
-
-def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
-    """`compile: null` (the default) means on CUDA only: CPU compiles take minutes here."""
-    return cfg.compile if cfg.compile is not None else device.type == "cuda"
-
-
-def build_model(cfg: TrainConfig, vocab_size: int, ctx: WorkerContext) -> tuple[torch.nn.Module, int]:
-    """(model ready to train, parameter count). The model is built on the meta device (no
-    memory, no init), sharded with FSDP2 when distributed with `fsdp`, then materialized on the
-    device shard by shard and initialized per parameter name (`Transformer.init_weights`), so
-    no rank ever holds the whole fp32 model and every layout starts from the same values.
-
-    Compilation (`compile_enabled`): without FSDP the whole model, loss included, is compiled in
-    place (one graph; DDP's compiler splits it at its gradient buckets); with FSDP each block is
-    compiled before it is sharded (FSDP's hooks stay outside the block graphs), as torchtitan does."""
-    with torch.device("meta"):
-        model = Transformer(cfg.model, vocab_size)
-    n_params = model.num_params()
-    compiled = compile_enabled(cfg, ctx.device)
-    if ctx.distributed and cfg.fsdp:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-        kw = {}
-        if ctx.device.type == "cuda":
-            kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        for i, blk in enumerate(model.blocks):
-            if compiled:
-                blk = torch.compile(blk)
-                model.blocks[i] = blk
-            fully_shard(blk, **kw)
-        fully_shard(model, **kw)
-        model.to_empty(device=ctx.device)
-        model.init_weights(cfg.seed)
-        return model, n_params
-    model.to_empty(device=ctx.device)
-    model.init_weights(cfg.seed)
-    if ctx.distributed:
-        # Plain DDP over whatever process group exists (Ray Train's, or torchrun's).
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    if compiled:
-        model.compile()
-    return model, n_params
 
 
 def kill_point(rank: int) -> int | None:
