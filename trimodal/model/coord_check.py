@@ -5,7 +5,7 @@ Under a parameterization whose hyperparameters transfer (CompleteP), these RMS s
 order whatever the width and depth: the same base lr moves every layer by about the same amount.
 Under `standard` with one lr they drift: hidden updates grow with the width (Adam moves every
 entry by ~lr, so a row's output moves by ~lr·fan_in), and every one of L unscaled residual
-branches adds to the stream. tests/model/test_coord_check.py checks both; bench/coord_check.py
+branches adds to the stream. tests/model/test_coord_check.py checks both; bench/bench_coord_check.py
 plots them (docs/coord_check.png).
 
 The task is masked-token prediction on a fixed random batch (one document per row): the same
