@@ -226,3 +226,24 @@ def test_compute_accounting_in_every_record_and_through_a_resume(tmp_path):
     assert resumed["start_step"] == 2
     for k in ("flops", "flops_non_embedding", "tokens_real", "tokens_padded"):
         assert resumed[k] == pytest.approx(out[k], rel=1e-12)
+
+
+def test_a_completep_run_trains_and_says_so(tmp_path):
+    """A CompleteP run at 2× the base width and 2× the base depth: its start record carries the
+    multipliers, and the loss goes down as the standard run's does."""
+    model = {"preset": "tiny", "dim": 128, "n_heads": 8, "n_layers": 4}
+    cp = dict(model, parameterization="completep", base_width=64, base_depth=2)
+    out = run_train(config(tmp_path / "cp", steps=6, model=cp), in_process=True)
+    recs = [json.loads(l_) for l_ in open(os.path.join(out["log_dir"], "metrics.jsonl"))]
+    start = next(r for r in recs if r.get("event") == "start")["parameterization"]
+    assert (start["name"], start["m_d"], start["m_L"], start["residual"], start["output"]) == (
+        "completep",
+        2.0,
+        2.0,
+        0.5,
+        0.5,
+    )
+    assert start["groups"]["hidden"]["lr_scale"] == 0.5
+    assert out["final_loss"] < out["first_loss"]
+    std = run_train(config(tmp_path / "sp", steps=1, model=model), in_process=True)
+    assert std["first_loss"] != out["first_loss"]  # a different model from its first step

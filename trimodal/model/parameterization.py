@@ -116,3 +116,15 @@ def group_factors(cfg: ModelConfig, kind: str, weight_decay: float) -> dict:
     }
     lr, eps, wd = rows[kind]
     return {"lr_scale": lr, "eps_scale": eps, "weight_decay": wd}
+
+
+def parameterization_record(cfg: ModelConfig) -> dict:
+    """What the start record says of the parameterization: its name and, under CompleteP, the
+    multipliers and each group's lr and ε factors and weight decay (at weight decay 1)."""
+    m = Multipliers.of(cfg)
+    out = {"name": cfg.parameterization}
+    if m.completep:
+        out.update(m_d=m.m_d, m_L=m.m_L, residual=m.residual, output=m.output)
+        kinds = ("embed", "hidden", "hidden_norm", "norm", "head")
+        out["groups"] = {k: group_factors(cfg, k, 1.0) for k in kinds}
+    return out

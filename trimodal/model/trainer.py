@@ -60,6 +60,7 @@ from trimodal.model.evaluate import elbo, unigram_entropy
 from trimodal.model.flops import doc_length_squares
 from trimodal.model.metrics import Compute, MetricsLog, RunProgress, log_dir_for
 from trimodal.model.optim import build_optimizer, lr_factor, set_lr
+from trimodal.model.parameterization import parameterization_record
 from trimodal.model.seeding import seed_for
 from trimodal.model.transformer import count_params
 
@@ -335,6 +336,7 @@ class Trainer:
             "start_step": self.progress.step,
             "resumed_from": self.resumed_from,
             "hyper": self.derived.to_dict(),
+            "parameterization": parameterization_record(cfg.model),
             "device": str(self.ctx.device),
             "compile": self.compiled,
             "attention": self.backend,
