@@ -247,3 +247,12 @@ def test_a_completep_run_trains_and_says_so(tmp_path):
     assert out["final_loss"] < out["first_loss"]
     std = run_train(config(tmp_path / "sp", steps=1, model=model), in_process=True)
     assert std["first_loss"] != out["first_loss"]  # a different model from its first step
+
+
+def test_resuming_under_another_parameterization_is_refused(tmp_path):
+    run_train(config(tmp_path / "r", steps=4, stop_at_step=2), in_process=True)
+    cp = {"preset": "tiny", "parameterization": "completep", "base_width": 64, "base_depth": 2}
+    with pytest.raises(ConfigError, match="model.parameterization: 'completep'.*'standard'"):
+        run_train(config(tmp_path / "r", steps=4, model=cp), in_process=True, resume=True)
+    out = run_train(config(tmp_path / "r", steps=4), in_process=True, resume=True)
+    assert out["start_step"] == 2 and out["step"] == 4

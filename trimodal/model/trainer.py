@@ -52,7 +52,7 @@ from trimodal.faults import fault_int, faults_from_env
 from trimodal.model.attention import attention_masks, choose_backend
 from trimodal.model.batch_size import derive
 from trimodal.model.build import WorkerContext, build_model, compile_enabled
-from trimodal.model.checkpoint import latest_checkpoint, load_into, save_checkpoint
+from trimodal.model.checkpoint import latest_checkpoint, load_into, read_json, save_checkpoint
 from trimodal.model.config import TrainConfig
 from trimodal.model.data import Prefetcher, open_stream, planned_padding
 from trimodal.model.diffusion import MASKABLE, DiffusionLoss, Noise, stratified_t
@@ -116,6 +116,18 @@ def kill_point(rank: int) -> int | None:
     return at if at is not None and rank == fault_int(spec, "train_kill_rank", 0) else None
 
 
+def check_same_parameterization(cfg: TrainConfig, saved: dict, uri: str) -> None:
+    """A run resumes under the parameterization it started with: another one changes the
+    optimizer's groups (the checkpoint would not load) and every layer's scale."""
+    old = saved.get("model", {})
+    for k, default in (("parameterization", "standard"), ("base_width", None), ("base_depth", None)):
+        if old.get(k, default) != getattr(cfg.model, k):
+            raise ConfigError(
+                f"model.{k}: {getattr(cfg.model, k)!r}, but the run's checkpoint {uri} was trained with "
+                f"{old.get(k, default)!r}; resume with the same value or start a new output"
+            )
+
+
 class Trainer:
     """One worker's run in steps: `setup` (stream, model, optimizer), `resume` (newest
     checkpoint), then per step `train_step` and `_after_step` (log, checkpoint, fault)."""
@@ -171,6 +183,7 @@ class Trainer:
         latest = latest_checkpoint(self.cfg.output)
         if latest is None:
             return
+        check_same_parameterization(self.cfg, read_json(latest, "config.json"), latest)
         state = load_into(latest, self.model, self.optimizer)
         self.stream.load_state_dict(state["mixer"])
         self.progress.load_state_dict(state)
@@ -188,7 +201,7 @@ class Trainer:
         lr = self.derived.lr * lr_factor(step, cfg.steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
         set_lr(self.optimizer, lr)
         if "doc_sq" not in batch:  # not from _PrepareSteps: count on the host here
-            batch["doc_sq"] = torch.tensor(float(doc_length_squares(batch["segment_ids"].numpy())))
+            batch["doc_sq"] = torch.tensor(float(doc_length_squares(batch["segment_ids"].cpu().numpy())))
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         stats = torch.zeros(_MOD + 2 * len(MASKABLE), dtype=torch.float64, device=dev)
         stats[_DOC_SQ], stats[_WAIT] = batch.pop("doc_sq"), wait
