@@ -176,3 +176,83 @@ def test_start_record_warns_about_padding(tmp_path):
         warnings = [r["message"] for r in recs if r.get("event") == "warning" and "padding" in r["message"]]
         assert bool(warnings) == warned
         assert (start["padding_frac"] > 0.4) == warned  # 16 of 32 positions per row when padded
+
+
+def test_compute_accounting_in_every_record_and_through_a_resume(tmp_path):
+    """Start, step records and summary hold parameters, FLOPs per token, real and padded
+    tokens and the cumulative FLOPs C (model/flops.py), C equal to the count of the batches the
+    run took; a run stopped at step 2 and resumed ends with the same totals as one that ran
+    through (the counters travel in the checkpoint)."""
+    import numpy as np
+
+    from trimodal.config import from_dict
+    from trimodal.model.config import TrainConfig
+    from trimodal.model.data import open_stream
+    from trimodal.model.flops import doc_length_squares, step_flops
+    from trimodal.model.transformer import count_params
+
+    mix = {"kind": "synthetic", "fingerprints": FPS, "seq_len": 32, "pool": 12, "seed": 0, "doc_len": 11}
+    out = run_train(config(tmp_path / "a", steps=4, mix=mix), in_process=True)
+    cfg = from_dict(TrainConfig, config(tmp_path / "a", steps=4, mix=mix))
+    stream = open_stream(cfg.mix, 0, 1, cfg.logical_batch)
+    batches = [next(stream) for _ in range(4)]
+    real = [float((b["segment_ids"] != 0).sum()) for b in batches]
+    expect = np.cumsum(
+        [
+            step_flops(cfg.model, stream.vocab.size, r, doc_length_squares(b["segment_ids"]))["total"]
+            for r, b in zip(real, batches)
+        ]
+    )
+    assert sum(real) < 4 * 8 * 32  # this stream pads: real and padded counts differ
+
+    recs = [json.loads(l_) for l_ in open(os.path.join(out["log_dir"], "metrics.jsonl"))]
+    start = next(r for r in recs if r.get("event") == "start")
+    steps = [r for r in recs if "event" not in r]
+    counts = count_params(cfg.model, stream.vocab.size)
+    assert (start["params"], start["params_non_embedding"]) == (counts["total"], counts["non_embedding"])
+    assert start["flops"] == 0 and start["tokens_real"] == 0
+    assert [r["flops"] for r in steps] == pytest.approx(list(expect), rel=1e-12)
+    assert [r["tokens_padded"] for r in steps] == [8 * 32 * (i + 1) for i in range(4)]
+    assert [r["tokens_real"] for r in steps] == list(np.cumsum(real))
+    last = steps[-1]
+    assert last["flops_per_token"] == pytest.approx(last["flops"] / last["tokens_real"])
+    assert last["flops_per_token"] > last["flops_per_token_dense"]  # attention adds to the dense count
+    assert 0 < last["flops_non_embedding"] < last["flops"]
+    for k in ("flops", "tokens_real", "tokens_padded", "params", "flops_per_token"):
+        assert out[k] == read_summary(str(tmp_path / "a"))[k] == last[k]
+
+    run_train(config(tmp_path / "b", steps=4, mix=mix, stop_at_step=2), in_process=True)
+    resumed = run_train(config(tmp_path / "b", steps=4, mix=mix), in_process=True, resume=True)
+    assert resumed["start_step"] == 2
+    for k in ("flops", "flops_non_embedding", "tokens_real", "tokens_padded"):
+        assert resumed[k] == pytest.approx(out[k], rel=1e-12)
+
+
+def test_a_completep_run_trains_and_says_so(tmp_path):
+    """A CompleteP run at 2× the base width and 2× the base depth: its start record carries the
+    multipliers, and the loss goes down as the standard run's does."""
+    model = {"preset": "tiny", "dim": 128, "n_heads": 8, "n_layers": 4}
+    cp = dict(model, parameterization="completep", base_width=64, base_depth=2)
+    out = run_train(config(tmp_path / "cp", steps=6, model=cp), in_process=True)
+    recs = [json.loads(l_) for l_ in open(os.path.join(out["log_dir"], "metrics.jsonl"))]
+    start = next(r for r in recs if r.get("event") == "start")["parameterization"]
+    assert (start["name"], start["m_d"], start["m_L"], start["residual"], start["output"]) == (
+        "completep",
+        2.0,
+        2.0,
+        0.5,
+        0.5,
+    )
+    assert start["groups"]["hidden"]["lr_scale"] == 0.5
+    assert out["final_loss"] < out["first_loss"]
+    std = run_train(config(tmp_path / "sp", steps=1, model=model), in_process=True)
+    assert std["first_loss"] != out["first_loss"]  # a different model from its first step
+
+
+def test_resuming_under_another_parameterization_is_refused(tmp_path):
+    run_train(config(tmp_path / "r", steps=4, stop_at_step=2), in_process=True)
+    cp = {"preset": "tiny", "parameterization": "completep", "base_width": 64, "base_depth": 2}
+    with pytest.raises(ConfigError, match="model.parameterization: 'completep'.*'standard'"):
+        run_train(config(tmp_path / "r", steps=4, model=cp), in_process=True, resume=True)
+    out = run_train(config(tmp_path / "r", steps=4), in_process=True, resume=True)
+    assert out["start_step"] == 2 and out["step"] == 4

@@ -115,16 +115,19 @@ def _micro_step_inputs(vocab):
     return b, torch.tensor([0.3, 0.8]), Noise.draw(2, 24, g)
 
 
-def test_a_micro_step_traces_as_one_graph_without_breaks(vocab):
+@pytest.mark.parametrize(
+    "param", [{}, {"parameterization": "completep", "base_width": 32, "base_depth": 1}], ids=["standard", "completep"]
+)
+def test_a_micro_step_traces_as_one_graph_without_breaks(vocab, param):
     """What the trainer runs per micro-batch (corruption, transformer, fused head + weighted
     cross-entropy, given the mask built for the step) is one graph for torch.compile: no graph
     break, hence no `.item()`, `.tolist()`, boolean-mask indexing or `nonzero` (each one breaks
-    the graph, and on a GPU each one is a host sync)."""
+    the graph, and on a GPU each one is a host sync). CompleteP's multipliers are constants."""
     from trimodal.model.attention import attention_masks
     from trimodal.model.config import DiffusionConfig
     from trimodal.model.diffusion import DiffusionLoss, Noise
 
-    m = _model(vocab).train()
+    m = _model(vocab, **param).train()
     loss_fn = DiffusionLoss(DiffusionConfig(cfg_drop_prob=0.5), vocab)
     b, t, noise = _micro_step_inputs(vocab)
     (mask,) = attention_masks("sdpa", b["segment_ids"], 2)

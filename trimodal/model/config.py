@@ -32,6 +32,9 @@ PRESETS: dict[str, tuple[int, int, int]] = {
 }
 
 
+PARAMETERIZATIONS = ("standard", "completep")
+
+
 @dataclass
 class ModelConfig:
     preset: str = "tiny"
@@ -46,10 +49,26 @@ class ModelConfig:
     init_std: float = 0.02
     # auto: flex_attention (compiled, document block mask) on CUDA, SDPA + boolean mask elsewhere
     attention: Literal["auto", "sdpa", "flex"] = "auto"
+    # standard: today's init and one lr for all; completep: the width (μP) and depth (α = 1)
+    # rules of CompleteP relative to the shape the base hyperparameters were tuned at
+    # (model/parameterization.py, docs/training.md), so `hyper` transfers across model sizes.
+    parameterization: Literal["standard", "completep"] = "standard"
+    base_width: int | None = None  # completep: the dim the base hyperparameters were tuned at
+    base_depth: int | None = None  # completep: the n_layers they were tuned at
 
     def validate(self) -> None:
         if self.preset not in PRESETS:
             raise ConfigError(f"preset: {self.preset!r} is not one of {sorted(PRESETS)}")
+        if self.parameterization not in PARAMETERIZATIONS:
+            raise ConfigError(f"parameterization: {self.parameterization!r} is not one of {list(PARAMETERIZATIONS)}")
+        for k in ("base_width", "base_depth"):
+            v = getattr(self, k)
+            if v is not None and v < 1:
+                raise ConfigError(f"{k}: must be >= 1, got {v}")
+            if self.parameterization == "completep" and v is None:
+                raise ConfigError(
+                    f"{k}: required with parameterization completep (the shape the base hyperparameters were tuned at)"
+                )
         r = self.resolve()
         if r.dim % r.n_heads:
             raise ConfigError(f"n_heads: dim {r.dim} is not divisible by n_heads {r.n_heads}")

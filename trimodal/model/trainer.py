@@ -2,9 +2,9 @@
 group Ray set up) or in-process without Ray (bench, single-machine debugging).
 
 In steps, torchtitan-style: `setup` (stream, model built on the meta device and materialized per
-shard, optimizer, loss), `resume` (the newest checkpoint, on any world size), then per step
+shard by build.py, optimizer, loss), `resume` (the newest checkpoint, on any world size), then per step
 `train_step` and `_after_step` (log, checkpoint, crash injection). The stateful parts (model,
-optimizer, stream, `Progress`) each have their state dict; checkpoints are sharded (checkpoint.py).
+optimizer, stream, `RunProgress`) each have their state dict; checkpoints are sharded (checkpoint.py).
 
 Per optimizer step: take this rank's share of the logical batch from its own stream (opened
 with the logical batch as the global batch, data.py), noise it, all-reduce the count of
@@ -26,64 +26,59 @@ the same losses up to float summation order (bit for bit when nothing reduces ov
 tested with clipping off). A checkpoint therefore needs only model, optimizer, step and the
 stream's position.
 
-Metrics (loss, per-modality loss, lr, tokens/s, data-wait fraction, grad norm) go to stderr
-as JSON lines and to ``metrics.jsonl`` and TensorBoard in the log dir (rank 0); the start record
-holds the planned padding share (a warning above 20%); the run's summary goes to
-``summary.json`` in the run directory at the end.
+Metrics (loss, per-modality loss, lr, tokens/s, data-wait fraction, grad norm, and the compute
+so far: parameters, FLOPs per token, real and padded tokens, cumulative FLOPs C; flops.py) go to
+stderr as JSON lines and to ``metrics.jsonl`` and TensorBoard in the log dir (rank 0, metrics.py);
+the start record holds the planned padding share (a warning above 20%); the run's summary goes
+to ``summary.json`` in the run directory at the end.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from trimodal.config import to_dict
-from trimodal.dataset.storage import is_s3, resolve
+from trimodal.dataset.storage import resolve
 from trimodal.errors import ConfigError
 from trimodal.faults import fault_int, faults_from_env
 from trimodal.model.attention import attention_masks, choose_backend
 from trimodal.model.batch_size import derive
-from trimodal.model.checkpoint import latest_checkpoint, load_into, save_checkpoint
+from trimodal.model.build import WorkerContext, build_model, compile_enabled
+from trimodal.model.checkpoint import latest_checkpoint, load_into, read_json, save_checkpoint
 from trimodal.model.config import TrainConfig
 from trimodal.model.data import Prefetcher, open_stream, planned_padding
 from trimodal.model.diffusion import MASKABLE, DiffusionLoss, Noise, stratified_t
 from trimodal.model.evaluate import elbo, unigram_entropy
+from trimodal.model.flops import doc_length_squares
+from trimodal.model.metrics import Compute, MetricsLog, RunProgress, log_dir_for
 from trimodal.model.optim import build_optimizer, lr_factor, set_lr
+from trimodal.model.parameterization import parameterization_record
 from trimodal.model.seeding import seed_for
-from trimodal.model.transformer import Transformer
+from trimodal.model.transformer import count_params
 
-__all__ = ["Trainer", "WorkerContext", "build_model", "log_dir_for", "ray_train_loop", "seed_for"]
-
-
-def log_dir_for(cfg: TrainConfig) -> str:
-    """Local directory for metrics.jsonl and TensorBoard (S3 cannot append; a copy of
-    metrics.jsonl is uploaded with each checkpoint). Resolve it once, in the driver: Ray
-    workers run in other working directories."""
-    if cfg.log_dir:
-        return os.path.abspath(cfg.log_dir)
-    if not is_s3(cfg.output):
-        return cfg.output
-    return os.path.join(os.path.abspath("trimodal_logs"), cfg.output[len("s3://") :].replace("/", "_"))
-
-
-@dataclass
-class WorkerContext:
-    rank: int = 0
-    world_size: int = 1
-    device: torch.device = torch.device("cpu")
-    distributed: bool = False  # a torch process group exists (Ray Train)
+__all__ = [
+    "Trainer",
+    "WorkerContext",
+    "build_model",
+    "compile_enabled",
+    "log_dir_for",
+    "ray_train_loop",
+    "seed_for",
+]
 
 
 _BATCH_KEYS = ("tokens", "modality", "segment_ids", "positions")
+# train_step's stats vector: loss sum, real tokens, positions (padding included), Σ doc len²,
+# data wait, then the per-modality loss sums and counts from _MOD on
+_LOSS, _TOKENS, _POSITIONS, _DOC_SQ, _WAIT, _MOD = range(6)
 
 
 class _PrepareSteps:
@@ -108,70 +103,9 @@ class _PrepareSteps:
         base = step * cfg.logical_batch + first_row
         noise = Noise.per_row([seed_for(cfg.seed, "noise", base + i) for i in range(tr.per_rank)], tr.seq_len)
         out["noise_token"], out["noise_doc"] = noise.token, noise.doc
+        # compute accounting: Σ len² of this rank's documents, one bincount (flops.py)
+        out["doc_sq"] = torch.tensor(float(doc_length_squares(batch["segment_ids"])), dtype=torch.float64)
         return {k: v.pin_memory() for k, v in out.items()} if self.pin else out
-
-
-def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
-    """`compile: null` (the default) means on CUDA only: CPU compiles take minutes here."""
-    return cfg.compile if cfg.compile is not None else device.type == "cuda"
-
-
-def build_model(cfg: TrainConfig, vocab_size: int, ctx: WorkerContext) -> tuple[torch.nn.Module, int]:
-    """(model ready to train, parameter count). The model is built on the meta device (no
-    memory, no init), sharded with FSDP2 when distributed with `fsdp`, then materialized on the
-    device shard by shard and initialized per parameter name (`Transformer.init_weights`), so
-    no rank ever holds the whole fp32 model and every layout starts from the same values.
-
-    Compilation (`compile_enabled`): without FSDP the whole model, loss included, is compiled in
-    place (one graph; DDP's compiler splits it at its gradient buckets); with FSDP each block is
-    compiled before it is sharded (FSDP's hooks stay outside the block graphs), as torchtitan does."""
-    with torch.device("meta"):
-        model = Transformer(cfg.model, vocab_size)
-    n_params = model.num_params()
-    compiled = compile_enabled(cfg, ctx.device)
-    if ctx.distributed and cfg.fsdp:
-        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
-
-        kw = {}
-        if ctx.device.type == "cuda":
-            kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-        for i, blk in enumerate(model.blocks):
-            if compiled:
-                blk = torch.compile(blk)
-                model.blocks[i] = blk
-            fully_shard(blk, **kw)
-        fully_shard(model, **kw)
-        model.to_empty(device=ctx.device)
-        model.init_weights(cfg.seed)
-        return model, n_params
-    model.to_empty(device=ctx.device)
-    model.init_weights(cfg.seed)
-    if ctx.distributed:
-        # Plain DDP over whatever process group exists (Ray Train's, or torchrun's).
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-    if compiled:
-        model.compile()
-    return model, n_params
-
-
-@dataclass
-class Progress:
-    """The run's own state beside model, optimizer and stream: the next step and the losses the
-    summary reports (the first loss travels through checkpoints so a resumed run reports it)."""
-
-    step: int = 0
-    first_loss: float | None = None
-    loss: float | None = None
-
-    def state_dict(self) -> dict:
-        return {"step": self.step, "metrics": {"loss": self.loss, "first_loss": self.first_loss}}
-
-    def load_state_dict(self, d: dict) -> None:
-        self.step = int(d["step"])
-        m = d.get("metrics", {})
-        self.first_loss, self.loss = m.get("first_loss"), m.get("loss")
 
 
 def kill_point(rank: int) -> int | None:
@@ -182,6 +116,18 @@ def kill_point(rank: int) -> int | None:
     return at if at is not None and rank == fault_int(spec, "train_kill_rank", 0) else None
 
 
+def check_same_parameterization(cfg: TrainConfig, saved: dict, uri: str) -> None:
+    """A run resumes under the parameterization it started with: another one changes the
+    optimizer's groups (the checkpoint would not load) and every layer's scale."""
+    old = saved.get("model", {})
+    for k, default in (("parameterization", "standard"), ("base_width", None), ("base_depth", None)):
+        if old.get(k, default) != getattr(cfg.model, k):
+            raise ConfigError(
+                f"model.{k}: {getattr(cfg.model, k)!r}, but the run's checkpoint {uri} was trained with "
+                f"{old.get(k, default)!r}; resume with the same value or start a new output"
+            )
+
+
 class Trainer:
     """One worker's run in steps: `setup` (stream, model, optimizer), `resume` (newest
     checkpoint), then per step `train_step` and `_after_step` (log, checkpoint, fault)."""
@@ -189,44 +135,13 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, ctx: WorkerContext | None = None):
         self.cfg, self.ctx = cfg, ctx or WorkerContext()
         self.log_dir = log_dir_for(cfg)
-        self._tb = self._jsonl = None
-        self.progress = Progress()
+        self.metrics = MetricsLog(cfg, self.ctx.rank, self.log_dir)
+        self.progress = RunProgress()
         self.resumed_from: str | None = None
         self._kill_at = kill_point(self.ctx.rank)
 
-    # logs -----------------------------------------------------------------------------
     def _log(self, rec: dict) -> None:
-        if self.ctx.rank != 0:
-            return
-        line = json.dumps(rec, sort_keys=True)
-        # stderr, as stdout is left to results (`--json`); a plain write, as Ray Train patches
-        # `print` on its workers to tee into its logger, which would show every line twice.
-        sys.stderr.write(line + "\n")
-        sys.stderr.flush()
-        if self._jsonl is not None:
-            self._jsonl.write(line + "\n")
-            self._jsonl.flush()
-        if self._tb is not None and "step" in rec and "event" not in rec:
-            for k, v in rec.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self._tb.add_scalar(k.replace(".", "/"), v, rec["step"])
-
-    def _open_logs(self) -> None:
-        if self.ctx.rank != 0:
-            return
-        os.makedirs(self.log_dir, exist_ok=True)
-        self._jsonl = open(os.path.join(self.log_dir, "metrics.jsonl"), "a")
-        if self.cfg.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self._tb = SummaryWriter(os.path.join(self.log_dir, "tb"))
-
-    def _close_logs(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-        if self._jsonl is not None:
-            self._jsonl.close()
-        self._tb = self._jsonl = None
+        self.metrics.log(rec)
 
     def _allreduce(self, x: torch.Tensor) -> torch.Tensor:
         if self.ctx.distributed and self.ctx.world_size > 1:
@@ -252,9 +167,11 @@ class Trainer:
         self.derived = derive(cfg.hyper, cfg.logical_batch, self.seq_len, horizon)
 
         self.model, self.n_params = build_model(cfg, self.vocab.size, ctx)
+        non_embedding = count_params(cfg.model, self.vocab.size)["non_embedding"]
+        self.compute = Compute(cfg, self.vocab.size, self.n_params, non_embedding)
         self.compiled = compile_enabled(cfg, ctx.device)
         self.backend = choose_backend(cfg.model.attention, ctx.device)
-        self.optimizer = build_optimizer(self.model, self.derived, cfg.optim)
+        self.optimizer = build_optimizer(self.model, self.derived, cfg.optim, cfg.model)
         self.loss_fn = DiffusionLoss(cfg.diffusion, self.vocab)
         self.autocast = (
             torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" else contextlib.nullcontext()
@@ -266,6 +183,7 @@ class Trainer:
         latest = latest_checkpoint(self.cfg.output)
         if latest is None:
             return
+        check_same_parameterization(self.cfg, read_json(latest, "config.json"), latest)
         state = load_into(latest, self.model, self.optimizer)
         self.stream.load_state_dict(state["mixer"])
         self.progress.load_state_dict(state)
@@ -274,23 +192,36 @@ class Trainer:
     # one optimizer step ---------------------------------------------------------------
     def train_step(self, step: int, batch: dict, wait: float = 0.0) -> dict:
         """One optimizer step over this rank's rows (a batch from `_PrepareSteps`: tokens,
-        layout, t and noise). Everything stays on the device: the corruption, one attention mask
-        build for all micro-batches, the compiled forward + fused loss of each micro-batch, the
-        clip and the optimizer step; the metrics are read back once at the end (the step's one
-        host sync). `wait` (seconds this rank waited for the batch) is reduced with them."""
-        cfg, ctx, dev = self.cfg, self.ctx, self.ctx.device
-        model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
-        W, n_mod = ctx.world_size, len(MASKABLE)
+        layout, t, noise and Σ doc len²). Everything stays on the device: the corruption, one
+        attention mask build for all micro-batches, the compiled forward + fused loss of each
+        micro-batch, the clip and the optimizer step; the metrics are read back once at the end
+        (the step's one host sync). `wait` (seconds this rank waited for the batch) is reduced
+        with them."""
+        cfg, dev = self.cfg, self.ctx.device
         lr = self.derived.lr * lr_factor(step, cfg.steps, cfg.optim.warmup_steps, cfg.optim.min_lr_ratio)
-        set_lr(optimizer, lr)
+        set_lr(self.optimizer, lr)
+        if "doc_sq" not in batch:  # not from _PrepareSteps: count on the host here
+            batch["doc_sq"] = torch.tensor(float(doc_length_squares(batch["segment_ids"].cpu().numpy())))
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
+        stats = torch.zeros(_MOD + 2 * len(MASKABLE), dtype=torch.float64, device=dev)
+        stats[_DOC_SQ], stats[_WAIT] = batch.pop("doc_sq"), wait
         t, noise = batch.pop("t"), Noise(batch.pop("noise_token"), batch.pop("noise_doc"))
-        corr = loss_fn.corrupt(batch, t=t, noise=noise)
+        corr = self.loss_fn.corrupt(batch, t=t, noise=noise)
         global_count = self._allreduce(corr.maskable.sum(dtype=torch.float64)).clamp_min(1.0)
-        scale = (W / global_count).float()  # DDP / FSDP average grads over W: undo it, normalize globally
+        self._micro_steps(batch, corr, global_count, stats)
+        stats[_TOKENS] = (batch["segment_ids"] != 0).sum()
+        stats[_POSITIONS] = batch["segment_ids"].numel()
+        gnorm = self._optimizer_step()
+        red = self._allreduce(stats)
+        red = torch.cat([red, gnorm.reshape(1).to(red), global_count.reshape(1)]).tolist()  # the one host sync
+        return self._step_record(red, lr)
+
+    def _micro_steps(self, batch: dict, corr, global_count: torch.Tensor, stats: torch.Tensor) -> None:
+        """Forward + backward of each micro-batch of `physical_batch` rows (gradient sync on the
+        last only), adding the loss sums to `stats`."""
+        cfg, model, n_mod = self.cfg, self.model, len(MASKABLE)
+        scale = (self.ctx.world_size / global_count).float()  # DDP / FSDP average grads over W: undo it
         masks = attention_masks(self.backend, batch["segment_ids"], cfg.physical_batch)
-        # [loss_sum, real tokens, per-modality sums, per-modality counts, data wait]
-        stats = torch.zeros(3 + 2 * n_mod, dtype=torch.float64, device=dev)
         for k in range(self.accum):
             sl = slice(k * cfg.physical_batch, (k + 1) * cfg.physical_batch)
             b, c = {key: v[sl] for key, v in batch.items()}, corr.rows(sl)
@@ -299,33 +230,40 @@ class Trainer:
                 model.set_requires_gradient_sync(sync)
             with model.no_sync() if not sync and hasattr(model, "no_sync") else contextlib.nullcontext():
                 with self.autocast:
-                    out = loss_fn.compute(model, b, c, mask=masks[k])
+                    out = self.loss_fn.compute(model, b, c, mask=masks[k])
                 (out.loss_sum * scale).backward()
-            stats[0] += out.loss_sum.detach()
-            stats[2 : 2 + n_mod] += out.modality_sums
-            stats[2 + n_mod : 2 + 2 * n_mod] += out.modality_counts
-        stats[1] = (batch["segment_ids"] != 0).sum()
-        stats[-1] = wait
-        params = [p for p in model.parameters()]
-        if cfg.optim.grad_clip > 0:
-            gnorm = torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+            stats[_LOSS] += out.loss_sum.detach()
+            stats[_MOD : _MOD + n_mod] += out.modality_sums
+            stats[_MOD + n_mod : _MOD + 2 * n_mod] += out.modality_counts
+
+    def _optimizer_step(self) -> torch.Tensor:
+        """Clip (or only measure) the gradient norm, step, zero the gradients; the norm stays on
+        the device."""
+        params = [p for p in self.model.parameters()]
+        if self.cfg.optim.grad_clip > 0:
+            gnorm = torch.nn.utils.clip_grad_norm_(params, self.cfg.optim.grad_clip)
         else:
             gnorm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
         if hasattr(gnorm, "full_tensor"):
             gnorm = gnorm.full_tensor()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        red = self._allreduce(stats)
-        red = torch.cat([red, gnorm.reshape(1).to(red), global_count.reshape(1)]).tolist()  # the one host sync
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return gnorm
+
+    def _step_record(self, red: list[float], lr: float) -> dict:
+        """The step's figures from the reduced stats + [grad norm, global maskable count]."""
+        n_mod = len(MASKABLE)
         rec = {
-            "loss": red[0] / red[-1],
+            "loss": red[_LOSS] / red[-1],
             "lr": lr,
-            "tokens": red[1],
-            "data_wait_s": red[2 + 2 * n_mod] / W,
+            "tokens": red[_TOKENS],
+            "positions": red[_POSITIONS],
+            "doc_sq": red[_DOC_SQ],
+            "data_wait_s": red[_WAIT] / self.ctx.world_size,
             "grad_norm": red[-2],
         }
         for i, m in enumerate(MASKABLE):
-            s_, n_ = red[2 + i], red[2 + n_mod + i]
+            s_, n_ = red[_MOD + i], red[_MOD + n_mod + i]
             if n_ > 0:
                 rec[f"loss.{m}"] = s_ / n_
         return rec
@@ -334,17 +272,7 @@ class Trainer:
     def _after_step(self, done: int, end: int, rec: dict, dt: float) -> None:
         cfg = self.cfg
         if done % cfg.log_every == 0 or done == end:
-            out = {
-                "step": done,
-                "loss": rec["loss"],
-                "lr": rec["lr"],
-                "tokens_per_s": rec["tokens"] / dt,
-                "data_wait_frac": rec["data_wait_s"] / dt,
-                "step_time_s": dt,
-                "grad_norm": rec["grad_norm"],
-            }
-            out.update({k: v for k, v in rec.items() if k.startswith("loss.")})
-            self._log(out)
+            self.metrics.step_record(done, rec, dt, self.compute.fields(self.progress))
         if done % cfg.checkpoint_every == 0 or done == end:
             self._checkpoint(done)
         self._maybe_kill(done)
@@ -365,10 +293,7 @@ class Trainer:
         )
         if self.ctx.rank == 0:
             self._log({"event": "checkpoint", "step": step, "uri": uri})
-            if self.log_dir != self.cfg.output and self._jsonl is not None:
-                # Remote runs keep a copy of the metrics beside the checkpoints.
-                with open(self._jsonl.name, "rb") as f:
-                    resolve(self.cfg.output).join("metrics.jsonl").write_bytes_atomic(f.read())
+            self.metrics.upload()
         if self.ctx.distributed and self.ctx.world_size > 1:
             dist.barrier()
 
@@ -385,8 +310,7 @@ class Trainer:
             f"train_kill_at_step: killing worker rank {self.ctx.rank} (pid {os.getpid()}) after step {done}\n"
         )
         sys.stderr.flush()
-        if self._jsonl is not None:
-            self._jsonl.flush()
+        self.metrics.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
     def evaluate(self) -> dict:
@@ -416,7 +340,7 @@ class Trainer:
         cfg = self.cfg
         return {
             "event": "start",
-            "params": self.n_params,
+            **self.compute.fields(self.progress),
             "world_size": self.ctx.world_size,
             "accum_steps": self.accum,
             "physical_batch": cfg.physical_batch,
@@ -425,6 +349,7 @@ class Trainer:
             "start_step": self.progress.step,
             "resumed_from": self.resumed_from,
             "hyper": self.derived.to_dict(),
+            "parameterization": parameterization_record(cfg.model),
             "device": str(self.ctx.device),
             "compile": self.compiled,
             "attention": self.backend,
@@ -436,7 +361,7 @@ class Trainer:
         self.setup()
         self.resume()
         start = self.progress.step
-        self._open_logs()
+        self.metrics.open()
         warnings = list(self.derived.warnings)
         rec = self._start_record()
         if ctx.rank == 0:
@@ -468,9 +393,7 @@ class Trainer:
                 wait = time.perf_counter() - t0
                 rec = self.train_step(step, batch, wait)
                 dt = time.perf_counter() - t0
-                p = self.progress
-                p.step, p.loss = step + 1, rec["loss"]
-                p.first_loss = rec["loss"] if p.first_loss is None else p.first_loss
+                self.progress.after_step(step, rec, self.compute)
                 tot_all += dt
                 tot_wait += wait
                 if step > start:  # the first step of a process pays for warm-up (allocations, compile)
@@ -485,7 +408,7 @@ class Trainer:
             "start_step": start,
             "first_loss": self.progress.first_loss,
             "final_loss": self.progress.loss,
-            "params": self.n_params,
+            **self.compute.fields(self.progress),
             "hyper": self.derived.to_dict(),
             "resumed_from": self.resumed_from,
             "world_size": ctx.world_size,
@@ -497,11 +420,8 @@ class Trainer:
             summary["eval"] = self.evaluate()
         if ctx.rank == 0:
             summary["checkpoint"] = latest_checkpoint(cfg.output)
-            self._log({"event": "done", **summary})
-            resolve(cfg.output).join("summary.json").write_bytes_atomic(
-                json.dumps(summary, indent=2, sort_keys=True, default=str).encode()
-            )
-        self._close_logs()
+        self.metrics.write_summary(summary)
+        self.metrics.close()
         return summary
 
 

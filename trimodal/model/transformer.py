@@ -13,11 +13,11 @@ call `forward(..., predict=mask)`, which applies the head only at the selected p
 
 Parameters are initialized per name (`init_weights`), so a model built on the meta device and
 materialized shard by shard under FSDP2 holds the same values as one built whole on one device.
+Their scales, the residual branch multiplier and the logits multiplier follow
+`model.parameterization` (parameterization.py: standard, or CompleteP's width and depth rules).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn as nn
@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from trimodal.model.attention import attend, build_attention_mask, choose_backend
 from trimodal.model.config import ModelConfig
 from trimodal.model.head_loss import head_cross_entropy
+from trimodal.model.parameterization import Multipliers, init_std
 
 
 def rotary_tables(positions: torch.Tensor, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -75,8 +76,12 @@ class Block(nn.Module):
         self.attn = Attention(cfg)
         self.mlp_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.mlp = SwiGLU(cfg)
+        self.branch_scale = Multipliers.of(cfg).residual  # completep: (base_depth/depth)^α
 
     def forward(self, x, cos, sin, mask, backend):
+        if self.branch_scale != 1.0:
+            x = x + self.branch_scale * self.attn(self.attn_norm(x), cos, sin, mask, backend)
+            return x + self.branch_scale * self.mlp(self.mlp_norm(x))
         x = x + self.attn(self.attn_norm(x), cos, sin, mask, backend)
         return x + self.mlp(self.mlp_norm(x))
 
@@ -97,16 +102,13 @@ class Transformer(nn.Module):
         self.head = nn.Linear(cfg.dim, self.padded_vocab, bias=False)
         if cfg.tie_embeddings:
             self.head.weight = self.embed.weight
+        self.output_scale = Multipliers.of(cfg).output  # completep: base_width/width on the logits
         self.reset_parameters()
 
     def _init_value(self, name: str, p: torch.Tensor, generator: torch.Generator | None, device) -> torch.Tensor:
         if p.dim() < 2:
             return torch.ones(p.shape, dtype=p.dtype, device=device)  # norm scales start at 1
-        # Residual output projections scaled down with depth (GPT-2 style) so the residual
-        # stream's variance does not grow with the number of layers.
-        std = self.cfg.init_std
-        if name.endswith(("out.weight", "down.weight")):
-            std = std / math.sqrt(2 * self.cfg.n_layers)
+        std = init_std(self.cfg, name)  # per parameterization (parameterization.py)
         return torch.empty(p.shape, dtype=p.dtype, device=device).normal_(0.0, std, generator=generator)
 
     def reset_parameters(self):
@@ -157,6 +159,9 @@ class Transformer(nn.Module):
         x = self.embed(tokens.long())
         for blk in self.blocks:
             x = blk(x, cos, sin, mask, backend)
+        if self.output_scale != 1.0:
+            # the output logit multiplier, applied to h so that every use of the head gets it
+            return self.norm(x) * self.output_scale
         return self.norm(x)
 
     def forward(
