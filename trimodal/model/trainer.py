@@ -56,7 +56,7 @@ from trimodal.model.checkpoint import latest_checkpoint, load_into, save_checkpo
 from trimodal.model.config import TrainConfig
 from trimodal.model.data import Prefetcher, open_stream, planned_padding
 from trimodal.model.diffusion import MASKABLE, DiffusionLoss, Noise, stratified_t
-from trimodal.model.evaluate import elbo, unigram_entropy
+from trimodal.model.eval_train import TrainEval
 from trimodal.model.optim import build_optimizer, lr_factor, set_lr
 from trimodal.model.seeding import seed_for
 from trimodal.model.transformer import Transformer
@@ -347,6 +347,7 @@ class Trainer:
             self._log(out)
         if done % cfg.checkpoint_every == 0 or done == end:
             self._checkpoint(done)
+        self.evals.after_step(done, end)  # held-out NELBO (eval_train.py)
         self._maybe_kill(done)
 
     def _checkpoint(self, step: int) -> None:
@@ -389,28 +390,6 @@ class Trainer:
             self._jsonl.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
-    def evaluate(self) -> dict:
-        """The deterministic ELBO of the current model on the run's first `eval_batches` logical
-        batches (every rank evaluates the same rows: under FSDP each forward is collective),
-        in physical-batch pieces, with the unigram entropy of the same rows as the baseline."""
-        cfg = self.cfg
-        stream = open_stream(cfg.mix, 0, 1, cfg.logical_batch)
-        batches = []
-        for _ in range(cfg.eval_batches):
-            try:
-                b = next(stream)
-            except StopIteration:
-                break
-            batches += [
-                {k: v[i : i + cfg.physical_batch] for k, v in b.items()}
-                for i in range(0, len(b["tokens"]), cfg.physical_batch)
-            ]
-        with self.autocast:
-            res = elbo(self.model, cfg.diffusion, self.vocab, batches, seed=cfg.seed)
-        res["unigram"] = unigram_entropy(batches)
-        self._log({"event": "eval", **res})
-        return res
-
     # the run ----------------------------------------------------------------------------
     def _start_record(self) -> dict:
         cfg = self.cfg
@@ -435,6 +414,7 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         self.setup()
         self.resume()
+        self.evals = TrainEval(self)
         start = self.progress.step
         self._open_logs()
         warnings = list(self.derived.warnings)
@@ -493,8 +473,8 @@ class Trainer:
             "tokens_per_s": tot_tokens / tot_time if tot_time > 0 else None,
             "data_wait_frac": tot_wait / tot_all if tot_all > 0 else None,
         }
-        if cfg.eval_batches:
-            summary["eval"] = self.evaluate()
+        if cfg.eval is not None:
+            summary["eval"] = self.evals.final(summary["step"])
         if ctx.rank == 0:
             summary["checkpoint"] = latest_checkpoint(cfg.output)
             self._log({"event": "done", **summary})
