@@ -29,7 +29,8 @@ stream's position.
 Metrics (loss, per-modality loss, lr, tokens/s, data-wait fraction, grad norm) go to stderr
 as JSON lines and to ``metrics.jsonl`` and TensorBoard in the log dir (rank 0); the start record
 holds the planned padding share (a warning above 20%); the run's summary goes to
-``summary.json`` in the run directory at the end.
+``summary.json`` in the run directory at the end. With ``eval:`` the held-out NELBO is taken
+every `eval.every` steps and at the end (eval_train.py, one hook in `_after_step`).
 """
 
 from __future__ import annotations
