@@ -50,12 +50,13 @@ class TrainEval:
         return self.last
 
     def _vocab(self) -> str:
-        """The model's vocabulary as a file, for the mixer to lay the eval ids out with."""
+        """The model's vocabulary as a file, for the mixer to lay the eval ids out with (in a
+        temporary directory removed with this object)."""
         if self._vocab_uri is None:
-            fd, path = tempfile.mkstemp(prefix="trimodal-eval-vocab-", suffix=".json")
-            with os.fdopen(fd, "w") as f:
+            self._tmp = tempfile.TemporaryDirectory(prefix="trimodal-eval-")
+            self._vocab_uri = os.path.join(self._tmp.name, "vocab.json")
+            with open(self._vocab_uri, "w") as f:
                 f.write(self.tr.vocab.to_json())
-            self._vocab_uri = path
         return self._vocab_uri
 
     def evaluate(self, step: int) -> dict:
