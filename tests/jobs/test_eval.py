@@ -166,3 +166,13 @@ def test_ray_workers_give_the_in_process_figures(run, ray_cluster):
     assert ray["all"]["nelbo"] == pytest.approx(local["all"]["nelbo"], rel=1e-6)
     for t, fig in local["task"].items():
         assert ray["task"][t]["nelbo"] == pytest.approx(fig["nelbo"], rel=1e-6)
+
+
+def test_eval_mix_dataset_paths_are_made_absolute_for_ray_workers(tmp_path, monkeypatch):
+    from trimodal.jobs.train import load_train_config
+
+    monkeypatch.chdir(tmp_path)
+    mix = {"sources": [{"name": "e", "dataset": "data/e", "share": 1.0}], "seq_len": 64}
+    cfg = load_train_config({"mix": mix, "output": "run", "eval": {"mix": mix}})
+    assert cfg.eval.mix.sources[0].dataset == str(tmp_path / "data" / "e")
+    assert cfg.mix.sources[0].dataset == str(tmp_path / "data" / "e")

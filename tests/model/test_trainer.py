@@ -145,9 +145,15 @@ def test_eval_during_training_logs_records_and_the_summary_holds_the_final_one(t
 
     eval_mix = {"kind": "synthetic", "fingerprints": FPS, "seq_len": 32, "pool": 6, "seed": 7}
     ev = {"every": 3, "tokens": 5 * 32, "mix": eval_mix, "n_t": 2, "seeds": 2, "batch": 2}
-    out = run_train(config(tmp_path / "e", steps=7, eval=ev), in_process=True)
+    out = run_train(config(tmp_path / "e", steps=7, eval=ev, tensorboard=True), in_process=True)
     recs = [r for r in read_metrics(out["log_dir"]) if "eval.nelbo" in r]
     assert [r["step"] for r in recs] == [3, 6, 7]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = EventAccumulator(os.path.join(out["log_dir"], "tb"))
+    tb.Reload()
+    assert [e.step for e in tb.Scalars("eval/nelbo/text")] == [3, 6, 7]
+    assert "eval/task/t2i/nelbo" in tb.Tags()["scalars"]
     assert all(r["eval.nelbo.text"] > 0 and r["eval.unigram.text"] > 0 for r in recs)
     final = read_summary(str(tmp_path / "e"))["eval"]
     assert final["step"] == 7 and final["rows"] == 5

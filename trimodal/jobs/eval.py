@@ -48,6 +48,7 @@ def run_eval(
 ) -> dict:
     """The figures of a checkpoint (or a run's newest) as a dict (the `--json` schema)."""
     from trimodal.config import from_dict
+    from trimodal.jobs.train import _absolute_mix
     from trimodal.model.checkpoint import read_json, resolve_checkpoint
     from trimodal.model.config import TrainConfig, eval_mix_config
     from trimodal.model.eval_data import SPLITS, rows_for_tokens
@@ -60,7 +61,8 @@ def run_eval(
         raise ConfigError(f"--tokens: must be >= 1, got {tokens}")
     ckpt = resolve_checkpoint(target)
     if mix is not None:
-        source, split = eval_mix_config(mix, "--mix"), split or "train"
+        # dataset paths absolute: Ray tasks run in other working directories
+        source, split = _absolute_mix(eval_mix_config(mix, "--mix")), split or "train"
     else:
         cfg = from_dict(TrainConfig, read_json(ckpt, "config.json"), where=f"{ckpt}/config.json")
         source, split = cfg.mix, split or "eval"
