@@ -115,3 +115,9 @@ def test_the_eval_section_is_typed_and_checked_once(tmp_path):
     # no eval mix and no holdout in the training mix: nothing to evaluate on
     with pytest.raises(ConfigError, match=r"eval\.mix: not given, and the training mix has no holdout"):
         from_dict(TrainConfig, train(MIX, eval={"every": 5}), where="train")
+
+
+def test_eval_batches_is_replaced_by_eval_but_old_checkpoint_configs_load():
+    assert from_dict(TrainConfig, train(MIX, eval_batches=0)).eval is None
+    with pytest.raises(ConfigError, match=r"eval_batches: replaced by `eval:"):
+        from_dict(TrainConfig, train(MIX, eval_batches=2))

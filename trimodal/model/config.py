@@ -284,6 +284,9 @@ class TrainConfig:
     tokenizers: dict[str, TokenizerSpec] = field(default_factory=dict)  # for generate
     # held-out NELBO during training and in the summary (EvalConfig); None: none
     eval: EvalConfig | None = None
+    # replaced by `eval:`; kept so that the config.json of earlier checkpoints (eval_batches: 0)
+    # still loads
+    eval_batches: int = 0
 
     def validate(self) -> None:
         for k in ("steps", "physical_batch", "logical_batch", "num_workers", "checkpoint_every", "log_every"):
@@ -301,6 +304,8 @@ class TrainConfig:
             raise ConfigError("stop_at_step: must be >= 1")
         if self.prefetch < 0:
             raise ConfigError("prefetch: must be >= 0")
+        if self.eval_batches:
+            raise ConfigError("eval_batches: replaced by `eval: {mix, tokens, every}` (docs/training.md, Evaluation)")
         if self.eval is not None and self.eval.mix is None and getattr(self.mix, "holdout", None) is None:
             raise ConfigError(
                 "eval.mix: not given, and the training mix has no holdout to evaluate on; give an eval mix"
