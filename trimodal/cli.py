@@ -32,6 +32,7 @@ COMMANDS = {
     "codec": ("trimodal.jobs.codec:codec", "Build local image/audio codecs."),
     "mix": ("trimodal.jobs.mix:mix", "Preview and check data mixes."),
     "train": ("trimodal.jobs.train:train", "Train a masked diffusion model with Ray Train."),
+    "eval": ("trimodal.jobs.eval:eval_cmd", "Held-out NELBO of a checkpoint per modality and task."),
     "generate": ("trimodal.jobs.generate:generate", "Generate text, images or audio from a checkpoint."),
     "serve": ("trimodal.jobs.serve:serve", "Serve encode/decode over HTTP (Ray Serve)."),
     "encode": ("trimodal.jobs.serve:encode", "Encode a file with a running service."),

@@ -98,3 +98,26 @@ def test_one_tokenizer_spec_for_jobs_and_training(tmp_path):
     assert cfg.tokenizers["audio"].load_options("audio") == {"n_levels": 2}  # the path need not exist here
     with pytest.raises(ConfigError, match=r"tokenizers\.audio: levels: must be >= 1"):
         from_dict(TrainConfig, train(MIX, tokenizers={"audio": {"kind": "dac", "path": "x", "levels": 0}}))
+
+
+def test_the_eval_section_is_typed_and_checked_once(tmp_path):
+    p = tmp_path / "eval_mix.yaml"
+    p.write_text(yaml.safe_dump(dict(MIX, global_batch=16)))  # an eval mix's own batch is ignored
+    cfg = from_dict(TrainConfig, train(MIX, eval={"every": 5, "tokens": 4096, "mix": str(p)}))
+    assert cfg.eval.every == 5 and isinstance(cfg.eval.mix, MixConfig) and cfg.eval.mix.global_batch is None
+    assert from_dict(TrainConfig, to_dict(cfg)).eval == cfg.eval
+    with pytest.raises(ConfigError, match=r"train\.eval: n_t: must be >= 1"):
+        from_dict(TrainConfig, train(MIX, eval={"mix": MIX, "n_t": 0}), where="train")
+    with pytest.raises(ConfigError, match=r"train\.eval\.evry: unknown key"):
+        from_dict(TrainConfig, train(MIX, eval={"mix": MIX, "evry": 1}), where="train")
+    with pytest.raises(ConfigError, match=r"train\.eval\.mix: seq_len: must be >= 8"):
+        from_dict(TrainConfig, train(MIX, eval={"mix": {"sources": MIX["sources"], "seq_len": 4}}), where="train")
+    # no eval mix and no holdout in the training mix: nothing to evaluate on
+    with pytest.raises(ConfigError, match=r"eval\.mix: not given, and the training mix has no holdout"):
+        from_dict(TrainConfig, train(MIX, eval={"every": 5}), where="train")
+
+
+def test_eval_batches_is_replaced_by_eval_but_old_checkpoint_configs_load():
+    assert from_dict(TrainConfig, train(MIX, eval_batches=0)).eval is None
+    with pytest.raises(ConfigError, match=r"eval_batches: replaced by `eval:"):
+        from_dict(TrainConfig, train(MIX, eval_batches=2))

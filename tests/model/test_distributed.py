@@ -40,9 +40,22 @@ def _port():
 
 
 def test_fsdp_over_two_processes_matches_one_process(tmp_path):
-    cfg = config(tmp_path / "fsdp", steps=6, checkpoint_every=3, num_workers=2, physical_batch=4, fsdp=True)
+    # eval: 3 batches of 2 rows over 2 ranks: rank 1 runs a throwaway batch to keep FSDP's
+    # collective forwards in step
+    ev = {"mix": dict(config("x")["mix"], pool=6, seed=5), "tokens": 6 * 32, "n_t": 2, "seeds": 2, "batch": 2}
+    cfg = config(tmp_path / "fsdp", steps=6, checkpoint_every=3, num_workers=2, physical_batch=4, fsdp=True, eval=ev)
     mp.start_processes(_worker, args=(2, _port(), cfg), nprocs=2, join=True, start_method="spawn")
-    solo = run_train(config(tmp_path / "solo", steps=6, checkpoint_every=3), in_process=True)
+    solo = run_train(config(tmp_path / "solo", steps=6, checkpoint_every=3, eval=ev), in_process=True)
+    # the eval of 2 ranks equals `trimodal eval` of the same weights in one process
+    from trimodal.jobs.eval import run_eval
+    from trimodal.jobs.train import read_summary
+
+    two = read_summary(str(tmp_path / "fsdp"))["eval"]
+    one = run_eval(str(tmp_path / "fsdp"), mix=ev["mix"], tokens=6 * 32, n_t=2, seeds=2, batch=2, in_process=True)
+    assert two["rows"] == one["rows"] == 6
+    assert two["all"]["nelbo"] == pytest.approx(one["all"]["nelbo"], rel=1e-5)
+    assert two["task"].keys() == one["task"].keys()
+    assert solo["eval"]["all"]["nelbo"] == pytest.approx(one["all"]["nelbo"], rel=1e-3)
     a, b = loss_curve(str(tmp_path / "fsdp")), loss_curve(solo["log_dir"])
     assert sorted(a) == list(range(1, 7))
     assert a == pytest.approx(b, rel=1e-4)

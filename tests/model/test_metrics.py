@@ -23,11 +23,11 @@ def test_progress_state_dict_keeps_its_format_and_loads_older_checkpoints():
     assert (old.step, old.loss, old.first_loss, old.flops, old.tokens_real) == (7, 2.0, 5.0, 0.0, 0.0)
 
 
-def test_eval_records_are_flattened_under_eval_and_reach_tensorboard(tmp_path):
+def test_eval_records_carry_the_compute_and_reach_tensorboard(tmp_path):
     cfg = from_dict(TrainConfig, config(tmp_path / "run", tensorboard=True))
     log = MetricsLog(cfg, rank=0, log_dir=str(tmp_path / "logs"))
     log.open()
-    rec = log.eval_record(10, {"loss": 2.5, "text": {"nelbo": 3.0}}, {"flops": 1e12})
+    rec = log.eval_record(10, {"eval.loss": 2.5, "eval.text.nelbo": 3.0}, {"flops": 1e12})
     log.close()
     assert rec == {"event": "eval", "step": 10, "eval.loss": 2.5, "eval.text.nelbo": 3.0, "flops": 1e12}
     lines = [json.loads(l_) for l_ in open(tmp_path / "logs" / "metrics.jsonl")]
@@ -39,5 +39,5 @@ def test_eval_records_are_flattened_under_eval_and_reach_tensorboard(tmp_path):
     assert set(acc.Tags()["scalars"]) == {"eval/loss", "eval/text/nelbo", "flops"}
     quiet = MetricsLog(cfg, rank=1, log_dir=str(tmp_path / "other"))
     quiet.open()
-    quiet.eval_record(1, {"loss": 1.0})
+    quiet.eval_record(1, {"eval.loss": 1.0})
     assert not os.path.exists(tmp_path / "other")  # only rank 0 writes

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from trimodal.errors import ConfigError
-from trimodal.jobs.train import loss_curve, read_summary, run_train
+from trimodal.jobs.train import loss_curve, read_metrics, read_summary, run_train
 from trimodal.model.checkpoint import list_checkpoints, load_model, read_json
 
 from .conftest import FPS
@@ -137,14 +137,35 @@ def test_training_stops_cleanly_when_the_data_runs_out(tmp_path):
     assert [s for s, _ in list_checkpoints(str(tmp_path / "run"))] == [out["step"]]
 
 
-def test_final_evaluation_in_the_summary(tmp_path):
-    """`eval_batches` puts the deterministic ELBO of the final model (evaluate.py) and the unigram
-    baseline of the same rows into the summary; without it there is none."""
-    out = run_train(config(tmp_path / "e", steps=2, eval_batches=2), in_process=True)
-    ev = out["eval"]
-    assert ev["loss"] > 0 and ev["unigram"] > 0 and "loss.text" in ev
-    assert read_summary(str(tmp_path / "e"))["eval"] == pytest.approx(ev)
+def test_eval_during_training_logs_records_and_the_summary_holds_the_final_one(tmp_path):
+    """`eval: {every, tokens, mix}` logs eval.* records every `every` steps and after the last
+    (metrics.jsonl; TensorBoard takes the same records), and summary.json holds the last
+    evaluation, equal to `trimodal eval` of the final checkpoint on the same rows and draws."""
+    from trimodal.jobs.eval import run_eval
+
+    eval_mix = {"kind": "synthetic", "fingerprints": FPS, "seq_len": 32, "pool": 6, "seed": 7}
+    ev = {"every": 3, "tokens": 5 * 32, "mix": eval_mix, "n_t": 2, "seeds": 2, "batch": 2}
+    out = run_train(config(tmp_path / "e", steps=7, eval=ev, tensorboard=True), in_process=True)
+    recs = [r for r in read_metrics(out["log_dir"]) if "eval.nelbo" in r]
+    assert [r["step"] for r in recs] == [3, 6, 7]
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = EventAccumulator(os.path.join(out["log_dir"], "tb"))
+    tb.Reload()
+    assert [e.step for e in tb.Scalars("eval/nelbo/text")] == [3, 6, 7]
+    assert "eval/task/t2i/nelbo" in tb.Tags()["scalars"]
+    assert all(r["eval.nelbo.text"] > 0 and r["eval.unigram.text"] > 0 for r in recs)
+    final = read_summary(str(tmp_path / "e"))["eval"]
+    assert final["step"] == 7 and final["rows"] == 5
+    assert final["all"]["nelbo"] == pytest.approx(recs[-1]["eval.nelbo"])
+    cli = run_eval(str(tmp_path / "e"), mix=eval_mix, tokens=5 * 32, n_t=2, seeds=2, batch=2, in_process=True)
+    assert cli["all"]["nelbo"] == pytest.approx(final["all"]["nelbo"], rel=1e-5)
     assert "eval" not in run_train(config(tmp_path / "n", steps=1), in_process=True)
+
+
+def test_eval_without_a_mix_needs_a_holdout(tmp_path):
+    with pytest.raises(ConfigError, match="eval.mix"):
+        run_train(config(tmp_path / "h", eval={"every": 1}), in_process=True)
 
 
 def test_a_malformed_fault_spec_is_refused(tmp_path, monkeypatch):

@@ -40,6 +40,8 @@ def load_train_config(config) -> TrainConfig:
         cfg = from_yaml(TrainConfig, config)
     if not is_s3(cfg.output):
         cfg = dataclasses.replace(cfg, output=resolve(cfg.output).uri)
+    if cfg.eval is not None and cfg.eval.mix is not None:
+        cfg = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, mix=_absolute_mix(cfg.eval.mix)))
     cfg = dataclasses.replace(
         cfg,
         mix=_absolute_mix(cfg.mix),

@@ -227,6 +227,50 @@ def stream_config(value: Any, key: str = "mix") -> MixConfig | SyntheticStreamCo
     return mix
 
 
+def eval_mix_config(value: Any, key: str = "eval.mix") -> MixConfig | SyntheticStreamConfig | None:
+    """An eval mix (a mapping, the path of a mix YAML, or a config), read as one finite pass
+    (model/eval_data.py). Like a training mix, except that its `global_batch` is ignored: the
+    evaluation sets its own rows per batch."""
+    if value is None:
+        return None
+    if isinstance(value, (MixConfig, SyntheticStreamConfig)):
+        value = to_dict(value)
+    if isinstance(value, str):
+        try:
+            data = load_yaml(value)
+        except ConfigError as e:
+            raise ConfigError(f"{key}: {e}") from e
+        try:
+            return eval_mix_config(data, key)
+        except ConfigError as e:
+            raise ConfigError(f"{value}: {e}") from e
+    if isinstance(value, dict):
+        value = {k: v for k, v in value.items() if k != "global_batch"}
+    return stream_config(value, key)
+
+
+@dataclass
+class EvalConfig:
+    """``eval:`` in a train config: the held-out NELBO (model/evaluate.py) every `every` steps
+    and after the last one, logged as ``eval.*`` records; the last one goes to summary.json."""
+
+    every: int = 0  # steps between evaluations; 0: only after the last step
+    tokens: int = 65536  # the first ⌈tokens / seq_len⌉ rows of the eval stream
+    # an eval mix (mapping or mix YAML path); None: the training mix's held-out split (`holdout`)
+    mix: MixConfig | SyntheticStreamConfig | None = field(default=None, metadata={"convert": eval_mix_config})
+    n_t: int = 8  # masking-rate points per row (t_k = (u + k/K) mod 1)
+    seeds: int = 2  # independent replicates of u and the masks: the standard error
+    batch: int = 8  # rows per forward, per worker
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.every < 0:
+            raise ConfigError("every: must be >= 0")
+        for k in ("tokens", "n_t", "seeds", "batch"):
+            if getattr(self, k) < 1:
+                raise ConfigError(f"{k}: must be >= 1")
+
+
 @dataclass
 class TrainConfig:
     # the mixer's MixConfig (a mapping or a mix YAML's path) or a synthetic stream: stream_config()
@@ -257,8 +301,10 @@ class TrainConfig:
     stop_at_step: int | None = None
     log_dir: str | None = None  # metrics.jsonl + tb/; default: output if local, else ./trimodal_logs/<run>
     tokenizers: dict[str, TokenizerSpec] = field(default_factory=dict)  # for generate
-    # After the last step: the deterministic ELBO (evaluate.py) of the final model on the run's
-    # first `eval_batches` logical batches, next to the unigram baseline, in the summary (0: off).
+    # held-out NELBO during training and in the summary (EvalConfig); None: none
+    eval: EvalConfig | None = None
+    # replaced by `eval:`; kept so that the config.json of earlier checkpoints (eval_batches: 0)
+    # still loads
     eval_batches: int = 0
 
     def validate(self) -> None:
@@ -275,8 +321,14 @@ class TrainConfig:
             raise ConfigError("cpus_per_worker: must be > 0")
         if self.stop_at_step is not None and self.stop_at_step < 1:
             raise ConfigError("stop_at_step: must be >= 1")
-        if self.prefetch < 0 or self.eval_batches < 0:
-            raise ConfigError("prefetch / eval_batches: must be >= 0")
+        if self.prefetch < 0:
+            raise ConfigError("prefetch: must be >= 0")
+        if self.eval_batches:
+            raise ConfigError("eval_batches: replaced by `eval: {mix, tokens, every}` (docs/training.md, Evaluation)")
+        if self.eval is not None and self.eval.mix is None and getattr(self.mix, "holdout", None) is None:
+            raise ConfigError(
+                "eval.mix: not given, and the training mix has no holdout to evaluate on; give an eval mix"
+            )
         for k in self.tokenizers:
             if k not in MODALITIES:
                 raise ConfigError(f"tokenizers.{k}: not a modality {MODALITIES}")

@@ -167,12 +167,11 @@ class MetricsLog:
         out.update({k: v for k, v in rec.items() if k.startswith("loss.")})
         self.log(out)
 
-    def eval_record(self, step: int, results: dict, compute: dict | None = None) -> dict:
-        """An evaluation at training step `step`: ``{"event": "eval", "step", "eval.<k>": v}``
-        (nested dicts flattened with dots), with the compute so far, so held-out loss can be
+    def eval_record(self, step: int, figures: dict, compute: dict | None = None) -> dict:
+        """An evaluation at training step `step`: ``{"event": "eval", "step", **figures}`` (flat
+        ``eval.*`` scalars, evaluate.flatten) with the compute so far, so held-out loss can be
         plotted against C. Returns the record."""
-        rec = {"event": "eval", "step": step, **{f"eval.{k}": v for k, v in _flatten(results).items()}}
-        rec.update(compute or {})
+        rec = {"event": "eval", "step": step, **figures, **(compute or {})}
         self.log(rec)
         return rec
 
@@ -190,13 +189,3 @@ class MetricsLog:
         resolve(self.cfg.output).join("summary.json").write_bytes_atomic(
             json.dumps(summary, indent=2, sort_keys=True, default=str).encode()
         )
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out

@@ -30,7 +30,8 @@ Metrics (loss, per-modality loss, lr, tokens/s, data-wait fraction, grad norm, a
 so far: parameters, FLOPs per token, real and padded tokens, cumulative FLOPs C; flops.py) go to
 stderr as JSON lines and to ``metrics.jsonl`` and TensorBoard in the log dir (rank 0, metrics.py);
 the start record holds the planned padding share (a warning above 20%); the run's summary goes
-to ``summary.json`` in the run directory at the end.
+to ``summary.json`` in the run directory at the end. With ``eval:`` the held-out NELBO is taken
+every `eval.every` steps and at the end (eval_train.py, one hook in `_after_step`).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ from trimodal.model.checkpoint import latest_checkpoint, load_into, read_json, s
 from trimodal.model.config import TrainConfig
 from trimodal.model.data import Prefetcher, open_stream, planned_padding
 from trimodal.model.diffusion import MASKABLE, DiffusionLoss, Noise, stratified_t
-from trimodal.model.evaluate import elbo, unigram_entropy
+from trimodal.model.eval_train import TrainEval
 from trimodal.model.flops import doc_length_squares
 from trimodal.model.metrics import Compute, MetricsLog, RunProgress, log_dir_for
 from trimodal.model.optim import build_optimizer, lr_factor, set_lr
@@ -275,6 +276,7 @@ class Trainer:
             self.metrics.step_record(done, rec, dt, self.compute.fields(self.progress))
         if done % cfg.checkpoint_every == 0 or done == end:
             self._checkpoint(done)
+        self.evals.after_step(done, end)  # held-out NELBO (eval_train.py)
         self._maybe_kill(done)
 
     def _checkpoint(self, step: int) -> None:
@@ -313,28 +315,6 @@ class Trainer:
         self.metrics.flush()
         os.kill(os.getpid(), signal.SIGKILL)
 
-    def evaluate(self) -> dict:
-        """The deterministic ELBO of the current model on the run's first `eval_batches` logical
-        batches (every rank evaluates the same rows: under FSDP each forward is collective),
-        in physical-batch pieces, with the unigram entropy of the same rows as the baseline."""
-        cfg = self.cfg
-        stream = open_stream(cfg.mix, 0, 1, cfg.logical_batch)
-        batches = []
-        for _ in range(cfg.eval_batches):
-            try:
-                b = next(stream)
-            except StopIteration:
-                break
-            batches += [
-                {k: v[i : i + cfg.physical_batch] for k, v in b.items()}
-                for i in range(0, len(b["tokens"]), cfg.physical_batch)
-            ]
-        with self.autocast:
-            res = elbo(self.model, cfg.diffusion, self.vocab, batches, seed=cfg.seed)
-        res["unigram"] = unigram_entropy(batches)
-        self._log({"event": "eval", **res})
-        return res
-
     # the run ----------------------------------------------------------------------------
     def _start_record(self) -> dict:
         cfg = self.cfg
@@ -360,6 +340,7 @@ class Trainer:
         cfg, ctx = self.cfg, self.ctx
         self.setup()
         self.resume()
+        self.evals = TrainEval(self)
         start = self.progress.step
         self.metrics.open()
         warnings = list(self.derived.warnings)
@@ -416,8 +397,8 @@ class Trainer:
             "tokens_per_s": tot_tokens / tot_time if tot_time > 0 else None,
             "data_wait_frac": tot_wait / tot_all if tot_all > 0 else None,
         }
-        if cfg.eval_batches:
-            summary["eval"] = self.evaluate()
+        if cfg.eval is not None:
+            summary["eval"] = self.evals.final(summary["step"])
         if ctx.rank == 0:
             summary["checkpoint"] = latest_checkpoint(cfg.output)
         self.metrics.write_summary(summary)
