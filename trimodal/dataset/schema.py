@@ -29,6 +29,8 @@ SOURCE_KINDS: tuple[str, ...] = tuple(KIND_MODALITIES)
 
 # Tokenizer registry kinds and the modality each one tokenizes.
 TOKENIZER_KINDS: dict[str, str] = {"sentencepiece": "text", "vqmodel": "image", "dac": "audio"}
+# The tokenizer kind each modality is encoded with (one kind per modality today).
+MODALITY_TOKENIZER: dict[str, str] = {m: kind for kind, m in TOKENIZER_KINDS.items()}
 
 # Every reason a sample can be quarantined for, with what it means. Readers, decoders,
 # tokenizers, the retokenize job and the service all use these names.

@@ -23,6 +23,7 @@ import click
 import yaml
 
 from trimodal.cluster import ensure_ray
+from trimodal.dataset.schema import KIND_MODALITIES, MODALITIES
 
 MODALITY_OF_TASK = {"text": "text", "t2i": "image", "t2s": "audio"}
 
@@ -111,11 +112,11 @@ def service_stage(workdir: str, dataset: str, sources: list[dict], quiet: bool) 
     for spec in sources:
         src = from_dict(CorpusSource, spec)
         first = next(iter(read_input(src, list_inputs(src)[0])))
-        firsts[{"text": "text", "image_text": "image", "audio_text": "audio"}[src.kind]] = first
+        firsts[KIND_MODALITIES[src.kind][-1]] = first  # the kind's media (text for text)
     stored = {}
     want = {r["id"] for r in firsts.values()}
     for table in Dataset.open(dataset).iter_tables():
-        for row in table.select(["id", "text", "image", "audio"]).to_pylist():
+        for row in table.select(["id", *MODALITIES]).to_pylist():
             if row["id"] in want:
                 stored[row["id"]] = row
     with socket.socket() as sock:

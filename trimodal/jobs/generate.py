@@ -21,6 +21,7 @@ import os
 import click
 import numpy as np
 
+from trimodal.dataset.schema import MODALITIES
 from trimodal.errors import ConfigError
 
 TARGET = {"t2i": "image", "t2s": "audio", "text": "text"}
@@ -149,7 +150,7 @@ def _parse_overrides(values) -> dict:
     out = {}
     for v in values:
         modality, sep, spec = v.partition("=")
-        if not sep or ":" not in spec or modality not in ("text", "image", "audio"):
+        if not sep or ":" not in spec or modality not in MODALITIES:
             raise ConfigError(f"--tokenizer: expected MODALITY=KIND:PATH (e.g. audio=dac:/codecs/dac.pth), got {v!r}")
         out[modality] = spec
     return out

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from trimodal.dataset.schema import TOKENIZER_KINDS
 from trimodal.errors import SampleError
 
 
@@ -149,14 +150,10 @@ def sha256_file(path: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-# kind -> loader(path, **options) -> Tokenizer. Filled by the modality modules on import;
+# kind -> loader(path, **options) -> Tokenizer. Filled by the modality modules on import
+# (trimodal/tokenizers/<modality>.py registers the kinds of `schema.TOKENIZER_KINDS`);
 # `load_tokenizer` imports them lazily so that a text-only job never imports torch.
 TOKENIZERS: dict[str, Callable[..., Tokenizer]] = {}
-_KIND_MODULES = {
-    "sentencepiece": "trimodal.tokenizers.text",
-    "vqmodel": "trimodal.tokenizers.image",
-    "dac": "trimodal.tokenizers.audio",
-}
 
 
 def register(kind: str):
@@ -169,12 +166,12 @@ def register(kind: str):
 
 def load_tokenizer(kind: str, path: str, **options: Any) -> Tokenizer:
     """Build a tokenizer of registry `kind` from a local path (no network)."""
-    if kind not in TOKENIZERS and kind in _KIND_MODULES:
+    if kind not in TOKENIZERS and kind in TOKENIZER_KINDS:
         import importlib
 
-        importlib.import_module(_KIND_MODULES[kind])
+        importlib.import_module(f"trimodal.tokenizers.{TOKENIZER_KINDS[kind]}")
     if kind not in TOKENIZERS:
         from trimodal.errors import ConfigError
 
-        raise ConfigError(f"unknown tokenizer kind {kind!r}; known: {sorted(_KIND_MODULES)}")
+        raise ConfigError(f"unknown tokenizer kind {kind!r}; known: {sorted(TOKENIZER_KINDS)}")
     return TOKENIZERS[kind](path, **options)
