@@ -24,7 +24,7 @@ import pytest
 
 from tests.fixtures.datasets import job_config, read_rows
 from trimodal.client import Client, ServiceHTTPError
-from trimodal.dataset.schema import QUARANTINE_REASONS
+from trimodal.errors import QUARANTINE_REASONS
 
 pytestmark = pytest.mark.slow
 

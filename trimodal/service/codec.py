@@ -10,7 +10,7 @@ replica returns pixels / waveforms / text, and the ingress writes PNG / WAV byte
 
 Nothing from a request is unpickled: JSON in, base64 media, numpy arrays built from ints.
 Errors are `ServiceError`s carrying the HTTP status and a reason: 422 with the quarantine
-reason the tokenize job would record (`dataset.schema.QUARANTINE_REASONS`), 400 for a
+reason the tokenize job would record (`errors.QUARANTINE_REASONS`), 400 for a
 malformed request, 413 for one over a size limit.
 """
 

@@ -13,7 +13,7 @@ Three calls, used by the tokenize job inside Ray Data tasks and by retokenize:
 - `read_origin(origin, source=None)` / `read_origins(source, origins)` fetch records again by
   origin (without a source, one with default field names is guessed from the file).
 
-Unusable samples are *yielded* with ``error_reason`` set (codes in `trimodal.dataset.schema.QUARANTINE_REASONS`; the message
+Unusable samples are *yielded* with ``error_reason`` set (codes in `trimodal.errors.QUARANTINE_REASONS`; the message
 names the input and the key) so that the job can quarantine them; their other fields are best
 effort and must not be tokenized. An input that cannot be read at all raises InputError naming
 it; so does a missing input (a dangling symlink found in a listed directory included) and a

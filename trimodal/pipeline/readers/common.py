@@ -32,9 +32,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from trimodal.dataset import storage
-from trimodal.dataset.schema import QUARANTINE_REASONS as REASONS
-from trimodal.dataset.schema import reason as check_reason
-from trimodal.errors import InputError
+from trimodal.errors import QUARANTINE_REASONS as REASONS
+from trimodal.errors import InputError, check_reason
 from trimodal.pipeline.sources import COMPRESSIONS, EXTENSIONS, CorpusSource, split_compression
 
 # S3 GETs are expensive per request; tar and gzip readers ask for small blocks.
