@@ -21,9 +21,10 @@ from __future__ import annotations
 import time
 
 from trimodal.config import from_dict, to_dict
+from trimodal.dataset.digest import canonical_hash
 from trimodal.errors import ConfigError
 from trimodal.pipeline.job_config import JobConfig, check_inputs
-from trimodal.pipeline.resume import MarkerStore, canonical_hash, input_key
+from trimodal.pipeline.resume import MarkerStore, input_key
 from trimodal.pipeline.runner import FORMAT, Plan, faults_from_env, load_stage, run
 from trimodal.pipeline.worker import TaskSpec
 from trimodal.tokenizers.base import code_identity

@@ -43,10 +43,6 @@ def input_key(source: str, uri: str, name: str | None = None) -> str:
     return f"{safe}-{stem}-{hashlib.sha1(uri.encode()).hexdigest()[:10]}"
 
 
-def canonical_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:16]
-
-
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(old) | set(new)):

@@ -21,14 +21,13 @@ codebook entries are near-tied (well under 1% of codes in the tests).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from trimodal.dataset.digest import canonical_hash
 from trimodal.dataset.schema import TOKENIZER_KINDS
 from trimodal.errors import SampleError
 
@@ -112,8 +111,7 @@ def code_identity(fp: dict) -> dict:
 
 def fingerprint_id(fp: dict) -> str:
     """Short stable hash of a fingerprint's `code_identity` (canonical JSON)."""
-    blob = json.dumps(code_identity(fp), sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return canonical_hash(code_identity(fp))
 
 
 def to_storage(modality: str, codes: np.ndarray) -> np.ndarray:
@@ -137,17 +135,6 @@ def from_storage(modality: str, flat: np.ndarray, fingerprint: dict) -> np.ndarr
         h, w = fingerprint["code_grid"]
         return flat.reshape(h, w)
     return flat
-
-
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
 
 
 # kind -> loader(path, **options) -> Tokenizer. Filled by the modality modules on import
