@@ -46,11 +46,9 @@ class CodecActor:
     ):
         from trimodal.pipeline.encode import PREPARERS
         from trimodal.tokenizers.base import load_tokenizer
+        from trimodal.tokenizers.placement import set_codec_threads
 
-        if threads:
-            import torch
-
-            torch.set_num_threads(int(threads))
+        set_codec_threads(modality, threads)
         self.modality = modality
         self.tok = load_tokenizer(kind, path, **(options or {}))
         self.encode_prepared = PREPARERS[kind][2] if prepared is not None else None
@@ -112,11 +110,10 @@ class CodecPool:
     def __init__(self, stage, kinds: dict, ray_cfg, gpus: float, faults: dict | None):
         import ray
 
+        from trimodal.tokenizers.placement import gpu_placement
+
         self.modality = stage.modality
-        num_gpus = ray_cfg.num_gpus_per_actor if ray_cfg.num_gpus_per_actor is not None else (1.0 if gpus > 0 else 0.0)
-        options = dict(stage.options)
-        if num_gpus > 0:
-            options.setdefault("device", "cuda")
+        num_gpus, options = gpu_placement(stage.modality, stage.options, ray_cfg.num_gpus_per_actor, gpus)
         n = max(1, stage.actors)
         if num_gpus > 0 and ray_cfg.actors.get(stage.modality) is None:
             n = max(1, int(gpus // num_gpus))  # one actor per GPU unless the config says

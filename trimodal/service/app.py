@@ -106,11 +106,9 @@ class CodecServer:
         batch_wait_s: float,
     ):
         from trimodal.tokenizers.base import load_tokenizer
+        from trimodal.tokenizers.placement import set_codec_threads
 
-        if threads and modality != "text":
-            import torch
-
-            torch.set_num_threads(int(threads))
+        set_codec_threads(modality, threads)
         self.modality, self.kind, self.params, self.fingerprint = modality, kind, params, fingerprint
         self.tok = load_tokenizer(kind, path, **options)
         self._encoder = Batcher(self._encode_batch, max_batch_size, batch_wait_s)
@@ -442,15 +440,14 @@ def build_app(cfg, info: dict, token: str | None, gpus: float = 0.0, env: dict |
     environment variables for every replica."""
     from ray.serve.config import BackpressureConfig
 
+    from trimodal.tokenizers.placement import gpu_placement
+
     s = cfg.serve
     runtime_env = {"runtime_env": {"env_vars": dict(env)}} if env else {}
     codecs = {}
     for m in cfg.modalities():
         spec, d = cfg.tokenizers[m], s.deployment(m)
-        num_gpus = d.num_gpus if d.num_gpus is not None else (1.0 if (m != "text" and gpus > 0) else 0.0)
-        options = spec.load_options(m, cfg.limits)
-        if num_gpus > 0 and m != "text":
-            options.setdefault("device", "cuda")
+        num_gpus, options = gpu_placement(m, spec.load_options(m, cfg.limits), d.num_gpus, gpus)
         dep = CodecServer.options(
             name=f"{m}_codec",
             ray_actor_options=_actor_options(d, runtime_env, num_gpus),

@@ -297,13 +297,12 @@ def load_tokenizers(cfg: ServeConfig, device: str | None = "cpu") -> dict:
     """Load every configured tokenizer (on the driver: proves it loads, gives fingerprints and
     prepare params); errors name the key. Returns {modality: Tokenizer}."""
     from trimodal.tokenizers.base import load_tokenizer
+    from trimodal.tokenizers.placement import with_device
 
     toks = {}
     for m in cfg.modalities():
         spec = cfg.tokenizers[m]
-        opts = spec.load_options(m, cfg.limits)
-        if device is not None and m != "text":
-            opts = dict(opts, device=device)
+        opts = with_device(m, spec.load_options(m, cfg.limits), device)
         try:
             tok = load_tokenizer(spec.kind, os.path.expanduser(spec.path), **opts)
         except ConfigError as e:
