@@ -82,6 +82,7 @@ def run_generate(
     from trimodal.model.diffusion import DiffusionLoss
     from trimodal.model.sampler import REMASKING, build_template, sample
     from trimodal.tokenizers.base import from_storage
+    from trimodal.tokenizers.media import media_file_bytes
 
     if task not in TARGET:
         raise ConfigError(f"--task: {task!r} is not one of {sorted(TARGET)}")
@@ -129,19 +130,15 @@ def run_generate(
         "cfg_scale": cfg_scale,
         "seed": seed,
     }
+    with open(out, "wb") as f:
+        f.write(media_file_bytes(modality, media))
     if modality == "image":
-        media.save(out, format="PNG")
         info["size"] = list(media.size)
     elif modality == "audio":
-        import soundfile as sf
-
         wave, rate = media
-        sf.write(out, np.asarray(wave, dtype=np.float32).reshape(-1), int(rate), format="WAV")
         info["seconds"] = len(np.asarray(wave).reshape(-1)) / float(rate)
         info["sample_rate"] = int(rate)
     else:
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(media)
         info["text"] = media
     return info
 

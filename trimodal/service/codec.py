@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
 from typing import Any
 
@@ -27,6 +26,7 @@ import numpy as np
 from trimodal.dataset.schema import MODALITIES
 from trimodal.errors import SampleError
 from trimodal.tokenizers.base import from_storage, to_storage
+from trimodal.tokenizers.media import media_file_bytes
 
 MEDIA_TYPES = {"text": "text/plain; charset=utf-8", "image": "image/png", "audio": "audio/wav"}
 
@@ -211,27 +211,8 @@ def parse_codes(obj: dict, modality: str, fp: dict, vocab, max_audio_seconds: fl
     return arr.astype(np.int32)
 
 
-def media_bytes(modality: str, media: Any) -> bytes:
-    """Decoded media → the bytes of a file: UTF-8 text, PNG, or 16-bit PCM WAV."""
-    if modality == "text":
-        return str(media).encode("utf-8")
-    if modality == "image":
-        from PIL import Image
-
-        buf = io.BytesIO()
-        img = media if isinstance(media, Image.Image) else Image.fromarray(np.asarray(media, np.uint8), "RGB")
-        img.save(buf, format="PNG")
-        return buf.getvalue()
-    import soundfile as sf
-
-    wave, rate = media
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(wave, np.float32).reshape(-1), -1.0, 1.0), int(rate), format="WAV")
-    return buf.getvalue()
-
-
 def media_payload(modality: str, media: Any) -> dict:
     """The `data` / `media_type` of a decode response."""
-    blob = media_bytes(modality, media)
+    blob = media_file_bytes(modality, media)
     data = blob.decode("utf-8") if modality == "text" else base64.b64encode(blob).decode("ascii")
     return {"modality": modality, "media_type": MEDIA_TYPES[modality], "data": data}
