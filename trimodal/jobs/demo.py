@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import time
 
 import click
@@ -119,10 +118,7 @@ def service_stage(workdir: str, dataset: str, sources: list[dict], quiet: bool) 
         for row in table.select(["id", *MODALITIES]).to_pylist():
             if row["id"] in want:
                 stored[row["id"]] = row
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    info = app.start(load_serve_config(dataset=dataset, overrides={"port": port}))
+    info = app.start(load_serve_config(dataset=dataset, overrides={"port": app.free_port()}))
     samples = os.path.join(workdir, "samples")
     out = {"url": info["url"], "startup_s": info["startup_s"], "files": {}, "codes_match_dataset": {}}
     try:
