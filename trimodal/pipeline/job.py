@@ -35,7 +35,7 @@ def run_tokenize(
 ) -> dict:
     """Tokenize the configured sources into `config.output.uri`; return the summary dict
     (the manifest's `stats` plus `output`, `job_fingerprint`)."""
-    from trimodal.pipeline.readers.common import input_key as source_key
+    from trimodal.pipeline.readers.common import input_name
 
     cfg = config if isinstance(config, JobConfig) else from_dict(JobConfig, config)
     if restart:
@@ -69,7 +69,7 @@ def run_tokenize(
     order: list[str] = []
     for s, uris in zip(cfg.sources, inputs):
         for uri in uris:
-            k = input_key(s.name, uri, source_key(s, uri))
+            k = input_key(s.name, uri, input_name(s, uri))
             if k in items:
                 raise ConfigError(f"sources: input {uri} is listed twice (source {s.name!r})")
             items[k] = {"key": k, "source": s.name, "uri": uri}

@@ -34,8 +34,8 @@ JOB_FILE = "job.json"
 def input_key(source: str, uri: str, name: str | None = None) -> str:
     """Stable, filesystem-safe key of one input file: ``<source>-<name>-<hash of the URI>``.
 
-    `name` is the input's readable key within its source (its path below the source's
-    directory or glob); the hash keeps keys distinct whatever the sanitizing merged. The key
+    `name` is the input's readable name within its source (`readers.common.input_name`: its
+    path below the source's directory or glob); the hash keeps keys distinct whatever the sanitizing merged. The key
     does not depend on the position in the input list, so adding files to a source later
     leaves the keys (and markers, and shard names) of the existing ones unchanged."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", source)
