@@ -94,11 +94,6 @@ def raise_first(results: list) -> list[np.ndarray]:
     return results
 
 
-def encode_safe(tok: Tokenizer, items: Sequence[Any], names: Sequence[str] | None = None) -> list:
-    """Encode a batch, isolating bad items: a list of code arrays and `SampleError`s, in order."""
-    return tok.encode_each(items, names=names)
-
-
 # Fingerprint fields that label a tokenizer for people and never change its codes.
 LABEL_FIELDS = ("name",)
 
