@@ -1,4 +1,4 @@
-from trimodal.tokenizers.placement import cpu_only, gpu_placement, with_device
+from trimodal.tokenizers.placement import CodecLoad, cpu_only, gpu_placement, with_device
 
 
 def test_text_runs_on_cpus_only():
@@ -24,3 +24,11 @@ def test_with_device_leaves_text_alone():
     assert with_device("text", opts, "cpu") == opts
     assert with_device("audio", opts, None) == opts
     assert "device" not in opts  # never changed in place
+
+
+def test_codec_load_is_plain_data_that_loads(text_tokenizer_path):
+    import pickle
+
+    codec = CodecLoad("text", "sentencepiece", str(text_tokenizer_path), {}, threads=2)
+    assert pickle.loads(pickle.dumps(codec)) == codec  # shipped to actors and replicas
+    assert codec.load().modality == "text"

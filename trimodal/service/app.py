@@ -131,7 +131,7 @@ def build_app(cfg, info: dict, token: str | None, gpus: float = 0.0, env: dict |
     environment variables for every replica."""
     from ray.serve.config import BackpressureConfig
 
-    from trimodal.tokenizers.placement import gpu_placement
+    from trimodal.tokenizers.placement import CodecLoad, gpu_placement
 
     s = cfg.serve
     runtime_env = {"runtime_env": {"env_vars": dict(env)}} if env else {}
@@ -149,14 +149,11 @@ def build_app(cfg, info: dict, token: str | None, gpus: float = 0.0, env: dict |
             max_constructor_retry_count=3,
             **({"autoscaling_config": d.autoscaling.to_serve()} if d.autoscaling else {"num_replicas": d.replicas}),
         )
+        codec = CodecLoad(m, spec.kind, os.path.abspath(os.path.expanduser(spec.path)), options, spec.threads)
         codecs[m] = dep.bind(
-            m,
-            spec.kind,
-            os.path.abspath(os.path.expanduser(spec.path)),
-            options,
+            codec,
             info["modalities"][m]["params"],
             info["modalities"][m]["fingerprint"],
-            spec.threads,
             d.batch_size(m),
             d.batch_wait(m),
         )

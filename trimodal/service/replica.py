@@ -18,6 +18,7 @@ from ray import serve
 from trimodal.errors import SampleError
 from trimodal.service.batcher import Batcher
 from trimodal.tokenizers.base import from_storage, to_storage
+from trimodal.tokenizers.placement import CodecLoad
 
 
 @serve.deployment
@@ -25,23 +26,10 @@ class CodecServer:
     """One modality's tokenizer, loaded once per replica; batched encode and decode."""
 
     def __init__(
-        self,
-        modality: str,
-        kind: str,
-        path: str,
-        options: dict,
-        params: dict | None,
-        fingerprint: dict,
-        threads: int | None,
-        max_batch_size: int,
-        batch_wait_s: float,
+        self, codec: CodecLoad, params: dict | None, fingerprint: dict, max_batch_size: int, batch_wait_s: float
     ):
-        from trimodal.tokenizers.base import load_tokenizer
-        from trimodal.tokenizers.placement import set_codec_threads
-
-        set_codec_threads(modality, threads)
-        self.modality, self.kind, self.params, self.fingerprint = modality, kind, params, fingerprint
-        self.tok = load_tokenizer(kind, path, **options)
+        self.modality, self.kind, self.params, self.fingerprint = codec.modality, codec.kind, params, fingerprint
+        self.tok = codec.load()
         self._encoder = Batcher(self._encode_batch, max_batch_size, batch_wait_s)
         self._decoder = Batcher(self._decode_batch, max_batch_size, batch_wait_s)
 

@@ -9,6 +9,8 @@ for both, so that the job and the service place (and therefore compute) codes th
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 # Modalities whose tokenizer runs on CPUs only.
 CPU_MODALITIES: tuple[str, ...] = ("text",)
 
@@ -46,3 +48,23 @@ def set_codec_threads(modality: str, threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(int(threads))
+
+
+@dataclass(frozen=True)
+class CodecLoad:
+    """What the process that runs a tokenizer (a codec pool actor, a codec replica) needs to load
+    it: plain data, shipped to Ray actors and Serve replicas. `options` already carry the device
+    (`gpu_placement`)."""
+
+    modality: str
+    kind: str
+    path: str
+    options: dict = field(default_factory=dict)
+    threads: int | None = None
+
+    def load(self):
+        """Set the process's torch threads, then load the tokenizer."""
+        from trimodal.tokenizers.base import load_tokenizer
+
+        set_codec_threads(self.modality, self.threads)
+        return load_tokenizer(self.kind, self.path, **self.options)
