@@ -18,6 +18,7 @@ import logging
 
 from ray import serve
 
+from trimodal.dataset.schema import MODALITIES
 from trimodal.service import requests
 from trimodal.service.batcher import Batcher
 from trimodal.service.errors import ServiceError, retry_later
@@ -36,11 +37,12 @@ def _json(body: dict, status: int = 200, headers: dict | None = None):
 class Ingress:
     """HTTP routes: POST /v1/encode, POST /v1/decode, GET /v1/tokenizers, GET /healthz."""
 
-    def __init__(self, info: dict, token_sha256: str | None, text=None, image=None, audio=None):
+    def __init__(self, info: dict, token_sha256: str | None, **codecs):
+        """`codecs`: modality -> the handle of its codec deployment."""
         from trimodal.tokenizers.vocab import Vocabulary
 
         self.info = info
-        self.handles = {m: h for m, h in (("text", text), ("image", image), ("audio", audio)) if h is not None}
+        self.handles = {m: codecs[m] for m in MODALITIES if codecs.get(m) is not None}
         if info.get("direct_ingress"):
             # Throughput mode calls codec replicas over gRPC, but a handle's transport is fixed
             # where it was made (the driver, without the mode's environment): ask for it here.

@@ -23,10 +23,7 @@ from trimodal.dataset.schema import MODALITIES
 from trimodal.errors import SampleError
 from trimodal.service.errors import ServiceError, bad_request, rejected
 from trimodal.tokenizers.base import to_storage
-from trimodal.tokenizers.media import media_file_bytes
-
-MEDIA_TYPES = {"text": "text/plain; charset=utf-8", "image": "image/png", "audio": "audio/wav"}
-
+from trimodal.tokenizers.media import MEDIA_TYPES, media_file_bytes
 
 # ----------------------------------------------------------------------------- requests
 

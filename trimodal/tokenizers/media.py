@@ -333,6 +333,11 @@ def prepare_audio(
 # ----------------------------------------------------------------------------- writing
 
 
+# The file each modality's decoded media is written as, and its media type.
+FILE_SUFFIX = {"text": ".txt", "image": ".png", "audio": ".wav"}
+MEDIA_TYPES = {"text": "text/plain; charset=utf-8", "image": "image/png", "audio": "audio/wav"}
+
+
 def media_file_bytes(modality: str, media: Any) -> bytes:
     """Decoded media (what `Tokenizer.decode` returns) → the bytes of a file: UTF-8 text, PNG, or
     16-bit PCM WAV with the waveform clipped to [-1, 1] (a codec may overshoot; unclipped
