@@ -4,12 +4,12 @@ file) and resume on another world size, 2 → 1 and 1 → 2, bit for bit.
 (The DDP path runs under Ray Train in tests/jobs/test_train.py.)"""
 
 import os
+import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.ports import free_port
 from trimodal.jobs.train import load_train_config, loss_curve, read_metrics, run_train
 from trimodal.model.checkpoint import load_model
 
@@ -33,9 +33,15 @@ def _worker(rank, world, port, cfg_dict):
         dist.destroy_process_group()
 
 
+def _port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_fsdp_over_two_processes_matches_one_process(tmp_path):
     cfg = config(tmp_path / "fsdp", steps=6, checkpoint_every=3, num_workers=2, physical_batch=4, fsdp=True)
-    mp.start_processes(_worker, args=(2, free_port(), cfg), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(2, _port(), cfg), nprocs=2, join=True, start_method="spawn")
     solo = run_train(config(tmp_path / "solo", steps=6, checkpoint_every=3), in_process=True)
     a, b = loss_curve(str(tmp_path / "fsdp")), loss_curve(solo["log_dir"])
     assert sorted(a) == list(range(1, 7))
@@ -47,7 +53,7 @@ def test_fsdp_over_two_processes_matches_one_process(tmp_path):
 
 
 def _spawn(world, cfg):
-    mp.start_processes(_worker, args=(world, free_port(), cfg), nprocs=world, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(world, _port(), cfg), nprocs=world, join=True, start_method="spawn")
 
 
 def test_resume_on_another_world_size_continues_bit_for_bit(tmp_path):
