@@ -6,9 +6,10 @@ small datasets.
 """
 
 import os
-import socket
 
 import pytest
+
+from tests.ports import free_port
 
 pytest_plugins = [
     "tests.fixtures.cluster",
@@ -16,12 +17,6 @@ pytest_plugins = [
     "tests.fixtures.codecs",
     "tests.fixtures.datasets",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pytest_configure(config):
@@ -32,7 +27,7 @@ def pytest_configure(config):
     # The S3 endpoint is fixed before anything starts so that Ray workers (which inherit the
     # environment when the cluster starts) and subprocesses see the same test server.
     if "TRIMODAL_TEST_S3_PORT" not in os.environ:
-        os.environ["TRIMODAL_TEST_S3_PORT"] = str(_free_port())
+        os.environ["TRIMODAL_TEST_S3_PORT"] = str(free_port())
     port = os.environ["TRIMODAL_TEST_S3_PORT"]
     os.environ["TRIMODAL_S3_ENDPOINT"] = f"http://127.0.0.1:{port}"
     os.environ["AWS_ACCESS_KEY_ID"] = "testing"

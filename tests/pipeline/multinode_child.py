@@ -21,6 +21,8 @@ import sys
 import threading
 import time
 
+from tests.ports import free_port
+
 
 def busy_titles(node) -> list[str]:
     """Process titles of the Ray workers of one node (children of its raylet, read from /proc)
@@ -58,7 +60,7 @@ def main() -> None:
         head_node_args={
             "num_cpus": 0,
             "include_dashboard": submit,
-            **({"dashboard_port": _free_port(), "dashboard_agent_listen_port": _free_port()} if submit else {}),
+            **({"dashboard_port": free_port(), "dashboard_agent_listen_port": free_port()} if submit else {}),
         },
     )
     workers = [cluster.add_node(num_cpus=1, resources={"worker": 4}) for _ in range(3)]
@@ -112,14 +114,6 @@ def main() -> None:
         json.dump(result, f)
     ray.shutdown()
     cluster.shutdown()
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _list(loc) -> list[str]:

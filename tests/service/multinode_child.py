@@ -66,8 +66,9 @@ def inputs() -> dict[str, str | bytes]:
 
 def local_codes(cfg, items: dict) -> dict[str, list[int]]:
     """The codes this process's codecs give, through the service's own prepare and encode."""
-    from trimodal.service.codec import encode_batch, prepare_request
     from trimodal.service.config import load_tokenizers
+    from trimodal.service.replica import encode_batch
+    from trimodal.service.requests import prepare_request
     from trimodal.tokenizers.prepare import prepare_params
 
     toks = load_tokenizers(cfg, device="cpu")

@@ -17,7 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import yaml
 
-from tests.service.test_service import _clip, _free_port, _post_raw
+from tests.ports import free_port
+from tests.service.test_service import _clip, _post_raw
 
 pytestmark = pytest.mark.slow
 
@@ -34,7 +35,7 @@ def small_ingress(tokenizer_specs, ray_cluster, tmp_path_factory):
     cfg = load_serve_config(
         str(path),
         overrides={
-            "port": _free_port(),
+            "port": free_port(),
             "retry_after_s": 3.0,
             "ingress": {"max_ongoing_requests": 1, "max_queued_requests": 1},
             "audio": {"max_batch_size": 1, "max_ongoing_requests": 1, "max_queued_requests": 64},

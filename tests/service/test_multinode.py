@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.service.test_service import _free_port
+from tests.ports import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +28,7 @@ def run(tokenizer_specs, tmp_path_factory) -> dict:
     conf = {
         "tokenizers": tokenizer_specs,
         "serve": {
-            "port": _free_port(),
+            "port": free_port(),
             "text": CODEC,
             "image": {"replicas": 2, **CODEC},
             "audio": CODEC,

@@ -23,21 +23,14 @@ import numpy as np
 import pytest
 
 from tests.fixtures.datasets import job_config, read_rows
+from tests.ports import free_port
 from trimodal.client import Client, ServiceHTTPError
-from trimodal.dataset.schema import QUARANTINE_REASONS
+from trimodal.errors import QUARANTINE_REASONS
 
 pytestmark = pytest.mark.slow
 
 TOKEN = "test-token-0123456789abcdef"
 IMAGE_ONGOING = 4  # per image replica: what a killed replica can hold in flight
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- the corpus
@@ -134,7 +127,7 @@ def service(dataset, ray_cluster):
     from trimodal.service import app
     from trimodal.service.config import load_serve_config
 
-    port = _free_port()
+    port = free_port()
     cfg = load_serve_config(
         dataset=dataset["uri"],
         overrides={

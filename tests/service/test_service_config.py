@@ -1,18 +1,12 @@
-"""The service's config, bind rules and request parsing, without Ray: every check here runs
-before a replica starts, so a wrong key or an unsafe bind costs a second, not a cluster."""
+"""The service's config and bind rules, without Ray: every check here runs before a replica
+starts, so a wrong key or an unsafe bind costs a second, not a cluster."""
 
 from __future__ import annotations
 
-import base64
-import io
-
-import numpy as np
 import pytest
 import yaml
 
 from trimodal.errors import ConfigError, IntegrityError
-from trimodal.service import codec
-from trimodal.service.codec import ServiceError
 from trimodal.service.config import bind_token, is_loopback, load_serve_config, load_tokenizers
 
 TOKEN = "a-token-of-enough-length"
@@ -188,136 +182,3 @@ def test_dataset_mode_refuses_other_weights(tmp_path, tokenizer_specs, audio_cod
     uri = _dataset(tmp_path, {"audio": spec}, {"audio": fp})
     with pytest.raises(IntegrityError, match=r"tokenizers\.audio.*weights_sha256"):
         load_tokenizers(load_serve_config(dataset=uri))
-
-
-# ----------------------------------------------------------------------------- requests
-
-
-SERVED = {"text": {}, "image": {}}
-
-
-def test_request_items_and_modality():
-    assert codec.request_items({"modality": "text", "data": "x"}, 4) == ([{"modality": "text", "data": "x"}], False)
-    items, is_list = codec.request_items({"modality": "text", "items": [{"data": "a"}, {"modality": "image"}]}, 4)
-    assert is_list and [i["modality"] for i in items] == ["text", "image"]
-    with pytest.raises(ServiceError) as e:
-        codec.request_items({"items": [{}] * 5}, 4)
-    assert (e.value.status, e.value.reason) == (413, "too_many_items")
-    for bad in ([], "text", {"items": []}, {"items": [1]}):
-        with pytest.raises(ServiceError) as e:
-            codec.request_items(bad, 4)
-        assert e.value.status == 400
-    with pytest.raises(ServiceError) as e:
-        codec.check_modality({"modality": "audio"}, SERVED, None, "")
-    assert (e.value.status, e.value.reason) == (400, "unknown_modality") and "serves text, image" in e.value.message
-    assert codec.check_modality({}, SERVED, "image", "") == "image"
-
-
-def test_raw_media_base64_is_strict():
-    assert codec.raw_media({"data": base64.b64encode(b"\x00\xff").decode()}, "image", "") == b"\x00\xff"
-    assert codec.raw_media({"data": "plain text"}, "text", "") == "plain text"
-    for data in ("no spaces allowed!", 5, None):
-        with pytest.raises(ServiceError) as e:
-            codec.raw_media({"data": data}, "audio", "items[2].")
-        assert e.value.status == 400 and e.value.message.startswith("items[2].data")
-
-
-IMAGE_FP = {"codebook_size": 1024, "levels": 1, "code_grid": [8, 8]}
-AUDIO_FP = {"codebook_size": 1024, "levels": 4, "frame_rate": 31.25}
-
-
-def test_parse_codes_layouts_and_checks():
-    flat = list(range(64))
-    assert codec.parse_codes({"codes": flat}, "image", IMAGE_FP, None, None, "").tolist() == flat
-    nested = np.arange(64).reshape(8, 8).tolist()
-    assert codec.parse_codes({"codes": nested}, "image", IMAGE_FP, None, None, "").tolist() == flat
-    # audio nested as (levels, frames) → frame-major storage layout
-    a = np.arange(12).reshape(4, 3)
-    got = codec.parse_codes({"codes": a.tolist()}, "audio", AUDIO_FP, None, 10.0, "")
-    assert got.tolist() == a.T.reshape(-1).tolist()
-    for obj, fp, m in (
-        ({"codes": flat[:-1]}, IMAGE_FP, "image"),
-        ({"codes": [True] * 64}, IMAGE_FP, "image"),
-        ({"codes": [[1, 2], [3]]}, IMAGE_FP, "image"),
-        ({"codes": [2**70] * 64}, IMAGE_FP, "image"),
-        ({"codes": [-1] + flat[1:]}, IMAGE_FP, "image"),
-        ({"codes": list(range(5))}, AUDIO_FP, "audio"),
-        ({"codes": np.zeros((3, 4), int).tolist()}, AUDIO_FP, "audio"),
-        ({"codes": "0 1 2"}, IMAGE_FP, "image"),
-        ({}, IMAGE_FP, "image"),
-    ):
-        with pytest.raises(ServiceError) as e:
-            codec.parse_codes(obj, m, fp, None, 10.0, "")
-        assert e.value.status == 400, obj
-    with pytest.raises(ServiceError) as e:  # 10 s at 31.25 frames/s is 313 frames
-        codec.parse_codes({"codes": [0] * 4 * 314}, "audio", AUDIO_FP, None, 10.0, "")
-    assert e.value.status == 413
-
-
-def test_prepare_request_uses_the_job_reasons(image_codec_dir):
-    from PIL import Image
-
-    from trimodal.tokenizers.base import load_tokenizer
-    from trimodal.tokenizers.prepare import prepare_params
-
-    tok = load_tokenizer("vqmodel", str(image_codec_dir), max_pixels=100 * 100)
-    params = prepare_params("vqmodel", tok)
-    buf = io.BytesIO()
-    Image.new("RGB", (120, 120), (1, 2, 3)).save(buf, format="PNG")
-    for data, reason in (
-        (buf.getvalue(), "image_too_large"),
-        (b"GIF89a junk", "corrupt_image"),
-        (b"", "corrupt_image"),
-    ):
-        with pytest.raises(ServiceError) as e:
-            codec.prepare_request("image", "vqmodel", data, "request", params, {})
-        assert (e.value.status, e.value.reason) == (422, reason)
-    small = io.BytesIO()
-    Image.new("RGB", (64, 48), (1, 2, 3)).save(small, format="PNG")
-    px = codec.prepare_request("image", "vqmodel", small.getvalue(), "request", params, {})
-    assert len(px) == 64 * 64 * 3
-
-
-def test_media_bytes():
-    import soundfile as sf
-    from PIL import Image
-
-    assert codec.media_bytes("text", "héllo") == "héllo".encode()
-    png = codec.media_bytes("image", np.zeros((8, 8, 3), np.uint8))
-    assert Image.open(io.BytesIO(png)).size == (8, 8)
-    wav = codec.media_bytes("audio", (np.array([0.0, 2.0, -2.0], np.float32), 16000))
-    w, r = sf.read(io.BytesIO(wav), dtype="float32")
-    assert r == 16000 and w.max() <= 1.0 and w.min() >= -1.0  # clipped, not wrapped
-    assert codec.media_payload("audio", (np.zeros(4, np.float32), 8000))["media_type"] == "audio/wav"
-
-
-def test_replica_and_transport_failures_become_503_unavailable():
-    """A codec call that fails because its replica or node went away is the client's 503 (retry),
-    whichever way it surfaces: an actor error, or a raw gRPC error under direct ingress."""
-    import asyncio
-
-    import grpc
-    from grpc.aio import AioRpcError, Metadata
-    from ray.exceptions import ActorDiedError
-    from ray.serve.exceptions import BackPressureError
-
-    from trimodal.service.app import Ingress
-    from trimodal.service.codec import ServiceError
-
-    ingress = object.__new__(Ingress.func_or_class)
-    ingress.retry_after, ingress.timeout_s = "2", 5.0
-
-    async def failing(exc):
-        raise exc
-
-    cases = [
-        (ActorDiedError(), "unavailable"),
-        (AioRpcError(grpc.StatusCode.INTERNAL, Metadata(), Metadata(), details="stream reset"), "unavailable"),
-        (BackPressureError(num_queued_requests=3, max_queued_requests=3), "overloaded"),
-    ]
-    for exc, reason in cases:
-        with pytest.raises(ServiceError) as e:
-            asyncio.run(ingress._call(failing(exc)))
-        assert (e.value.status, e.value.reason, e.value.headers["Retry-After"]) == (503, reason, "2")
-    with pytest.raises(ValueError):  # a bug stays a bug (500), not a retry
-        asyncio.run(ingress._call(failing(ValueError("boom"))))

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from trimodal.errors import ConfigError, SampleError
-from trimodal.tokenizers.base import Tokenizer, encode_safe, fingerprint_id, from_storage, load_tokenizer, to_storage
+from trimodal.tokenizers.base import Tokenizer, fingerprint_id, from_storage, load_tokenizer, to_storage
 
 
 class Upper(Tokenizer):
@@ -32,7 +32,7 @@ class Upper(Tokenizer):
 
 def test_default_encode_each_isolates_bad_items():
     tok = Upper()
-    out = encode_safe(tok, ["AB", "nope", "CD"])
+    out = tok.encode_each(["AB", "nope", "CD"])
     assert [o.tolist() if isinstance(o, np.ndarray) else o.reason for o in out] == [[0, 1], "bad_text", [2, 3]]
     named = tok.encode_each(["AB", "nope"], names=["doc-1", "doc-2"])
     assert "'doc-2'" in str(named[1]) and named[1].reason == "bad_text"

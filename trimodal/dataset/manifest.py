@@ -34,9 +34,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
+from trimodal.dataset.digest import file_sha256
 from trimodal.dataset.schema import MODALITIES
 from trimodal.dataset.shards import INDEX_DIR
-from trimodal.dataset.shards import file_sha256 as _file_sha256
 from trimodal.dataset.storage import resolve
 from trimodal.errors import IntegrityError
 
@@ -233,7 +233,7 @@ class Manifest:
                 digest = None
                 if verify == "sha256" and data.size == ref["bytes"]:
                     # hashed through reads, not the map: the map's resident pages stay those used
-                    digest = _file_sha256(loc.path)
+                    digest = file_sha256(loc.path)
             except OSError as e:
                 raise IntegrityError(f"{loc.uri}: the {name} table cannot be read: {e}") from e
         else:

@@ -24,6 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from trimodal.dataset.digest import file_sha256
 from trimodal.dataset.schema import MODALITIES, list_column
 from trimodal.dataset.storage import Location, resolve
 from trimodal.errors import IntegrityError
@@ -172,18 +173,6 @@ def read_index(root: Location, entry: dict, verify: bool = True) -> pa.Table:
     """The length index of one shard (see `index_table`), checked against its size and sha256
     (`open_index` with "sha256", or "none" when `verify` is false)."""
     return open_index(root, entry, verify="sha256" if verify else "none")
-
-
-def file_sha256(path: str) -> str:
-    """sha256 of a local file, read in slices through plain reads (a memory map of the same
-    file keeps only the pages its users touch resident)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            chunk = f.read(1 << 20)
-            if not chunk:
-                return h.hexdigest()
-            h.update(chunk)
 
 
 def open_index(root: Location, entry: dict, verify: str = "sha256") -> pa.Table:

@@ -11,6 +11,7 @@ import json
 
 import click
 
+from trimodal.dataset.schema import MODALITY_TOKENIZER, TOKENIZER_KINDS
 from trimodal.tokenizers.codecs import CONFIGS  # plain dicts; torch is imported only when building
 
 
@@ -20,7 +21,7 @@ def codec():
 
 
 @codec.command("init")
-@click.argument("kind", type=click.Choice(["image", "audio"]))
+@click.argument("kind", type=click.Choice(list(CONFIGS)))
 @click.option(
     "--config",
     "config",
@@ -37,7 +38,7 @@ def init(kind, config, out, seed, as_json):
     from trimodal.tokenizers.codecs import init_codec
 
     path = init_codec(kind, config, out, seed=seed)
-    fp = load_tokenizer({"image": "vqmodel", "audio": "dac"}[kind], path, device="cpu").fingerprint()
+    fp = load_tokenizer(MODALITY_TOKENIZER[kind], path, device="cpu").fingerprint()
     if as_json:
         click.echo(
             json.dumps({"kind": kind, "config": config, "seed": seed, "path": path, "fingerprint": fp}, sort_keys=True)
@@ -71,7 +72,7 @@ def detect_kind(path: str) -> str:
 @click.argument("path", type=click.Path(exists=True))
 @click.option(
     "--kind",
-    type=click.Choice(["vqmodel", "dac", "sentencepiece"]),
+    type=click.Choice(list(TOKENIZER_KINDS)),
     default=None,
     help="Tokenizer kind (default: guessed from PATH).",
 )

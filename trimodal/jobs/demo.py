@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import time
 
 import click
 import yaml
 
 from trimodal.cluster import ensure_ray
+from trimodal.dataset.schema import KIND_MODALITIES, MODALITIES
 
 MODALITY_OF_TASK = {"text": "text", "t2i": "image", "t2s": "audio"}
 
@@ -111,17 +111,14 @@ def service_stage(workdir: str, dataset: str, sources: list[dict], quiet: bool) 
     for spec in sources:
         src = from_dict(CorpusSource, spec)
         first = next(iter(read_input(src, list_inputs(src)[0])))
-        firsts[{"text": "text", "image_text": "image", "audio_text": "audio"}[src.kind]] = first
+        firsts[KIND_MODALITIES[src.kind][-1]] = first  # the kind's media (text for text)
     stored = {}
     want = {r["id"] for r in firsts.values()}
     for table in Dataset.open(dataset).iter_tables():
-        for row in table.select(["id", "text", "image", "audio"]).to_pylist():
+        for row in table.select(["id", *MODALITIES]).to_pylist():
             if row["id"] in want:
                 stored[row["id"]] = row
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    info = app.start(load_serve_config(dataset=dataset, overrides={"port": port}))
+    info = app.start(load_serve_config(dataset=dataset, overrides={"port": app.free_port()}))
     samples = os.path.join(workdir, "samples")
     out = {"url": info["url"], "startup_s": info["startup_s"], "files": {}, "codes_match_dataset": {}}
     try:

@@ -21,6 +21,7 @@ import os
 import click
 import numpy as np
 
+from trimodal.dataset.schema import MODALITIES
 from trimodal.errors import ConfigError
 
 TARGET = {"t2i": "image", "t2s": "audio", "text": "text"}
@@ -81,6 +82,7 @@ def run_generate(
     from trimodal.model.diffusion import DiffusionLoss
     from trimodal.model.sampler import REMASKING, build_template, sample
     from trimodal.tokenizers.base import from_storage
+    from trimodal.tokenizers.media import media_file_bytes
 
     if task not in TARGET:
         raise ConfigError(f"--task: {task!r} is not one of {sorted(TARGET)}")
@@ -128,19 +130,15 @@ def run_generate(
         "cfg_scale": cfg_scale,
         "seed": seed,
     }
+    with open(out, "wb") as f:
+        f.write(media_file_bytes(modality, media))
     if modality == "image":
-        media.save(out, format="PNG")
         info["size"] = list(media.size)
     elif modality == "audio":
-        import soundfile as sf
-
         wave, rate = media
-        sf.write(out, np.asarray(wave, dtype=np.float32).reshape(-1), int(rate), format="WAV")
         info["seconds"] = len(np.asarray(wave).reshape(-1)) / float(rate)
         info["sample_rate"] = int(rate)
     else:
-        with open(out, "w", encoding="utf-8") as f:
-            f.write(media)
         info["text"] = media
     return info
 
@@ -149,7 +147,7 @@ def _parse_overrides(values) -> dict:
     out = {}
     for v in values:
         modality, sep, spec = v.partition("=")
-        if not sep or ":" not in spec or modality not in ("text", "image", "audio"):
+        if not sep or ":" not in spec or modality not in MODALITIES:
             raise ConfigError(f"--tokenizer: expected MODALITY=KIND:PATH (e.g. audio=dac:/codecs/dac.pth), got {v!r}")
         out[modality] = spec
     return out

@@ -10,21 +10,14 @@ import click
 
 from trimodal.cli import EXIT_INTEGRITY
 from trimodal.dataset.dataset import Dataset, summarize
-
-
-def _human_bytes(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
+from trimodal.units import format_bytes
 
 
 def format_summary(s: dict) -> str:
     failed = s.get("failed_inputs") or []
     lines = [
         f"dataset   {s['uri']}",
-        f"samples   {s['samples']:,} in {s['shards']} shards, {_human_bytes(s['bytes'])}",
+        f"samples   {s['samples']:,} in {s['shards']} shards, {format_bytes(s['bytes'])}",
         "tokens    " + "  ".join(f"{m} {n:,}" for m, n in s["tokens"].items()),
     ]
     if s.get("inputs"):

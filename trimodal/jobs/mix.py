@@ -14,6 +14,7 @@ import json
 
 import click
 
+from trimodal.dataset.schema import MODALITIES
 from trimodal.mixer.config import load_mix
 
 
@@ -63,9 +64,7 @@ def check(mix_yaml: str, vocab_out: str | None, as_json: bool):
         vocab.save(vocab_out)
     out = {
         "vocab_size": vocab.size,
-        "ranges": {
-            m: list(vocab.range(m)) for m in ("special", "text", "image", "audio") if m == "special" or vocab.has(m)
-        },
+        "ranges": {m: list(vocab.range(m)) for m in ("special", *MODALITIES) if m == "special" or vocab.has(m)},
         # A source limited by dataset_sources counts only those corpora's samples.
         "sources": {
             s.name: {

@@ -14,7 +14,7 @@ import json
 import click
 
 from trimodal.cli import EXIT_INPUT
-from trimodal.dataset.schema import TOKENIZER_KINDS
+from trimodal.dataset.schema import MODALITIES, TOKENIZER_KINDS
 from trimodal.errors import ConfigError
 
 KINDS = tuple(TOKENIZER_KINDS)
@@ -48,14 +48,12 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
 
 @click.command("retokenize")
 @click.argument("dataset")
-@click.option(
-    "--modality", required=True, type=click.Choice(["text", "image", "audio"]), help="The modality to re-encode."
-)
+@click.option("--modality", required=True, type=click.Choice(MODALITIES), help="The modality to re-encode.")
 @click.option(
     "--tokenizer",
     "tokenizer",
     required=True,
-    help="KIND:PATH, or a PATH with --kind (kinds: sentencepiece, vqmodel, dac).",
+    help=f"KIND:PATH, or a PATH with --kind (kinds: {', '.join(KINDS)}).",
 )
 @click.option("--kind", type=click.Choice(KINDS), default=None, help="Tokenizer kind, when --tokenizer is a bare path.")
 @click.option("--out", required=True, help="The new dataset (local path or s3://).")

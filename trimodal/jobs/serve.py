@@ -22,6 +22,7 @@ import time
 import click
 
 from trimodal.cli import EXIT_CONFIG, EXIT_INPUT
+from trimodal.dataset.schema import MODALITIES
 
 
 class ClientFailure(click.ClickException):
@@ -105,9 +106,7 @@ def serve(config, dataset, host, port, insecure, address, as_json):
 @click.command("encode")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False))
 @click.option("--url", required=True, help="The service, e.g. http://127.0.0.1:8000.")
-@click.option(
-    "--modality", type=click.Choice(["text", "image", "audio"]), default=None, help="Default: from the extension."
-)
+@click.option("--modality", type=click.Choice(MODALITIES), default=None, help="Default: from the extension.")
 @click.option(
     "--out", default=None, type=click.Path(dir_okay=False), help="Write the JSON answer here instead of stdout."
 )
@@ -147,7 +146,7 @@ def encode(file, url, modality, out, timeout, as_json):
 @click.argument("codes_file", metavar="CODES.json", type=click.Path(exists=True, dir_okay=False))
 @click.option("--url", required=True, help="The service, e.g. http://127.0.0.1:8000.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="The file to write (.txt, .png, .wav).")
-@click.option("--modality", type=click.Choice(["text", "image", "audio"]), default=None, help="Default: the JSON's.")
+@click.option("--modality", type=click.Choice(MODALITIES), default=None, help="Default: the JSON's.")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds to wait for the answer.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON summary on stdout.")
 def decode(codes_file, url, out, modality, timeout, as_json):

@@ -10,6 +10,8 @@ import json
 
 import click
 
+from trimodal.dataset.schema import TOKENIZER_KINDS
+
 
 @click.group("tokenizer")
 def tokenizer():
@@ -60,7 +62,7 @@ def train_text(corpus, vocab_size, out_prefix, field, model_type, byte_fallback,
 
 
 @tokenizer.command("fingerprint")
-@click.argument("kind", type=click.Choice(["sentencepiece", "vqmodel", "dac"]))
+@click.argument("kind", type=click.Choice(list(TOKENIZER_KINDS)))
 @click.argument("path", type=click.Path(exists=True))
 def fingerprint(kind, path):
     """Print the fingerprint (JSON) of the tokenizer KIND loaded from PATH."""

@@ -42,7 +42,6 @@ import torch
 
 from trimodal.dataset.schema import MODALITIES
 from trimodal.model.config import DiffusionConfig
-from trimodal.model.head_loss import logits_cross_entropy
 from trimodal.model.schedules import Schedule, make_schedule
 from trimodal.tokenizers.vocab import MODALITY_IDS
 
@@ -255,11 +254,6 @@ class DiffusionLoss:
         attention mask when the caller built it already (once per step)."""
         out = model(c.noisy, batch["positions"], batch["segment_ids"], mask=mask, loss=self.loss_inputs(batch, c))
         return self._output(out[0], out[1].detach(), batch, c)
-
-    def from_logits(self, logits: torch.Tensor, batch: dict, c: Corruption) -> LossOutput:
-        """The same from full logits [B, L, V] (models without a fused head)."""
-        loss_sum, sums = logits_cross_entropy(logits, *self.loss_inputs(batch, c))
-        return self._output(loss_sum, sums, batch, c)
 
     @staticmethod
     def _output(loss_sum: torch.Tensor, sums: torch.Tensor, batch: dict, c: Corruption) -> LossOutput:

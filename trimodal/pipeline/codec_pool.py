@@ -25,6 +25,7 @@ import time
 import numpy as np
 
 from trimodal.errors import SampleError
+from trimodal.tokenizers.placement import CodecLoad, gpu_placement
 
 # Returned in place of codes for an item the tokenizer rejects (exceptions do not pickle
 # with their `reason`).
@@ -34,26 +35,12 @@ REJECT = "__reject__"
 class CodecActor:
     """Holds one tokenizer; `encode` runs a batch of prepared (or raw) items through it."""
 
-    def __init__(
-        self,
-        modality: str,
-        kind: str,
-        path: str,
-        options: dict,
-        prepared: dict | None,
-        threads: int | None,
-        faults: dict | None = None,
-    ):
+    def __init__(self, codec: CodecLoad, prepared: dict | None, faults: dict | None = None):
         from trimodal.pipeline.encode import PREPARERS
-        from trimodal.tokenizers.base import load_tokenizer
 
-        if threads:
-            import torch
-
-            torch.set_num_threads(int(threads))
-        self.modality = modality
-        self.tok = load_tokenizer(kind, path, **(options or {}))
-        self.encode_prepared = PREPARERS[kind][2] if prepared is not None else None
+        self.modality = codec.modality
+        self.tok = codec.load()
+        self.encode_prepared = PREPARERS[codec.kind][2] if prepared is not None else None
         self.params = prepared
         self.faults = faults or {}
         self.busy = 0.0
@@ -113,10 +100,7 @@ class CodecPool:
         import ray
 
         self.modality = stage.modality
-        num_gpus = ray_cfg.num_gpus_per_actor if ray_cfg.num_gpus_per_actor is not None else (1.0 if gpus > 0 else 0.0)
-        options = dict(stage.options)
-        if num_gpus > 0:
-            options.setdefault("device", "cuda")
+        num_gpus, options = gpu_placement(stage.modality, stage.options, ray_cfg.num_gpus_per_actor, gpus)
         n = max(1, stage.actors)
         if num_gpus > 0 and ray_cfg.actors.get(stage.modality) is None:
             n = max(1, int(gpus // num_gpus))  # one actor per GPU unless the config says
@@ -127,10 +111,8 @@ class CodecPool:
             max_restarts=max(ray_cfg.max_retries, 1) * 4,
             max_task_retries=-1,
         )
-        self.actors = [
-            actor.remote(stage.modality, stage.kind, stage.path, options, stage.prepared, stage.threads, faults)
-            for _ in range(n)
-        ]
+        codec = CodecLoad(stage.modality, stage.kind, stage.path, options, stage.threads)
+        self.actors = [actor.remote(codec, stage.prepared, faults) for _ in range(n)]
         self.num_gpus = num_gpus
         self._last: dict[int, tuple[float, float]] = {}
 

@@ -21,9 +21,10 @@ from __future__ import annotations
 import time
 
 from trimodal.config import from_dict, to_dict
+from trimodal.dataset.digest import canonical_hash
 from trimodal.errors import ConfigError
 from trimodal.pipeline.job_config import JobConfig, check_inputs
-from trimodal.pipeline.resume import MarkerStore, canonical_hash, input_key
+from trimodal.pipeline.resume import MarkerStore, input_key
 from trimodal.pipeline.runner import FORMAT, Plan, faults_from_env, load_stage, run
 from trimodal.pipeline.worker import TaskSpec
 from trimodal.tokenizers.base import code_identity
@@ -34,7 +35,7 @@ def run_tokenize(
 ) -> dict:
     """Tokenize the configured sources into `config.output.uri`; return the summary dict
     (the manifest's `stats` plus `output`, `job_fingerprint`)."""
-    from trimodal.pipeline.readers.common import input_key as source_key
+    from trimodal.pipeline.readers.common import input_name
 
     cfg = config if isinstance(config, JobConfig) else from_dict(JobConfig, config)
     if restart:
@@ -68,7 +69,7 @@ def run_tokenize(
     order: list[str] = []
     for s, uris in zip(cfg.sources, inputs):
         for uri in uris:
-            k = input_key(s.name, uri, source_key(s, uri))
+            k = input_key(s.name, uri, input_name(s, uri))
             if k in items:
                 raise ConfigError(f"sources: input {uri} is listed twice (source {s.name!r})")
             items[k] = {"key": k, "source": s.name, "uri": uri}

@@ -15,19 +15,12 @@ import threading
 import time
 
 from trimodal.dataset.schema import MODALITIES
+from trimodal.units import format_bytes
 
 
 def _rate(n: float, secs: float) -> str:
     r = n / secs if secs > 0 else 0.0
     return f"{r / 1e6:.2f}M" if r >= 1e6 else f"{r / 1e3:.1f}k" if r >= 1e3 else f"{r:.1f}"
-
-
-def _bytes(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
 
 
 class Progress:
@@ -107,7 +100,7 @@ def format_summary(s: dict) -> str:
         f"dataset     {s['output']}",
         f"wall time   {s['wall_seconds']:.1f} s "
         f"({s['inputs']} inputs, {s['inputs_resumed']} already done by an earlier run)",
-        f"samples     {s['samples']:,} kept in {s['shards']} shards, {_bytes(s['bytes'])} written",
+        f"samples     {s['samples']:,} kept in {s['shards']} shards, {format_bytes(s['bytes'])} written",
         "tokens      " + "  ".join(f"{m} {s['tokens'].get(m, 0):,}" for m in MODALITIES),
     ]
     run = s.get("run") or {}

@@ -34,17 +34,13 @@ JOB_FILE = "job.json"
 def input_key(source: str, uri: str, name: str | None = None) -> str:
     """Stable, filesystem-safe key of one input file: ``<source>-<name>-<hash of the URI>``.
 
-    `name` is the input's readable key within its source (its path below the source's
-    directory or glob); the hash keeps keys distinct whatever the sanitizing merged. The key
+    `name` is the input's readable name within its source (`readers.common.input_name`: its
+    path below the source's directory or glob); the hash keeps keys distinct whatever the sanitizing merged. The key
     does not depend on the position in the input list, so adding files to a source later
     leaves the keys (and markers, and shard names) of the existing ones unchanged."""
     safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", source)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", name or uri.rstrip("/").rsplit("/", 1)[-1]).strip("_.")[-80:]
     return f"{safe}-{stem}-{hashlib.sha1(uri.encode()).hexdigest()[:10]}"
-
-
-def canonical_hash(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()).hexdigest()[:16]
 
 
 def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:

@@ -27,12 +27,13 @@ from dataclasses import dataclass, field
 
 from trimodal.config import from_dict, to_dict
 from trimodal.dataset.dataset import Dataset
+from trimodal.dataset.digest import canonical_hash
 from trimodal.dataset.manifest import Manifest
 from trimodal.dataset.schema import KIND_MODALITIES, MODALITIES
 from trimodal.dataset.storage import resolve
 from trimodal.errors import ConfigError
 from trimodal.pipeline.job_config import DEFAULT_BATCH, Limits, ProgressConfig, RayConfig
-from trimodal.pipeline.resume import MarkerStore, canonical_hash
+from trimodal.pipeline.resume import MarkerStore
 from trimodal.pipeline.runner import FORMAT, Plan, faults_from_env, load_stage, run
 from trimodal.pipeline.sources import CorpusSource
 from trimodal.pipeline.worker import TaskSpec

@@ -29,6 +29,7 @@ from trimodal.errors import ConfigError
 from trimodal.faults import faults_from_env  # test-only crash injection; see docs/design.md
 from trimodal.pipeline.progress import Progress
 from trimodal.pipeline.resume import MarkerStore
+from trimodal.tokenizers.placement import cpu_only
 
 FORMAT = 2  # of the job's markers and fingerprint parts
 
@@ -52,12 +53,11 @@ def load_stage(modality: str, spec, options: dict, batch_size: int, actors: int)
     its fingerprint and the Stage the tasks run. Returns (fingerprint, Stage)."""
     from trimodal.pipeline.encode import prepare_params
     from trimodal.tokenizers.base import load_tokenizer
+    from trimodal.tokenizers.placement import with_device
 
-    # On the driver (often a CPU-only head node) the codec only has to load: devices do not
-    # change fingerprints, and the actors get the configured device.
-    local = dict(options, device="cpu") if modality != "text" else options
+    # On the driver the codec only has to load; the actors get the configured device.
     try:
-        tok = load_tokenizer(spec.kind, spec.path, **local)
+        tok = load_tokenizer(spec.kind, spec.path, **with_device(modality, options, "cpu"))
     except ConfigError as e:
         raise ConfigError(f"tokenizers.{modality}: {e}") from e
     except TypeError as e:  # an option this tokenizer does not take
@@ -128,7 +128,7 @@ def execute(plan: Plan, store: MarkerStore, ray_cfg, progress: Progress, faults:
     pools = {
         st.modality: CodecPool(st, {}, ray_cfg, gpus, faults)
         for st in plan.stages
-        if st.modality != "text" and any(it.get("copy") is not True for it in plan.pending)
+        if not cpu_only(st.modality) and any(it.get("copy") is not True for it in plan.pending)
     }
     task.pools = {m: p.actors for m, p in pools.items()}
     spec_ref = ray.put(task)

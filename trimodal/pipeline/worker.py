@@ -40,6 +40,7 @@ from trimodal.errors import SampleError
 from trimodal.pipeline.codec_pool import REJECT
 from trimodal.pipeline.encode import MISSING_REASON, PREPARERS, encode_items, read_records, sample_name
 from trimodal.pipeline.writer import InputWriter, shard_table
+from trimodal.tokenizers.placement import cpu_only
 
 QUARANTINE_KEYS = ("id", "source", "origin", "reason", "message")
 
@@ -121,7 +122,7 @@ def _encode_chunk(spec: TaskSpec, chunk: _Chunk, kind: str, counter: list[int]) 
         if not todo:
             continue
         names = [sample_name(rows[i]["id"], rows[i]["origin"]) for i in todo]
-        if m == "text":
+        if cpu_only(m):  # encoded here, where the text is; codecs run in their pools
             from trimodal.tokenizers.base import to_storage
 
             tok = _text_tokenizer(st.kind, st.path, json.dumps(st.options, sort_keys=True))

@@ -16,7 +16,7 @@ from the call fails exactly the requests of that batch.
 The ingress uses the same class to send text requests to the text deployment in batches
 (`max_concurrent` calls in flight, each one Serve call carrying a list): a call through Serve
 costs ~1 ms of CPU on both sides whatever it carries, so one call per request was half of a
-text request's cost on 2 cores (service/app.py, BATCHED_SEND). `max_queued` bounds what waits
+text request's cost (service/app.py, BATCHED_SEND; docs/service.md). `max_queued` bounds what waits
 for a free call (`QueueFull` beyond it: the service answers 503 at once, not unbounded latency).
 """
 

@@ -1,46 +1,11 @@
-"""The service's configuration: typed dataclasses, checked (and the tokenizers loaded) before Ray.
+"""The service's configuration (`tokenizers:`, `limits:`, `vocab`, `serve:`, `ray:`; the YAML and
+every key are in docs/service.md): typed dataclasses, checked and the tokenizers loaded on the
+driver before Ray starts, so a wrong key or path costs seconds, not a cluster.
 
-```yaml
-tokenizers:                 # the tokenize job's block, as is (TokenizerSpec)
-  text:  {kind: sentencepiece, path: /models/spm.model}
-  image: {kind: vqmodel, path: /models/vq-f8}
-  audio: {kind: dac, path: /models/dac44.pth, levels: 9}
-limits:                     # the tokenize job's block, as is (Limits): what it would quarantine,
-  max_audio_seconds: 30     # the service answers with 422 and the same reason
-  max_image_pixels: 64000000
-vocab: /runs/r1/vocab.json  # optional: ids in this vocabulary (default: derived from the fingerprints)
-serve:
-  host: 127.0.0.1
-  port: 8000
-  max_request_bytes: 16777216      # 413 beyond
-  max_items: 64                    # items in one {"items": [...]} request; 413 beyond
-  request_timeout_s: 60
-  retry_after_s: 1                 # Retry-After on 503
-  auth_token_env: TRIMODAL_SERVE_TOKEN
-  direct_ingress: true             # the ingress replica listens on host:port (false: Serve's proxy)
-  ingress: {replicas: 1, num_cpus: 0.25, max_ongoing_requests: 256, max_queued_requests: 256}
-  text:  {replicas: 1, max_batch_size: 64, batch_wait_s: 0.0}
-  image: {replicas: 1, num_gpus: null, max_batch_size: 16, batch_wait_s: 0.005,
-          autoscaling: {min_replicas: 1, max_replicas: 4, target_ongoing_requests: 8}}
-  audio: {replicas: 1, max_batch_size: 8, resources: {codec: 0.01}}   # only on nodes with `codec`
-ray: {address: null, num_cpus: null}
-```
-
-Why the limits sit in `limits:` and not in `serve:`: they decide which samples are accepted and
-(`image_resolution`) what the codes are, so they must be the tokenize job's own values for the
-service to answer as the job did; one block that can be copied from a job config (and that
-`serve --dataset` takes from the dataset's manifest) keeps them from drifting. `serve:` holds
-only what a request costs the service: sizes, batching, replicas, queues.
-
-`--dataset URI` builds the config from the dataset's manifest (`job.tokenizers`, `job.limits`)
-and, after loading, refuses tokenizers whose fingerprints differ from the manifest's (exit 3),
-so the service produces the codes the dataset holds.
-
-Defaults are sized for a small machine: every replica asks for 0.25 CPU (on 2 cores whole-CPU
-replicas leave none for the proxy and Ray waits forever); a codec replica's
-`max_ongoing_requests` defaults to twice its batch so that one batch fills while another runs;
-`max_queued_requests` bounds the wait (beyond it: 503 + Retry-After in milliseconds, not
-unbounded latency).
+`tokenizers:` and `limits:` are the tokenize job's own blocks, as is (or, with `--dataset`, the
+manifest's, refusing tokenizers whose fingerprints differ): they decide which samples are
+accepted and what the codes are, so the service answers as the job did. `serve:` holds only
+what a request costs the service: sizes, batching, replicas, queues, bind and auth.
 """
 
 from __future__ import annotations
@@ -169,7 +134,7 @@ class ServeOptions:
     retry_after_s: float = 1.0
     auth_token_env: str = DEFAULT_TOKEN_ENV
     # The ingress replica answers HTTP on host:port itself (Ray Serve's direct ingress); false:
-    # Serve's proxy does, one more process hop per request (service/app.py for the figures).
+    # Serve's proxy does, one more process hop per request (docs/service.md for the figures).
     direct_ingress: bool = True
     ingress: DeploymentOptions = field(default_factory=_ingress_defaults)
     text: DeploymentOptions = field(default_factory=DeploymentOptions)
@@ -297,13 +262,12 @@ def load_tokenizers(cfg: ServeConfig, device: str | None = "cpu") -> dict:
     """Load every configured tokenizer (on the driver: proves it loads, gives fingerprints and
     prepare params); errors name the key. Returns {modality: Tokenizer}."""
     from trimodal.tokenizers.base import load_tokenizer
+    from trimodal.tokenizers.placement import with_device
 
     toks = {}
     for m in cfg.modalities():
         spec = cfg.tokenizers[m]
-        opts = spec.load_options(m, cfg.limits)
-        if device is not None and m != "text":
-            opts = dict(opts, device=device)
+        opts = with_device(m, spec.load_options(m, cfg.limits), device)
         try:
             tok = load_tokenizer(spec.kind, os.path.expanduser(spec.path), **opts)
         except ConfigError as e:

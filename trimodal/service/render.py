@@ -43,8 +43,8 @@ def pick_rows(ds, n: int) -> dict[str, list[dict]]:
 def render_dataset(uri: str, n: int, out: str, device: str | None = None) -> dict:
     """Decode `n` samples per source of dataset `uri` into `out`; returns a summary."""
     from trimodal.dataset.dataset import Dataset
-    from trimodal.service.codec import media_bytes
     from trimodal.service.config import load_serve_config, load_tokenizers
+    from trimodal.tokenizers.media import FILE_SUFFIX, media_file_bytes
 
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -78,12 +78,12 @@ def render_dataset(uri: str, n: int, out: str, device: str | None = None) -> dic
         for k, row in enumerate(picked[source]):
             stem = f"{k:03d}-{_SAFE.sub('_', row['id'])[-80:]}"
             entry = {"id": row["id"], "origin": row.get("origin")}
-            for m, ext in (("text", ".txt"), ("image", ".png"), ("audio", ".wav")):
+            for m, ext in FILE_SUFFIX.items():
                 if (row["id"], m) not in media:
                     continue
                 path = os.path.join(sdir, stem + ext)
                 with open(path, "wb") as f:
-                    f.write(media_bytes(m, media[(row["id"], m)]))
+                    f.write(media_file_bytes(m, media[(row["id"], m)]))
                 files += 1
                 entry[m] = os.path.relpath(path, out)
                 if m == "text":

@@ -33,9 +33,10 @@ from typing import Any
 
 import numpy as np
 
+from trimodal.dataset.digest import file_sha256
 from trimodal.errors import ConfigError
 from trimodal.tokenizers import media
-from trimodal.tokenizers.base import Tokenizer, raise_first, register, sha256_file
+from trimodal.tokenizers.base import Tokenizer, raise_first, register
 from trimodal.tokenizers.image import pick_device
 
 
@@ -200,7 +201,7 @@ class DACTokenizer(Tokenizer):
                     "max_seconds": self.max_seconds,
                     "length_bucket": self.bucket,
                 },
-                "weights_sha256": sha256_file(self.path),  # the .pth holds the constructor kwargs too
+                "weights_sha256": file_sha256(self.path),  # the .pth holds the constructor kwargs too
                 "library": "descript-audio-codec",
                 "library_version": version("descript-audio-codec"),
             }

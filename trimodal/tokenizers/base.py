@@ -21,14 +21,14 @@ codebook entries are near-tied (well under 1% of codes in the tests).
 
 from __future__ import annotations
 
-import hashlib
-import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
+from trimodal.dataset.digest import canonical_hash
+from trimodal.dataset.schema import TOKENIZER_KINDS
 from trimodal.errors import SampleError
 
 
@@ -94,11 +94,6 @@ def raise_first(results: list) -> list[np.ndarray]:
     return results
 
 
-def encode_safe(tok: Tokenizer, items: Sequence[Any], names: Sequence[str] | None = None) -> list:
-    """Encode a batch, isolating bad items: a list of code arrays and `SampleError`s, in order."""
-    return tok.encode_each(items, names=names)
-
-
 # Fingerprint fields that label a tokenizer for people and never change its codes.
 LABEL_FIELDS = ("name",)
 
@@ -111,8 +106,7 @@ def code_identity(fp: dict) -> dict:
 
 def fingerprint_id(fp: dict) -> str:
     """Short stable hash of a fingerprint's `code_identity` (canonical JSON)."""
-    blob = json.dumps(code_identity(fp), sort_keys=True, separators=(",", ":")).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
+    return canonical_hash(code_identity(fp))
 
 
 def to_storage(modality: str, codes: np.ndarray) -> np.ndarray:
@@ -138,25 +132,10 @@ def from_storage(modality: str, flat: np.ndarray, fingerprint: dict) -> np.ndarr
     return flat
 
 
-def sha256_file(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
-
-
-# kind -> loader(path, **options) -> Tokenizer. Filled by the modality modules on import;
+# kind -> loader(path, **options) -> Tokenizer. Filled by the modality modules on import
+# (trimodal/tokenizers/<modality>.py registers the kinds of `schema.TOKENIZER_KINDS`);
 # `load_tokenizer` imports them lazily so that a text-only job never imports torch.
 TOKENIZERS: dict[str, Callable[..., Tokenizer]] = {}
-_KIND_MODULES = {
-    "sentencepiece": "trimodal.tokenizers.text",
-    "vqmodel": "trimodal.tokenizers.image",
-    "dac": "trimodal.tokenizers.audio",
-}
 
 
 def register(kind: str):
@@ -169,12 +148,12 @@ def register(kind: str):
 
 def load_tokenizer(kind: str, path: str, **options: Any) -> Tokenizer:
     """Build a tokenizer of registry `kind` from a local path (no network)."""
-    if kind not in TOKENIZERS and kind in _KIND_MODULES:
+    if kind not in TOKENIZERS and kind in TOKENIZER_KINDS:
         import importlib
 
-        importlib.import_module(_KIND_MODULES[kind])
+        importlib.import_module(f"trimodal.tokenizers.{TOKENIZER_KINDS[kind]}")
     if kind not in TOKENIZERS:
         from trimodal.errors import ConfigError
 
-        raise ConfigError(f"unknown tokenizer kind {kind!r}; known: {sorted(_KIND_MODULES)}")
+        raise ConfigError(f"unknown tokenizer kind {kind!r}; known: {sorted(TOKENIZER_KINDS)}")
     return TOKENIZERS[kind](path, **options)

@@ -27,9 +27,10 @@ from typing import Any
 
 import numpy as np
 
+from trimodal.dataset.digest import file_sha256
 from trimodal.errors import ConfigError
 from trimodal.tokenizers import media
-from trimodal.tokenizers.base import Tokenizer, raise_first, register, sha256_file
+from trimodal.tokenizers.base import Tokenizer, raise_first, register
 
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt")
 
@@ -208,10 +209,10 @@ def weights_sha256(directory: str) -> str:
     if not files:
         raise ConfigError(f"no weight files ({', '.join(_WEIGHT_SUFFIXES)}) in {directory}")
     if len(files) == 1:
-        return sha256_file(os.path.join(directory, files[0]))
+        return file_sha256(os.path.join(directory, files[0]))
     h = hashlib.sha256()
     for f in files:
-        h.update(f.encode() + b"\0" + sha256_file(os.path.join(directory, f)).encode())
+        h.update(f.encode() + b"\0" + file_sha256(os.path.join(directory, f)).encode())
     return h.hexdigest()
 
 

@@ -11,6 +11,9 @@ so the pipeline can quarantine one sample and go on. The trade-off: preparation 
 (Pillow/soundfile are per-file APIs) and runs on CPU before the batched codec call; choices that
 change codes (resize filter, crop, JPEG draft decoding, resampler, max_seconds) are recorded in
 the tokenizers' fingerprints.
+
+The way back, decoded media → the bytes of a file (`media_file_bytes`), is here too, so that
+`trimodal generate`, the service and `inspect --render` write the same PNG and WAV files.
 """
 
 from __future__ import annotations
@@ -325,3 +328,32 @@ def prepare_audio(
     if mono.size == 0:
         raise SampleError("empty_audio", f"{name}: audio is shorter than one sample at {rate} Hz")
     return mono
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+# The file each modality's decoded media is written as, and its media type.
+FILE_SUFFIX = {"text": ".txt", "image": ".png", "audio": ".wav"}
+MEDIA_TYPES = {"text": "text/plain; charset=utf-8", "image": "image/png", "audio": "audio/wav"}
+
+
+def media_file_bytes(modality: str, media: Any) -> bytes:
+    """Decoded media (what `Tokenizer.decode` returns) → the bytes of a file: UTF-8 text, PNG, or
+    16-bit PCM WAV with the waveform clipped to [-1, 1] (a codec may overshoot; unclipped
+    samples would wrap around in 16 bits)."""
+    if modality == "text":
+        return str(media).encode("utf-8")
+    if modality == "image":
+        from PIL import Image
+
+        buf = io.BytesIO()
+        img = media if isinstance(media, Image.Image) else Image.fromarray(np.asarray(media, np.uint8), "RGB")
+        img.save(buf, format="PNG")
+        return buf.getvalue()
+    import soundfile as sf
+
+    wave, rate = media
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(np.asarray(wave, np.float32).reshape(-1), -1.0, 1.0), int(rate), format="WAV")
+    return buf.getvalue()

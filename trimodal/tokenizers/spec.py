@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from trimodal.errors import ConfigError
+from trimodal.tokenizers.placement import cpu_only
 
 
 class TokenLimits(Protocol):
@@ -65,7 +66,7 @@ class TokenizerSpec:
             opts.setdefault("n_levels", self.levels)
         if self.batch_size is not None:
             opts.setdefault("batch_size", self.batch_size)
-        if self.device not in (None, "auto") and modality != "text":
+        if self.device not in (None, "auto") and not cpu_only(modality):
             opts.setdefault("device", self.device)
         if modality == "text" and self.threads is not None:
             opts.setdefault("num_threads", self.threads)

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
+from trimodal.dataset.digest import file_sha256
 from trimodal.dataset.storage import write_local_atomic
 from trimodal.errors import ConfigError, InputError, SampleError
-from trimodal.tokenizers.base import Tokenizer, raise_first, register, sha256_file
+from trimodal.tokenizers.base import Tokenizer, raise_first, register
 from trimodal.tokenizers.media import item_name
 
 
@@ -145,7 +146,7 @@ class SentencePieceTokenizer(Tokenizer):
                 "model_type": pb.TrainerSpec.ModelType.Name(proto.trainer_spec.model_type).lower(),
                 "byte_fallback": bool(proto.trainer_spec.byte_fallback),
                 "normalization": proto.normalizer_spec.name,
-                "weights_sha256": sha256_file(self.path),
+                "weights_sha256": file_sha256(self.path),
                 "library": "sentencepiece",
                 "library_version": sentencepiece.__version__,
             }

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from trimodal.dataset.schema import MODALITIES
 from trimodal.errors import IntegrityError
 
 NUM_SPECIALS = 32  # fixed block; unused slots are reserved so adding a task keeps ids stable
@@ -57,7 +58,7 @@ class Vocabulary:
         self._special_ids = {s: i for i, s in enumerate(self.specials)}
         self._bases: dict[str, tuple[int, int, int]] = {}  # modality -> (start, size, levels)
         start = len(self.specials)
-        for modality in ("text", "image", "audio"):
+        for modality in MODALITIES:
             fp = self.fingerprints.get(modality)
             if fp is None:
                 continue

@@ -13,7 +13,7 @@ Three calls, used by the tokenize job inside Ray Data tasks and by retokenize:
 - `read_origin(origin, source=None)` / `read_origins(source, origins)` fetch records again by
   origin (without a source, one with default field names is guessed from the file).
 
-Unusable samples are *yielded* with ``error_reason`` set (codes in `trimodal.dataset.schema.QUARANTINE_REASONS`; the message
+Unusable samples are *yielded* with ``error_reason`` set (codes in `trimodal.errors.QUARANTINE_REASONS`; the message
 names the input and the key) so that the job can quarantine them; their other fields are best
 effort and must not be tokenized. An input that cannot be read at all raises InputError naming
 it; so does a missing input (a dangling symlink found in a listed directory included) and a
@@ -43,7 +43,7 @@ from trimodal.pipeline.readers.common import (
     REASONS,
     STREAM_ERRORS,
     check_input,
-    input_key,
+    input_name,
     normalize_uri,
     verify_compressed,
 )
@@ -97,10 +97,10 @@ def list_inputs(source: CorpusSource) -> list[str]:
             + (f" (skipped {len(skipped)}: {', '.join(skipped[:3])})" if skipped else "")
         )
     uris = sorted(found)
-    # Sample ids are "<name>/<input key>/<record key>": two inputs with one key would collide.
+    # Sample ids are "<source name>/<input name>/<record key>": two inputs with one name would collide.
     keys: dict[str, str] = {}
     for u in uris:
-        k = input_key(source, u)
+        k = input_name(source, u)
         if k in keys:
             raise InputError(
                 f"source {source.name}: inputs {keys[k]} and {u} both have the key {k!r}, so their "
@@ -147,7 +147,7 @@ def _checked(source: CorpusSource, uri: str, reader: Reader, wanted: set[str] | 
     check_input(uri)
     if split_compression(uri)[1] and detect_format(source, uri) != "parquet":
         verify_compressed(uri)
-    yield from reader(source, uri, input_key(source, uri), wanted)
+    yield from reader(source, uri, input_name(source, uri), wanted)
 
 
 def read_input(source: CorpusSource, uri: str) -> Iterator[dict]:

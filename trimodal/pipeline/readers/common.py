@@ -32,9 +32,8 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from trimodal.dataset import storage
-from trimodal.dataset.schema import QUARANTINE_REASONS as REASONS
-from trimodal.dataset.schema import reason as check_reason
-from trimodal.errors import InputError
+from trimodal.errors import QUARANTINE_REASONS as REASONS
+from trimodal.errors import InputError, check_reason
 from trimodal.pipeline.sources import COMPRESSIONS, EXTENSIONS, CorpusSource, split_compression
 
 # S3 GETs are expensive per request; tar and gzip readers ask for small blocks.
@@ -299,9 +298,11 @@ def _strip_known_ext(path: str) -> str:
     return root if ext.lower() in EXTENSIONS else path
 
 
-def input_key(source: CorpusSource, uri: str) -> str:
-    """A stable key for an input file: its path relative to the directory (or the static part of
-    the glob) of the first `source.paths` entry that matches it, known extensions stripped.
+def input_name(source: CorpusSource, uri: str) -> str:
+    """A stable, readable name of an input file within its source (the middle part of its sample
+    ids; the job's input key, `pipeline.resume.input_key`, is built from it): its path relative
+    to the directory (or the static part of the glob) of the first `source.paths` entry that
+    matches it, known extensions stripped.
 
     ``corpus/a/part-0.jsonl.gz`` listed through ``corpus/`` → ``a/part-0``; a file named
     directly → its stem. Relative to the pattern, not just the stem, so that ``a/part-0`` and
@@ -345,6 +346,6 @@ __all__ = [
     "verify_compressed",
     "STREAM_ERRORS",
     "iter_lines",
-    "input_key",
+    "input_name",
     "normalize_uri",
 ]

@@ -1,24 +1,19 @@
-"""What the service does with one request item, apart from Ray: parse, prepare, encode, decode.
+"""What the ingress does with one request item, on either side of the codec call.
 
-The ingress (CPU) side parses the JSON item, base64-decodes media and runs the tokenize job's
+Encoding: the JSON item is checked, its media base64-decoded and run through the tokenize job's
 own per-sample preparation (`trimodal.tokenizers.prepare.prepare_item`: the same validation,
-the same rejection reasons, the same decoded pixels / waveform); the codec replica runs
-`encode_prepared` / `encode_items` on a batch of them, exactly as the job's encode actors do, and
-returns codes in the shards' storage layout (`to_storage`). Decoding is the reverse: codes (or
-unified ids) are checked here (type, range, grid, length) before they reach a replica, the
-replica returns pixels / waveforms / text, and the ingress writes PNG / WAV bytes.
+rejection reasons and decoded pixels / waveform), so a bad upload gets its 422 here without a
+trip to a codec replica. Decoding: codes or unified ids are checked (type, range, grid, length)
+before they reach a replica, and the media it returns become the response's file bytes.
 
 Nothing from a request is unpickled: JSON in, base64 media, numpy arrays built from ints.
-Errors are `ServiceError`s carrying the HTTP status and a reason: 422 with the quarantine
-reason the tokenize job would record (`dataset.schema.QUARANTINE_REASONS`), 400 for a
-malformed request, 413 for one over a size limit.
+Refusals are `ServiceError`s, their statuses in service/errors.py.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
 from typing import Any
 
@@ -26,31 +21,9 @@ import numpy as np
 
 from trimodal.dataset.schema import MODALITIES
 from trimodal.errors import SampleError
-from trimodal.tokenizers.base import from_storage, to_storage
-
-MEDIA_TYPES = {"text": "text/plain; charset=utf-8", "image": "image/png", "audio": "audio/wav"}
-
-
-class ServiceError(Exception):
-    """An answer other than 200: HTTP `status`, a stable `reason`, a message, extra headers."""
-
-    def __init__(self, status: int, reason: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.reason, self.message = status, reason, message
-        self.headers = dict(headers or {})
-
-    def body(self) -> dict:
-        return {"error": {"reason": self.reason, "message": self.message}}
-
-
-def bad_request(message: str, reason: str = "bad_request") -> ServiceError:
-    return ServiceError(400, reason, message)
-
-
-def rejected(e: SampleError) -> ServiceError:
-    """A sample the tokenize job would quarantine: 422 with the job's reason."""
-    return ServiceError(422, e.reason, str(e))
-
+from trimodal.service.errors import ServiceError, bad_request, rejected
+from trimodal.tokenizers.base import to_storage
+from trimodal.tokenizers.media import MEDIA_TYPES, media_file_bytes
 
 # ----------------------------------------------------------------------------- requests
 
@@ -78,7 +51,7 @@ def request_items(body: Any, max_items: int) -> tuple[list[dict], bool]:
     if not isinstance(items, list) or not items:
         raise bad_request("items: must be a non-empty list of objects")
     if len(items) > max_items:
-        raise ServiceError(413, "too_many_items", f"items: {len(items)} items exceeds serve.max_items={max_items}")
+        raise ServiceError("too_many_items", f"items: {len(items)} items exceeds serve.max_items={max_items}")
     default = body.get("modality")
     out = []
     for i, it in enumerate(items):
@@ -113,45 +86,7 @@ def prepare_request(modality: str, kind: str, raw: str | bytes, name: str, param
     except SampleError as e:
         raise rejected(e) from None
     except Exception as e:  # a decoder failing on odd data: the job quarantines it the same way
-        raise ServiceError(422, f"corrupt_{modality}", f"{name}: {type(e).__name__}: {e}") from None
-
-
-def code_shape(modality: str, codes: np.ndarray) -> list[int]:
-    return [int(n) for n in np.asarray(codes).shape]
-
-
-# ----------------------------------------------------------------------------- replica side
-
-
-def encode_batch(tok, modality: str, kind: str, params: dict | None, items: list[tuple]) -> list[tuple]:
-    """Codec replica: [(prepared or raw item, name)] → [("ok", storage codes, shape) or
-    ("error", reason, message)], through the tokenize job's encode functions."""
-    from trimodal.tokenizers.prepare import encode_items, encode_prepared
-
-    data = [it[0] for it in items]
-    names = [it[1] for it in items]
-    if params is not None:
-        results = encode_prepared(kind, tok, data, params)
-    else:
-        results = encode_items(tok, modality, data, names)
-    out = []
-    for r in results:
-        if isinstance(r, SampleError):
-            out.append(("error", r.reason, str(r)))
-        else:
-            out.append(("ok", to_storage(modality, r), code_shape(modality, r)))
-    return out
-
-
-def decode_batch(tok, modality: str, fingerprint: dict, flats: list[np.ndarray]) -> list:
-    """Codec replica: storage-layout codes → text / uint8 (H, W, 3) pixels / (float32 wave, rate)."""
-    codes = [from_storage(modality, f, fingerprint) for f in flats]
-    media = tok.decode(codes)
-    if modality == "image":
-        return [np.asarray(img.convert("RGB"), dtype=np.uint8) for img in media]
-    if modality == "audio":
-        return [(np.asarray(w, dtype=np.float32).reshape(-1), int(r)) for w, r in media]
-    return list(media)
+        raise ServiceError(f"corrupt_{modality}", f"{name}: {type(e).__name__}: {e}") from None
 
 
 # ----------------------------------------------------------------------------- decoding
@@ -202,7 +137,6 @@ def parse_codes(obj: dict, modality: str, fp: dict, vocab, max_audio_seconds: fl
             cap = math.ceil(max_audio_seconds * float(fp["frame_rate"]))
             if frames > cap:
                 raise ServiceError(
-                    413,
                     "too_long",
                     f"{where}{key}: {frames} frames decode to more than limits.max_audio_seconds={max_audio_seconds}",
                 )
@@ -211,27 +145,8 @@ def parse_codes(obj: dict, modality: str, fp: dict, vocab, max_audio_seconds: fl
     return arr.astype(np.int32)
 
 
-def media_bytes(modality: str, media: Any) -> bytes:
-    """Decoded media → the bytes of a file: UTF-8 text, PNG, or 16-bit PCM WAV."""
-    if modality == "text":
-        return str(media).encode("utf-8")
-    if modality == "image":
-        from PIL import Image
-
-        buf = io.BytesIO()
-        img = media if isinstance(media, Image.Image) else Image.fromarray(np.asarray(media, np.uint8), "RGB")
-        img.save(buf, format="PNG")
-        return buf.getvalue()
-    import soundfile as sf
-
-    wave, rate = media
-    buf = io.BytesIO()
-    sf.write(buf, np.clip(np.asarray(wave, np.float32).reshape(-1), -1.0, 1.0), int(rate), format="WAV")
-    return buf.getvalue()
-
-
 def media_payload(modality: str, media: Any) -> dict:
     """The `data` / `media_type` of a decode response."""
-    blob = media_bytes(modality, media)
+    blob = media_file_bytes(modality, media)
     data = blob.decode("utf-8") if modality == "text" else base64.b64encode(blob).decode("ascii")
     return {"modality": modality, "media_type": MEDIA_TYPES[modality], "data": data}
