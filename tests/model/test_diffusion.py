@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from tests.model.reference import logits_cross_entropy
 from trimodal.model.config import DiffusionConfig, ScheduleConfig
 from trimodal.model.diffusion import DiffusionLoss, Noise, stratified_t
-from trimodal.model.head_loss import logits_cross_entropy
 from trimodal.model.schedules import SCHEDULES, make_schedule
 from trimodal.tokenizers.vocab import MODALITY_IDS
 

@@ -4,12 +4,12 @@ file) and resume on another world size, 2 → 1 and 1 → 2, bit for bit.
 (The DDP path runs under Ray Train in tests/jobs/test_train.py.)"""
 
 import os
-import socket
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from tests.ports import free_port
 from trimodal.jobs.train import load_train_config, loss_curve, read_metrics, run_train
 from trimodal.model.checkpoint import load_model
 
@@ -33,18 +33,12 @@ def _worker(rank, world, port, cfg_dict):
         dist.destroy_process_group()
 
 
-def _port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_fsdp_over_two_processes_matches_one_process(tmp_path):
     # eval: 3 batches of 2 rows over 2 ranks: rank 1 runs a throwaway batch to keep FSDP's
     # collective forwards in step
     ev = {"mix": dict(config("x")["mix"], pool=6, seed=5), "tokens": 6 * 32, "n_t": 2, "seeds": 2, "batch": 2}
     cfg = config(tmp_path / "fsdp", steps=6, checkpoint_every=3, num_workers=2, physical_batch=4, fsdp=True, eval=ev)
-    mp.start_processes(_worker, args=(2, _port(), cfg), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(2, free_port(), cfg), nprocs=2, join=True, start_method="spawn")
     solo = run_train(config(tmp_path / "solo", steps=6, checkpoint_every=3, eval=ev), in_process=True)
     # the eval of 2 ranks equals `trimodal eval` of the same weights in one process
     from trimodal.jobs.eval import run_eval
@@ -66,7 +60,7 @@ def test_fsdp_over_two_processes_matches_one_process(tmp_path):
 
 
 def _spawn(world, cfg):
-    mp.start_processes(_worker, args=(world, _port(), cfg), nprocs=world, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(world, free_port(), cfg), nprocs=world, join=True, start_method="spawn")
 
 
 def test_resume_on_another_world_size_continues_bit_for_bit(tmp_path):

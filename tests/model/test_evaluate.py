@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.model.reference import logits_cross_entropy
 from trimodal.model.config import ModelConfig, SyntheticStreamConfig
 from trimodal.model.data import SyntheticStream
 from trimodal.model.evaluate import EvalSums, accumulate, count_mask, elbo, summarize, unigram_entropy
-from trimodal.model.head_loss import logits_cross_entropy
 from trimodal.model.transformer import Transformer
 from trimodal.tokenizers.vocab import MODALITY_IDS
 

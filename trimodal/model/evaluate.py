@@ -39,10 +39,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from trimodal.dataset.schema import MODALITIES
 from trimodal.model.seeding import seed_for
 from trimodal.tokenizers.vocab import MODALITY_IDS
 
-MODS = ("text", "image", "audio")
+MODS = MODALITIES
 TASKS = ("text", "t2i", "t2s", "i2t", "s2t")  # index 0: a document with no task token
 # the modality of each task's target
 TARGET = {"text": "text", "t2i": "image", "t2s": "audio", "i2t": "text", "s2t": "text"}
