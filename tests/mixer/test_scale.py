@@ -118,7 +118,7 @@ def test_index_and_shard_that_disagree_are_named(tmp_path, monkeypatch, path_):
     index.write_bytes(data)
     m = Mixer({"sources": [{"name": "t", "dataset": path, "share": 1}], "seq_len": 64, "global_batch": 2})
     if path_ == "ranges":
-        m._mapped = dict.fromkeys(m._mapped, False)
+        m.fetcher.mapped = dict.fromkeys(m.fetcher.mapped, False)
     with pytest.raises(IntegrityError, match="part-00000.*length index"):
         next(m)
 

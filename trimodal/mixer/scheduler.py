@@ -59,6 +59,16 @@ class Scheduler:
     def got(self) -> dict[str, int]:
         return {n: self.G[i] for i, n in enumerate(self.names)}
 
+    @property
+    def single(self) -> int:
+        """The index of the one source with a share when only one has, else -1."""
+        return self._single
+
+    @property
+    def live(self) -> bool:
+        """Whether any source has a share."""
+        return bool(self._live)
+
     # weights ------------------------------------------------------------------------------
     def set_weights(self, weights: dict[str, float]) -> bool:
         """Normalized weights in force for the next rows; rebases the targets when they differ

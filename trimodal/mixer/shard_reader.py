@@ -780,18 +780,6 @@ class ShardReader:
         lens, keep = self.index.lengths(s, local, self.sources)
         return s, local, lens, keep
 
-    def lookup(self, g: np.ndarray):
-        """(shard, record batch, row in batch, [n, 4]: code counts and 1 if the sample passes
-        the `sources` filter) of sample indices."""
-        s, local, lens, keep = self.lengths(g)
-        b = np.empty_like(local)
-        r = np.empty_like(local)
-        for shard in np.unique(s).tolist():
-            sel = s == shard
-            b[sel], r[sel] = self.data.locate(self.data.file(shard), local[sel])
-        flag = np.ones((len(s), 1), np.int32) if keep is None else keep.astype(np.int32)[:, None]
-        return s, b, r, np.hstack([lens, flag])
-
     def codes(self, s: int, b: int, r: int):
         """One sample's text, image and audio codes (None where absent)."""
         f = self.data.file(s)
@@ -803,6 +791,11 @@ class ShardReader:
 
     def sample_id(self, s: int, b: int, r: int) -> str:
         return self.data.sample_id(s, b, r)
+
+    def sample_at(self, shard: int, row: int) -> str:
+        """The id of the sample at `row` of `shard`."""
+        batch, in_batch = (int(x[0]) for x in self.data.locate(self.data.file(shard), np.array([row])))
+        return self.data.sample_id(shard, batch, in_batch)
 
     def shard_uri(self, s: int) -> str:
         return self.dataset.shard_location(s).uri
