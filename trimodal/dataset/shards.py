@@ -15,7 +15,7 @@ from it without touching the codes (the mixer reads it; `trimodal inspect` does 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -172,6 +172,33 @@ def file_sha256(path: str) -> str:
             h.update(chunk)
 
 
+def sha256_of(read_at: Callable[[int, int], object], size: int) -> str:
+    """sha256 of `size` bytes read in slices through `read_at(length, offset)` (zero-copy over
+    a memory map, bounded buffers on S3)."""
+    h = hashlib.sha256()
+    for at in range(0, size, _HASH_CHUNK):
+        h.update(memoryview(read_at(min(_HASH_CHUNK, size - at), at)))
+    return h.hexdigest()
+
+
+def check_shard(uri: str, entry: dict, verify: str, size: int, sha256: Callable[[], str]) -> None:
+    """The checks of a shard against its manifest entry, for every reader: its size (unless
+    `verify` is "none") and, with "sha256", its content (`sha256()` is only called then)."""
+    if verify != "none" and size != entry["bytes"]:
+        raise IntegrityError(f"shard {uri}: size {size} bytes, manifest says {entry['bytes']}")
+    if verify == "sha256":
+        digest = sha256()
+        if digest != entry["sha256"]:
+            raise IntegrityError(
+                f"shard {uri}: sha256 {digest[:12]}… does not match the manifest's {entry['sha256'][:12]}…"
+            )
+
+
+def check_schema(uri: str, schema: pa.Schema) -> None:
+    if not schema.equals(SCHEMA):
+        raise IntegrityError(f"shard {uri}: schema differs from the dataset schema")
+
+
 def open_index(root: Location, entry: dict, verify: str = "sha256") -> pa.Table:
     """A shard's length index like `read_index`, checked as `verify` says ("sha256", "size",
     "none"), and memory-mapped locally (zero-copy: only the rows used become resident). Without
@@ -220,28 +247,12 @@ def open_shard_file(loc: Location, entry: dict, verify: str = "sha256") -> pa.ip
         size = source.size()
     except (OSError, FileNotFoundError) as e:
         raise IntegrityError(f"shard {uri} listed in the manifest cannot be opened: {e}") from e
-    if verify != "none" and size != entry["bytes"]:
-        raise IntegrityError(f"shard {uri}: size {size} bytes, manifest says {entry['bytes']}")
-    if verify == "sha256":
-        h = hashlib.sha256()
-        source.seek(0)
-        while True:  # in slices: zero-copy over a memory map, bounded buffers on S3
-            chunk = source.read_buffer(_HASH_CHUNK)
-            if not chunk.size:
-                break
-            h.update(memoryview(chunk))
-        digest = h.hexdigest()
-        if digest != entry["sha256"]:
-            raise IntegrityError(
-                f"shard {uri}: sha256 {digest[:12]}… does not match the manifest's {entry['sha256'][:12]}…"
-            )
-        source.seek(0)
+    check_shard(uri, entry, verify, size, lambda: sha256_of(source.read_at, size))
     try:
         reader = pa.ipc.open_file(source)
     except pa.ArrowInvalid as e:
         raise IntegrityError(f"shard {uri} is not a readable Arrow IPC file: {e}") from e
-    if not reader.schema.equals(SCHEMA):
-        raise IntegrityError(f"shard {uri}: schema differs from the dataset schema")
+    check_schema(uri, reader.schema)
     return reader
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from trimodal.mixer.layout import MEDIA, TEXT, text_windows
+from trimodal.mixer.pieces import take
 from trimodal.mixer.planner import Planned
 from trimodal.mixer.render import Spans
 from trimodal.mixer.shard_reader import SharedDataset
@@ -56,7 +57,7 @@ class CodeFetcher:
         parts = []
         for k, shared in by_data.items():
             sel = slice(None) if key is None else np.flatnonzero(key == k)
-            pieces = table[sel]
+            pieces = table if key is None else take(table, sel)
             got = shared.data.spans(
                 pieces["shard"], pieces["shard_row"], pieces["kind"], lo[sel], hi[sel],
                 pieces["text_codes"], pieces["media_codes"],

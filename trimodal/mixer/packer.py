@@ -44,7 +44,7 @@ from trimodal.dataset.shards import BATCH_ROWS
 from trimodal.errors import IntegrityError
 from trimodal.mixer.config import MixSource
 from trimodal.mixer.layout import BOTH, TEXT, doc_kinds, doc_lengths
-from trimodal.mixer.pieces import PIECE
+from trimodal.mixer.pieces import PIECE, column, matrix, records, take
 from trimodal.mixer.shard_reader import ShardReader
 from trimodal.mixer.shuffle import BlockOrder, GlobalOrder, derive_key, uniform
 
@@ -71,8 +71,12 @@ DOC = np.dtype(
         ("unsupported_before", np.int64),
     ]
 )
-# what a piece table copies from the document buffer
-_DOC_TO_PIECE = ("epoch", "sample", "shard", "shard_row", "kind", "reverse", "text_codes", "media_codes")
+# what a piece table copies from the document buffer: its columns there and in the piece table
+_COPIED = ("epoch", "sample", "shard", "shard_row", "kind", "reverse", "text_codes", "media_codes")
+_FROM_DOC = [column(DOC, name) for name in _COPIED]
+_TO_PIECE = [column(PIECE, name) for name in _COPIED]
+_ROW, _START, _STOP = (column(PIECE, name) for name in ("row", "start", "stop"))
+_LENGTH = column(DOC, "length")
 
 
 class SourceStream:
@@ -150,15 +154,15 @@ class SourceStream:
         self._P0 = self._base["offset"]
         self._Q: list[int] = [self._P0]
         self._q0 = 0
-        self._next = 0  # rows handed out since the reset
+        self.taken = 0  # rows handed out since the reset (the serial of the next row)
         self._exhaust_at: int | None = None  # serial after which the source is exhausted
 
     def state(self) -> dict:
         if self.exhausted:
             return {**self._final, "skipped": dict(self._final["skipped"]), "samples": self.n}
-        if self._next == 0:
+        if self.taken == 0:
             return {**self._base, "skipped": dict(self._base["skipped"]), "samples": self.n}
-        q = self._Q[self._next - self._q0]
+        q = self._Q[self.taken - self._q0]
         i = bisect_left(self._C, q)  # documents started before q (buffer-relative)
         d = i - 1
         doc = self._D[d]
@@ -173,7 +177,7 @@ class SourceStream:
             "epoch": epoch,
             "pos": pos,
             "offset": offset,
-            "rows": b["rows"] + self._next,
+            "rows": b["rows"] + self.taken,
             "tokens": b["tokens"] + q - self._P0,
             "docs": b["docs"] + self._dbase + i - (1 if self._P0 > 0 else 0),
             "skipped": {"too_long": int(doc["too_long_before"]), "unsupported": int(doc["unsupported_before"])},
@@ -221,7 +225,7 @@ class SourceStream:
         self._epoch_docs += len(docs)
         if not len(docs):
             return
-        self._D = np.concatenate((self._D, docs)) if len(self._D) else docs
+        self._D = records(np.concatenate((matrix(self._D), matrix(docs))), DOC) if len(self._D) else docs
         length = docs["length"]
         starts = np.cumsum(length)
         starts -= length
@@ -285,7 +289,7 @@ class SourceStream:
         self._too_long += int(too_long.sum())
         self._unsupported += int(unsupported.sum())
         self._epoch_skips += skipped
-        return docs[~skip]
+        return take(docs, ~skip)
 
     # rows ------------------------------------------------------------------------------
     def _pack(self) -> int:
@@ -346,23 +350,18 @@ class SourceStream:
                 return False
             self._scan()
 
-    @property
-    def taken(self) -> int:
-        """Rows handed out since the last reset (the serial of the next row)."""
-        return self._next
-
     def take(self) -> int:
         """The real tokens of the next row (the row is then consumed), or -1 when the source is
         exhausted with nothing left."""
         if self.exhausted:
             return -1
-        nxt = self._next
+        nxt = self.taken
         i = nxt - self._q0 + 1
         Q = self._Q
         if i >= len(Q) and not self._plan():
             self._exhaust()
             return -1
-        self._next = nxt = nxt + 1
+        self.taken = nxt = nxt + 1
         if nxt == self._exhaust_at:
             self._exhaust()
         return Q[i] - Q[i - 1]
@@ -371,22 +370,22 @@ class SourceStream:
         """Up to k rows at once (fewer if the source runs out); their real tokens."""
         out = []
         while len(out) < k and not self.exhausted:
-            i = self._next - self._q0 + 1
+            i = self.taken - self._q0 + 1
             if i >= len(self._Q) and not self._plan():
                 self._exhaust()
                 break
             m = min(k - len(out), len(self._Q) - i)
             if self._exhaust_at is not None:
-                m = min(m, self._exhaust_at - self._next)
+                m = min(m, self._exhaust_at - self.taken)
             Q = self._Q[i - 1 : i + m]
             out.extend(b - a for a, b in zip(Q, Q[1:]))
-            self._next += m
-            if self._exhaust_at is not None and self._next == self._exhaust_at:
+            self.taken += m
+            if self._exhaust_at is not None and self.taken == self._exhaust_at:
                 self._exhaust()
         return out
 
     def _exhaust(self) -> None:
-        if self._next:
+        if self.taken:
             st = self.state()
         else:
             st = {**self._base, "skipped": dict(self._base["skipped"])}
@@ -416,26 +415,25 @@ class SourceStream:
         total = int(per_row.sum())
         row = np.repeat(np.arange(len(serials), dtype=np.int64), per_row)
         doc = np.arange(total, dtype=np.int64) + np.repeat(first_doc - (np.cumsum(per_row) - per_row), per_row)
-        docs = self._D[doc]
-        out = np.empty(total, dtype=PIECE)
-        out["row"] = row
-        for name in _DOC_TO_PIECE:
-            out[name] = docs[name]
+        docs = matrix(self._D)[doc]
+        out = np.empty((total, len(PIECE.names)), dtype=np.int64)
+        out[:, _ROW] = row
+        out[:, _TO_PIECE] = docs[:, _FROM_DOC]
         doc_start = doc_starts[doc]
-        out["start"] = np.maximum(row_start[row], doc_start) - doc_start
-        out["stop"] = np.minimum(row_end[row], doc_start + docs["length"]) - doc_start
-        return out
+        out[:, _START] = np.maximum(row_start[row], doc_start) - doc_start
+        out[:, _STOP] = np.minimum(row_end[row], doc_start + docs[:, _LENGTH]) - doc_start
+        return records(out, PIECE)
 
     def release(self) -> None:
         """Rows handed out so far are no longer needed (rendered or skipped): compact the
         buffers behind the cursor."""
-        k = self._next - self._q0  # index in Q of the last consumed boundary
+        k = self.taken - self._q0  # index in Q of the last consumed boundary
         if k > TRIM_DOCS:
             del self._Q[:k]
             self._q0 += k
-        if self._next == 0 or len(self._C) < 2 * TRIM_DOCS:
+        if self.taken == 0 or len(self._C) < 2 * TRIM_DOCS:
             return
-        q = self._Q[self._next - self._q0]
+        q = self._Q[self.taken - self._q0]
         d = bisect_left(self._C, q) - 1  # the state needs this document
         if d >= TRIM_DOCS and 2 * d >= len(self._C):
             del self._C[:d]

@@ -28,6 +28,28 @@ PIECE = np.dtype(
 )
 
 
+def column(dtype: np.dtype, name: str) -> int:
+    """The column of field `name` in the int64 matrix view of records of `dtype` (`matrix`)."""
+    return dtype.names.index(name)
+
+
+def matrix(records: np.ndarray) -> np.ndarray:
+    """Contiguous all-int64 records as an int64 matrix [records, fields] (a view): bulk column
+    copies cost one fancy index instead of one call per field."""
+    return records.view(np.int64).reshape(len(records), -1)
+
+
+def records(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """The inverse of `matrix`: a C-contiguous int64 matrix viewed as records of `dtype`."""
+    return values.view(dtype).reshape(-1)
+
+
+def take(table: np.ndarray, index) -> np.ndarray:
+    """table[index] (integer or boolean index) through the matrix view: numpy gathers whole
+    records of a structured dtype ~5× slower than rows of a matrix."""
+    return records(matrix(table)[index], table.dtype)
+
+
 class Segment(NamedTuple):
     """One document piece of a planned row (a `PIECE` record without its row)."""
 

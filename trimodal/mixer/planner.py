@@ -17,7 +17,7 @@ import numpy as np
 
 from trimodal.mixer.config import MixConfig
 from trimodal.mixer.packer import SourceStream
-from trimodal.mixer.pieces import PIECE, segments
+from trimodal.mixer.pieces import PIECE, matrix, records, segments, take
 from trimodal.mixer.scheduler import Scheduler, normalize
 
 
@@ -90,6 +90,7 @@ class Planner:
         by_tokens = self.cfg.share_unit == "tokens"
         sources, serials = [-1] * rows, [0] * rows
         sched, streams, touch, step = self.scheduler, self._list, self._touched.add, self.step
+        single = sched.single
         r = 0
         while r < rows:
             i = sched.pick()
@@ -98,20 +99,23 @@ class Planner:
             stream = streams[i]
             stream.clock = step
             touch(i)
-            if sched.single >= 0:  # one source with a share: its rows in bulk
+            if single < 0:  # the common case: one row
+                amount = stream.take()
+                if amount >= 0:
+                    sched.commit_index(i, amount if by_tokens else seq_len)
+                    sources[r], serials[r] = i, stream.taken - 1
+                    r += 1
+            else:  # one source with a share: its rows in bulk
                 fills = stream.take_many(rows - r)
-            else:
-                fill = stream.take()
-                fills = (fill,) if fill >= 0 else ()
-            if fills:
-                sched.commit_index(i, sum(fills) if by_tokens else seq_len * len(fills))
-                first = stream.taken - len(fills)
-                for k in range(len(fills)):
-                    sources[r + k], serials[r + k] = i, first + k
-                r += len(fills)
+                if fills:
+                    sched.commit_index(i, sum(fills) if by_tokens else seq_len * len(fills))
+                    sources[r : r + len(fills)] = [i] * len(fills)
+                    serials[r : r + len(fills)] = range(stream.taken - len(fills), stream.taken)
+                    r += len(fills)
             if stream.exhausted:  # its share passes to the others
                 self._active.discard(self.names[i])
                 sched.set_weights(normalize(shares, self._active))
+                single = sched.single
         return sources, serials, r
 
     def _own(self, sources: list, serials: list, own: range) -> Planned:
@@ -126,8 +130,8 @@ class Planner:
         if len(tables) == 1:
             table = tables[0]
         elif tables:
-            table = np.concatenate(tables)
-            table = table[np.argsort(table["row"], kind="stable")]
+            table = records(np.concatenate([matrix(t) for t in tables]), PIECE)
+            table = take(table, np.argsort(table["row"], kind="stable"))
         else:
             table = NOTHING.table
         return Planned([None if i < 0 else self.names[i] for i in mine], table)

@@ -43,7 +43,7 @@ class Scheduler:
         self.G = [0] * k
         self.w = [0.0] * k
         self.amount = 0  # A: what every row since the last rebase counted, summed (an integer)
-        self._single = -1
+        self.single = -1  # the index of the one source with a share when only one has, else -1
         self._live: list[int] = []
         self._ready: list = []  # (deadline − A, i) of due sources
         self._pending: list = []  # (A from which due, deadline − A, i)
@@ -58,11 +58,6 @@ class Scheduler:
     @property
     def got(self) -> dict[str, int]:
         return {n: self.G[i] for i, n in enumerate(self.names)}
-
-    @property
-    def single(self) -> int:
-        """The index of the one source with a share when only one has, else -1."""
-        return self._single
 
     @property
     def live(self) -> bool:
@@ -89,7 +84,7 @@ class Scheduler:
     def _rebuild(self) -> None:
         live = [i for i, w in enumerate(self.w) if w > 0.0]
         self._live = live
-        self._single = live[0] if len(live) == 1 else -1
+        self.single = live[0] if len(live) == 1 else -1
         self._ready, self._pending = [], []
         if len(live) < 2:
             return
@@ -116,8 +111,8 @@ class Scheduler:
     # choosing -----------------------------------------------------------------------------
     def pick(self) -> int:
         """Index of the source for the next row (-1 if none has a share)."""
-        if self._single >= 0:
-            return self._single
+        if self.single >= 0:
+            return self.single
         if not self._live:
             return -1
         A, pend, ready = self.amount, self._pending, self._ready
@@ -137,7 +132,7 @@ class Scheduler:
     def commit_index(self, i: int, amount: int) -> None:
         """Record that source i (the one `pick` returned) emitted a row counting `amount`."""
         amount = int(amount)
-        if self._single < 0 and self._live:
+        if self.single < 0 and self._live:
             if self._ready and self._ready[0][1] == i:
                 heappop(self._ready)
             else:  # a fallback pick: i waits in the pending heap
