@@ -399,9 +399,9 @@ def test_map_path_equals_the_per_document_path(mix_data, world, pack, per_shard,
     """On memory-mapped shards a batch is rendered from its piece table with array operations:
     byte for byte what the per-document path renders, for text windows and pairs in both
     directions, over three datasets, with the same state and bytes counted."""
-    from trimodal.mixer import shard_reader
+    from trimodal.mixer import mapped
 
-    monkeypatch.setattr(shard_reader, "PIECES_PER_SHARD", per_shard)
+    monkeypatch.setattr(mapped, "PIECES_PER_SHARD", per_shard)
     opts = {n: {"pack": pack, "reverse_prob": 0.5} for n in mix_data}
     cfg = mix_cfg(mix_data, global_batch=6, source_opts=opts)
     fast = Mixer(cfg, rank=world - 1, world_size=world, with_docs=True)

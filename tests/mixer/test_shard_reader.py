@@ -65,7 +65,8 @@ def test_random_access_matches_the_rows(tmp_path, chunk):
             assert [None if x is None else x.tolist() for x in got] == want
             assert reader.sample_id(int(s[k]), int(b[k]), int(r[k])) == rows[gi]["id"]
         # bounded: open files, and no cached batch of a closed file (it would pin its mapping)
-        assert len(reader._files) <= 1 and all(key[0] in reader._files for key in reader._slots)
+        open_shards = reader.data.open_shards
+        assert len(open_shards) <= 1 and all(key[0] in open_shards for key in reader.data.cached_batches)
     assert reader.fetches > batches  # batches were evicted and fetched again, correctly
 
 
