@@ -25,13 +25,12 @@ epoch and the mixer redistributes its share to the others.
 How it is computed (vectorized, so that every rank can afford to plan every row): positions are
 mapped to samples and their code counts a window at a time (up to 16,384 positions: one
 permutation call, one grouped index gather), and the usable documents are laid end to end on a
-token axis with cumulative starts `C`. A row is then just an interval [P, Q) of that axis, and
+token axis with cumulative starts. A row is then just an interval [P, Q) of that axis, and
 rows tile it: Q of one row is P of the next. Packed rows end at P + seq_len unless a pair
 straddles that point (then at the pair's start): pure-text windows are cut arithmetically, with
 pairs one `bisect` per row. Padded rows are one per document piece, computed with a few array
-operations. The cursor after any row (the state) follows from its end Q by one `bisect`.
-Measured (bench/bench_mixer.py --only planning): ~1M rows per CPU-second for one source of
-600-token documents at seq_len 2048, against ~80k for the per-document loop this replaced.
+operations. The cursor after any row (the state) follows from its end Q by one `bisect` (its cost:
+docs/mixer.md, "Planning").
 """
 
 from __future__ import annotations
@@ -142,18 +141,19 @@ class SourceStream:
         self._epoch_docs = self._epoch_skips = 0
         self._win = FIRST_WINDOW // 2
         self.clock = self._scan_clock = 0  # the mixer's step (it sets it), and at the last refill
-        # documents: numpy columns, starts on the token axis (a list, for bisect, and an array)
-        self._D = np.zeros(0, dtype=DOC)
-        self._C: list[int] = []
-        self._Carr = np.zeros(0, dtype=np.int64)
-        self._CE = 0  # end of the last document on the token axis
-        self._dbase = 0  # documents dropped from the front of the buffers
+        # documents: `DOC` records, starts on the token axis (a list, for bisect, and an array)
+        self._docs = np.zeros(0, dtype=DOC)
+        self._starts: list[int] = []
+        self._starts_array = np.zeros(0, dtype=np.int64)
+        self._end = 0  # end of the last document on the token axis
+        self._dropped = 0  # documents dropped from the front of the buffers
         self._kinds = b""  # kind per buffered document (bytes: fast indexing in the packing loop)
         self._pairs = 0  # pairs among the buffered documents
-        # rows: boundaries on the token axis; row j (serial) spans [Q[j - q0], Q[j - q0 + 1])
-        self._P0 = self._base["offset"]
-        self._Q: list[int] = [self._P0]
-        self._q0 = 0
+        # rows: boundaries on the token axis; row j (serial) spans
+        # [bounds[j - bounds_base], bounds[j - bounds_base + 1]); the first starts at the origin
+        self._origin = self._base["offset"]
+        self._bounds: list[int] = [self._origin]
+        self._bounds_base = 0
         self.taken = 0  # rows handed out since the reset (the serial of the next row)
         self._exhaust_at: int | None = None  # serial after which the source is exhausted
 
@@ -162,12 +162,12 @@ class SourceStream:
             return {**self._final, "skipped": dict(self._final["skipped"]), "samples": self.n}
         if self.taken == 0:
             return {**self._base, "skipped": dict(self._base["skipped"]), "samples": self.n}
-        q = self._Q[self.taken - self._q0]
-        i = bisect_left(self._C, q)  # documents started before q (buffer-relative)
+        q = self._bounds[self.taken - self._bounds_base]
+        i = bisect_left(self._starts, q)  # documents started before q (buffer-relative)
         d = i - 1
-        doc = self._D[d]
+        doc = self._docs[d]
         epoch, pos, length = int(doc["epoch"]), int(doc["pos"]), int(doc["length"])
-        doc_start = self._C[d]
+        doc_start = self._starts[d]
         if q >= doc_start + length:
             pos, offset = pos + 1, 0
         else:
@@ -178,8 +178,8 @@ class SourceStream:
             "pos": pos,
             "offset": offset,
             "rows": b["rows"] + self.taken,
-            "tokens": b["tokens"] + q - self._P0,
-            "docs": b["docs"] + self._dbase + i - (1 if self._P0 > 0 else 0),
+            "tokens": b["tokens"] + q - self._origin,
+            "docs": b["docs"] + self._dropped + i - (1 if self._origin > 0 else 0),
             "skipped": {"too_long": int(doc["too_long_before"]), "unsupported": int(doc["unsupported_before"])},
             "exhausted": False,
             "samples": self.n,
@@ -225,14 +225,14 @@ class SourceStream:
         self._epoch_docs += len(docs)
         if not len(docs):
             return
-        self._D = records(np.concatenate((matrix(self._D), matrix(docs))), DOC) if len(self._D) else docs
+        self._docs = records(np.concatenate((matrix(self._docs), matrix(docs))), DOC) if len(self._docs) else docs
         length = docs["length"]
         starts = np.cumsum(length)
         starts -= length
-        starts += self._CE
-        self._C.extend(starts.tolist())
-        self._Carr = np.concatenate((self._Carr, starts)) if len(self._Carr) else starts
-        self._CE = int(starts[-1] + length[-1])
+        starts += self._end
+        self._starts.extend(starts.tolist())
+        self._starts_array = np.concatenate((self._starts_array, starts)) if len(self._starts_array) else starts
+        self._end = int(starts[-1] + length[-1])
         self._kinds += docs["kind"].astype(np.int8).tobytes()
         self._pairs += int(np.count_nonzero(docs["kind"] != TEXT))
 
@@ -294,51 +294,52 @@ class SourceStream:
     # rows ------------------------------------------------------------------------------
     def _pack(self) -> int:
         """Plan the rows that the buffered documents determine; returns how many."""
-        P, CE, L = self._Q[-1], self._CE, self.seq_len
-        if P >= CE:
+        at, end, seq_len = self._bounds[-1], self._end, self.seq_len
+        if at >= end:
             return 0
         if not self.pack:
-            return self._pack_padded(P)
-        if P + L > CE and not self._ended:
+            return self._pack_padded(at)
+        if at + seq_len > end and not self._ended:
             return 0
-        out = self._Q
+        out = self._bounds
         before = len(out)
         if not self._pairs:  # text only: rows are cut every seq_len tokens
-            m = (CE - P) // L
-            out.extend(range(P + L, P + m * L + 1, L))
-            P += m * L
+            rows = (end - at) // seq_len
+            out.extend(range(at + seq_len, at + rows * seq_len + 1, seq_len))
+            at += rows * seq_len
         else:
-            C, K = self._C, self._kinds
-            j = bisect_right(C, P) - 1
+            starts, kinds = self._starts, self._kinds
+            doc = bisect_right(starts, at) - 1
             while True:
-                E = P + L
-                if E > CE:
+                full = at + seq_len
+                if full > end:
                     break
-                if E == CE:
-                    out.append(E)
-                    P = E
+                if full == end:
+                    out.append(full)
+                    at = full
                     break
-                j = bisect_right(C, E, j) - 1
-                cj = C[j]
-                P = E if cj == E or K[j] == TEXT else cj  # a pair across E closes the row at its start
-                out.append(P)
-        if self._ended and P < CE:  # the stream ends inside this row: a last, partial row
-            out.append(CE)
-            self._exhaust_at = self._q0 + len(out) - 1
+                doc = bisect_right(starts, full, doc) - 1
+                doc_start = starts[doc]
+                # a pair across the row's end closes the row at its start
+                at = full if doc_start == full or kinds[doc] == TEXT else doc_start
+                out.append(at)
+        if self._ended and at < end:  # the stream ends inside this row: a last, partial row
+            out.append(end)
+            self._exhaust_at = self._bounds_base + len(out) - 1
         return len(out) - before
 
-    def _pack_padded(self, P: int) -> int:
+    def _pack_padded(self, at: int) -> int:
         """One document (piece) per row: a text document longer than the row takes several."""
-        L = self.seq_len
-        j0 = bisect_right(self._C, P) - 1
-        starts = self._Carr[j0:].copy()
-        docs = self._D[j0:]
+        seq_len = self.seq_len
+        first = bisect_right(self._starts, at) - 1
+        starts = self._starts_array[first:].copy()
+        docs = self._docs[first:]
         ends = starts + docs["length"]
-        starts[0] = P
-        rows_per_doc = np.where(docs["kind"] == TEXT, -(-(ends - starts) // L), 1)
+        starts[0] = at
+        rows_per_doc = np.where(docs["kind"] == TEXT, -(-(ends - starts) // seq_len), 1)
         doc = np.repeat(np.arange(len(rows_per_doc)), rows_per_doc)
         nth = np.arange(len(doc)) - np.repeat(np.cumsum(rows_per_doc) - rows_per_doc, rows_per_doc) + 1
-        self._Q.extend(np.minimum(starts[doc] + L * nth, ends[doc]).tolist())
+        self._bounds.extend(np.minimum(starts[doc] + seq_len * nth, ends[doc]).tolist())
         return len(doc)
 
     def _plan(self) -> bool:
@@ -356,29 +357,29 @@ class SourceStream:
         if self.exhausted:
             return -1
         nxt = self.taken
-        i = nxt - self._q0 + 1
-        Q = self._Q
-        if i >= len(Q) and not self._plan():
+        i = nxt - self._bounds_base + 1
+        bounds = self._bounds
+        if i >= len(bounds) and not self._plan():
             self._exhaust()
             return -1
         self.taken = nxt = nxt + 1
         if nxt == self._exhaust_at:
             self._exhaust()
-        return Q[i] - Q[i - 1]
+        return bounds[i] - bounds[i - 1]
 
     def take_many(self, k: int) -> list[int]:
         """Up to k rows at once (fewer if the source runs out); their real tokens."""
         out = []
         while len(out) < k and not self.exhausted:
-            i = self.taken - self._q0 + 1
-            if i >= len(self._Q) and not self._plan():
+            i = self.taken - self._bounds_base + 1
+            if i >= len(self._bounds) and not self._plan():
                 self._exhaust()
                 break
-            m = min(k - len(out), len(self._Q) - i)
+            m = min(k - len(out), len(self._bounds) - i)
             if self._exhaust_at is not None:
                 m = min(m, self._exhaust_at - self.taken)
-            Q = self._Q[i - 1 : i + m]
-            out.extend(b - a for a, b in zip(Q, Q[1:]))
+            bounds = self._bounds[i - 1 : i + m]
+            out.extend(b - a for a, b in zip(bounds, bounds[1:]))
             self.taken += m
             if self._exhaust_at is not None and self.taken == self._exhaust_at:
                 self._exhaust()
@@ -406,16 +407,16 @@ class SourceStream:
         """The pieces of many rows handed out since the last `release`, as one `PIECE` array,
         its `row` the row's place in `serials`. The mixer renders from it directly (a few array
         operations per batch instead of a tuple per document)."""
-        bounds, first_q = self._Q, 1 - self._q0
+        bounds, first_q = self._bounds, 1 - self._bounds_base
         row_start = np.array([bounds[s + first_q - 1] for s in serials], dtype=np.int64)
         row_end = np.array([bounds[s + first_q] for s in serials], dtype=np.int64)
-        doc_starts = self._Carr
+        doc_starts = self._starts_array
         first_doc = np.searchsorted(doc_starts, row_start, side="right") - 1
         per_row = np.searchsorted(doc_starts, row_end, side="left") - first_doc
         total = int(per_row.sum())
         row = np.repeat(np.arange(len(serials), dtype=np.int64), per_row)
         doc = np.arange(total, dtype=np.int64) + np.repeat(first_doc - (np.cumsum(per_row) - per_row), per_row)
-        docs = matrix(self._D)[doc]
+        docs = matrix(self._docs)[doc]
         out = np.empty((total, len(PIECE.names)), dtype=np.int64)
         out[:, _ROW] = row
         out[:, _TO_PIECE] = docs[:, _FROM_DOC]
@@ -427,18 +428,18 @@ class SourceStream:
     def release(self) -> None:
         """Rows handed out so far are no longer needed (rendered or skipped): compact the
         buffers behind the cursor."""
-        k = self.taken - self._q0  # index in Q of the last consumed boundary
+        k = self.taken - self._bounds_base  # index in bounds of the last consumed boundary
         if k > TRIM_DOCS:
-            del self._Q[:k]
-            self._q0 += k
-        if self.taken == 0 or len(self._C) < 2 * TRIM_DOCS:
+            del self._bounds[:k]
+            self._bounds_base += k
+        if self.taken == 0 or len(self._starts) < 2 * TRIM_DOCS:
             return
-        q = self._Q[self.taken - self._q0]
-        d = bisect_left(self._C, q) - 1  # the state needs this document
-        if d >= TRIM_DOCS and 2 * d >= len(self._C):
-            del self._C[:d]
-            self._Carr = self._Carr[d:].copy()
-            self._D = self._D[d:].copy()
+        q = self._bounds[self.taken - self._bounds_base]
+        d = bisect_left(self._starts, q) - 1  # the state needs this document
+        if d >= TRIM_DOCS and 2 * d >= len(self._starts):
+            del self._starts[:d]
+            self._starts_array = self._starts_array[d:].copy()
+            self._docs = self._docs[d:].copy()
             self._pairs -= sum(1 for x in self._kinds[:d] if x != TEXT)
             self._kinds = self._kinds[d:]
-            self._dbase += d
+            self._dropped += d

@@ -317,10 +317,5 @@ class ShardData:
             return bytes(data).decode()
 
     def stats(self) -> dict:
-        return {
-            "bytes_read": self.bytes_read,
-            "code_bytes": self.code_bytes,
-            "requests": self.requests,
-            "opens": self.opens,
-            "batch_layouts": self.fetches,
-        }
+        counters = ("bytes_read", "code_bytes", "requests", "opens")
+        return {**{name: getattr(self, name) for name in counters}, "batch_layouts": self.fetches}
