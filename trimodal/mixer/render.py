@@ -49,7 +49,7 @@ class Spans(NamedTuple):
     """Where the codes of many document pieces lie: piece k's text window is
     `flats[fid[k]][start[k]:stop[k]]` and, for a pair, its image or audio codes
     `flats[mfid[k]][mstart[k]:mstop[k]]`. A flat is an int32 view of a whole shard map
-    (`ShardData.spans`) or one fetched window (ranged reads: start 0, stop its length)."""
+    (`MappedShards.spans`) or one fetched window (ranged reads: start 0, stop its length)."""
 
     flats: list
     fid: np.ndarray

@@ -14,9 +14,9 @@ O(log n) per row. Between share changes every target grows by w_i times the same
 (what all rows since the change counted), so T_i = T0_i + w_i·A with T0_i fixed. A source's
 deadline, less the common A, and the value of A from which it is due then only change when that
 source is chosen: the due sources sit in a heap by deadline, the others in a heap by the A at
-which they become due, and a row costs a few heap operations (planning a 256-source mix
-runs at ~450k rows per CPU-second; with a scan over the sources, as before, it ran at 7.5k). When no source is due (possible
-only after a source left with a deficit), the largest deficit is taken, as before, by a scan.
+which they become due, and a row costs a few heap operations (docs/mixer.md, "Planning", has
+the rates). When no source is due (possible only after a source left with a deficit), the
+largest deficit is taken by a scan.
 
 Shares may change between rows (schedules, an exhausted source's share passing to the others,
 a source added on resume): the targets are rebased (T0_i += w_i·A, A = 0) and accumulate the
