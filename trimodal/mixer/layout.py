@@ -71,25 +71,20 @@ def _part_starts(sequence: tuple[str, ...]) -> dict[str, tuple[int, int, int]]:
     return out
 
 
-_PAIR_STARTS = {rev: _part_starts(seq) for rev, seq in PAIR_PARTS.items()}
 TEXT_START = _part_starts(TEXT_PARTS)["text"][0]  # a text document's codes follow its <bos>
+_PAIR_ROLES = PAIR_PARTS[False]
+# per direction, each part's start as coefficients of (1, text codes, media codes)
+_PAIR_COEFFICIENTS = {
+    rev: np.array([_part_starts(seq)[part] for part in _PAIR_ROLES], dtype=np.int64) for rev, seq in PAIR_PARTS.items()
+}
 
 
-def pair_places(role: str, reverse: np.ndarray, text: np.ndarray, media: np.ndarray) -> np.ndarray:
-    """Where part `role` of each pair starts in its document, given the pairs' direction and
-    text and media code counts (arrays)."""
-
-    def place(rev: bool):
-        specials, texts, medias = _PAIR_STARTS[rev][role]
-        out = specials
-        if texts:
-            out = out + text
-        if medias:
-            out = out + medias * media
-        return out
-
-    forward, backward = place(False), place(True)
-    return np.where(reverse, backward, forward)
+def pair_places(reverse: np.ndarray, text: np.ndarray, media: np.ndarray) -> dict[str, np.ndarray]:
+    """Where each part of each pair starts in its document ({part: array}), given the pairs'
+    direction and text and media code counts (arrays)."""
+    terms = np.stack((np.ones_like(text), text, media))
+    places = np.where(reverse, _PAIR_COEFFICIENTS[True] @ terms, _PAIR_COEFFICIENTS[False] @ terms)
+    return dict(zip(_PAIR_ROLES, places))
 
 
 def text_windows(kinds: np.ndarray, start: np.ndarray, stop: np.ndarray, text: np.ndarray):

@@ -102,7 +102,7 @@ class Mixer:
         remote = any(sh.data.remote for sh in self.shared.values())
         self.read_ahead = (2 if remote else 0) if read_ahead is None else max(0, int(read_ahead))
         self._ahead: deque = deque()  # (state before, own rows, fetch future or None)
-        self._fetcher = ThreadPoolExecutor(1, thread_name_prefix="trimodal-ahead") if self.read_ahead else None
+        self._ahead_pool = ThreadPoolExecutor(1, thread_name_prefix="trimodal-ahead") if self.read_ahead else None
         self._held: deque = deque()  # the arrays of the last two batches returned (recycling)
 
     def _add_source(self, s) -> None:
@@ -211,7 +211,7 @@ class Mixer:
             if rows is None:
                 return None
             if mine:
-                fut = self._fetcher.submit(self.fetcher.spans, rows) if self._fetcher is not None else None
+                fut = self._ahead_pool.submit(self.fetcher.spans, rows) if self._ahead_pool is not None else None
                 return before, rows, fut
 
     def __next__(self) -> dict:

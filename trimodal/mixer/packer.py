@@ -72,8 +72,8 @@ DOC = np.dtype(
 )
 # what a piece table copies from the document buffer: its columns there and in the piece table
 _COPIED = ("epoch", "sample", "shard", "shard_row", "kind", "reverse", "text_codes", "media_codes")
-_FROM_DOC = [column(DOC, name) for name in _COPIED]
-_TO_PIECE = [column(PIECE, name) for name in _COPIED]
+_FROM_DOC = np.array([column(DOC, name) for name in _COPIED])
+_TO_PIECE = np.array([column(PIECE, name) for name in _COPIED])
 _ROW, _START, _STOP = (column(PIECE, name) for name in ("row", "start", "stop"))
 _LENGTH = column(DOC, "length")
 

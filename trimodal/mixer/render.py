@@ -270,10 +270,11 @@ class Renderer:
             reverse = pieces["reverse"][pairs].astype(bool)
             pair_dst, pair_text = dst[pairs], text[pairs]
             media_len = spans.mstop[pairs] - spans.mstart[pairs]
-            text_at[pairs] = pair_dst + pair_places("text", reverse, pair_text, media_len)
-            media_at = pair_dst + pair_places("media", reverse, pair_text, media_len)
+            places = pair_places(reverse, pair_text, media_len)
+            text_at[pairs] = pair_dst + places["text"]
+            media_at = pair_dst + places["media"]
             for role in _PAIR_ROLES:
-                special_at.append(pair_dst + pair_places(role, reverse, pair_text, media_len))
+                special_at.append(pair_dst + places[role])
                 ids = self._role_ids[role, False][media_kind]
                 if role == "task":
                     ids = np.where(reverse, self._role_ids[role, True][media_kind], ids)
