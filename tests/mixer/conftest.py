@@ -112,3 +112,25 @@ def mix_cfg(data, shares=None, seq_len=128, global_batch=8, **kw):
     for s in srcs:
         s.update(extra_src.get(s["name"], {}))
     return {"sources": srcs, "seq_len": seq_len, "global_batch": global_batch, "seed": kw.pop("seed", 7), **kw}
+
+
+def lookup(reader, samples):
+    """(shard, record batch, row in batch, [n, 4]: code counts and 1 if the sample passes the
+    reader's `sources` filter) of sample indices."""
+    shard, local, lens, keep = reader.lengths(samples)
+    batch, row = np.empty_like(local), np.empty_like(local)
+    for s in np.unique(shard).tolist():
+        sel = shard == s
+        batch[sel], row[sel] = reader.data.locate(reader.data.file(s), local[sel])
+    flag = np.ones((len(shard), 1), np.int32) if keep is None else keep.astype(np.int32)[:, None]
+    return shard, batch, row, np.hstack([lens, flag])
+
+
+def next_global(mixer):
+    """The next whole global batch [global_batch, seq_len] of a mixer, whatever its rank: a
+    one-rank mixer of the same mix, at the same position."""
+    from trimodal.mixer import Mixer
+
+    whole = Mixer(mixer.cfg)
+    whole.load_state_dict(mixer.state_dict())
+    return next(whole)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.mixer.conftest import FPS, audio_rows, build, image_rows, mix_cfg, text_rows
+from tests.mixer.conftest import FPS, audio_rows, build, image_rows, lookup, mix_cfg, next_global, text_rows
 from trimodal.errors import ConfigError, IntegrityError
 from trimodal.mixer import Mixer
 from trimodal.tokenizers.vocab import Vocabulary
@@ -89,7 +89,7 @@ def test_rank_batches_union_is_the_global_batch(mix_data, world):
             assert np.array_equal(np.concatenate([ranks[r][step][k] for r in range(world)]), whole[step][k])
     # next_global gives the same whole batch from any rank's mixer
     g = Mixer(mix_cfg(mix_data), rank=1, world_size=2)
-    assert np.array_equal(g.next_global()["tokens"], whole[0]["tokens"])
+    assert np.array_equal(next_global(g)["tokens"], whole[0]["tokens"])
 
 
 def test_elastic_resume_on_another_world_size(mix_data):
@@ -259,7 +259,7 @@ def test_sources_filtered_from_one_dataset(tmp_path):
     got = pieces(list(m))
     for name, corpus, n in (("t", "web", 700), ("i", "img", 300)):
         reader = m.streams[name].reader
-        s, b, r, _ = reader.lookup(np.array(sorted({g for _, g, a, _ in got[name] if a == 0})))
+        s, b, r, _ = lookup(reader, np.array(sorted({g for _, g, a, _ in got[name] if a == 0})))
         ids = [reader.sample_id(int(x), int(y), int(z)) for x, y, z in zip(s, b, r)]
         assert len(ids) == n and all(i.startswith(corpus + "/") for i in ids)
     st_ = m.stats()["sources"]
@@ -388,7 +388,7 @@ def test_preview_warns_when_padding_exceeds_a_fifth(mix_data):
 
 def _per_document(m: Mixer) -> Mixer:
     """The same mixer made to read through the per-document path (what S3 and pread use)."""
-    m._mapped = dict.fromkeys(m._mapped, False)
+    m.fetcher.mapped = dict.fromkeys(m.fetcher.mapped, False)
     return m
 
 
@@ -399,9 +399,9 @@ def test_map_path_equals_the_per_document_path(mix_data, world, pack, per_shard,
     """On memory-mapped shards a batch is rendered from its piece table with array operations:
     byte for byte what the per-document path renders, for text windows and pairs in both
     directions, over three datasets, with the same state and bytes counted."""
-    from trimodal.mixer import shard_reader
+    from trimodal.mixer import mapped
 
-    monkeypatch.setattr(shard_reader, "PIECES_PER_SHARD", per_shard)
+    monkeypatch.setattr(mapped, "PIECES_PER_SHARD", per_shard)
     opts = {n: {"pack": pack, "reverse_prob": 0.5} for n in mix_data}
     cfg = mix_cfg(mix_data, global_batch=6, source_opts=opts)
     fast = Mixer(cfg, rank=world - 1, world_size=world, with_docs=True)
@@ -421,7 +421,7 @@ def test_piece_table_tiles_each_row_with_document_windows(mix_data):
     """Rows handed out in any subset: each row's pieces are windows of whole documents laid end
     to end, filling exactly the tokens `take` reported; a text document split across rows
     continues where the previous row stopped."""
-    from trimodal.mixer.packer import segments
+    from trimodal.mixer.pieces import segments
 
     m = Mixer(mix_cfg(mix_data, source_opts={"text": {"pack": True}}))
     st_ = m.streams["text"]

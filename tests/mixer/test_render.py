@@ -3,7 +3,8 @@
 import numpy as np
 
 from tests.mixer.conftest import FPS
-from trimodal.mixer.render import AUDIO, IMAGE, TEXT, Renderer, doc_kinds, doc_lengths
+from trimodal.mixer.layout import AUDIO, IMAGE, TEXT, doc_kinds, doc_lengths
+from trimodal.mixer.render import Renderer
 from trimodal.tokenizers.vocab import MODALITY_IDS, Vocabulary
 
 V = Vocabulary.from_fingerprints(FPS)

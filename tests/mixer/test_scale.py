@@ -99,9 +99,9 @@ def test_s3_read_ahead_keeps_the_stream_and_its_state(many_shards, s3_bucket):
 
 @pytest.mark.parametrize("path_", ["per_shard", "piece_by_piece", "ranges"])
 def test_index_and_shard_that_disagree_are_named(tmp_path, monkeypatch, path_):
-    from trimodal.mixer import shard_reader
+    from trimodal.mixer import mapped
 
-    monkeypatch.setattr(shard_reader, "PIECES_PER_SHARD", 10**6 if path_ == "piece_by_piece" else 0)
+    monkeypatch.setattr(mapped, "PIECES_PER_SHARD", 10**6 if path_ == "piece_by_piece" else 0)
     path = build(tmp_path / "d", text_rows(300, lo=5, hi=30), shard_rows=300)
     ds = Dataset.open(path)
     entry = ds.shards[0]
@@ -118,7 +118,7 @@ def test_index_and_shard_that_disagree_are_named(tmp_path, monkeypatch, path_):
     index.write_bytes(data)
     m = Mixer({"sources": [{"name": "t", "dataset": path, "share": 1}], "seq_len": 64, "global_batch": 2})
     if path_ == "ranges":
-        m._mapped = dict.fromkeys(m._mapped, False)
+        m.fetcher.mapped = dict.fromkeys(m.fetcher.mapped, False)
     with pytest.raises(IntegrityError, match="part-00000.*length index"):
         next(m)
 
@@ -141,8 +141,8 @@ def test_sources_on_one_dataset_share_one_reader_and_its_bounds(tmp_path):
     assert data.pread and data.budget < 8 << 20
     for _ in range(30):
         next(m)
-        assert len(data._files) <= 8 and len(data._slots) <= 4
-        assert len(data.index._cache) <= 8
+        assert len(data.open_shards) <= 8 and len(data.cached_batches) <= 4
+        assert len(data.index.loaded) <= 8
     assert _resident_kb(os.path.join(path, "shards")) == 0
     # within the budget the same dataset is mapped, and a map can hold no more than its file
     cfg["cache_batches"] = 16

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tests.mixer.conftest import FPS, audio_rows, build, mix_cfg, text_rows
+from tests.mixer.conftest import FPS, audio_rows, build, lookup, mix_cfg, text_rows
 from trimodal.dataset.dataset import Dataset
 from trimodal.dataset.manifest import Manifest
 from trimodal.dataset.shards import SCHEMA, rows_to_table, table_tokens
@@ -57,7 +57,7 @@ def test_random_access_matches_the_rows(tmp_path, chunk):
     batches = 7 if chunk == 1024 else -(-len(rows) // chunk)
     g = np.random.default_rng(0).permutation(len(rows))
     for lo in range(0, len(g), 2):  # windows of 2 samples, a cache of 4 batches: evictions
-        s, b, r, lens = reader.lookup(g[lo : lo + 2])
+        s, b, r, lens = lookup(reader, g[lo : lo + 2])
         for k, gi in enumerate(g[lo : lo + 2].tolist()):
             want = expected(rows, gi)
             assert lens[k].tolist() == [-1 if w is None else len(w) for w in want] + [1]
@@ -65,7 +65,8 @@ def test_random_access_matches_the_rows(tmp_path, chunk):
             assert [None if x is None else x.tolist() for x in got] == want
             assert reader.sample_id(int(s[k]), int(b[k]), int(r[k])) == rows[gi]["id"]
         # bounded: open files, and no cached batch of a closed file (it would pin its mapping)
-        assert len(reader._files) <= 1 and all(key[0] in reader._files for key in reader._slots)
+        open_shards = reader.data.open_shards
+        assert len(open_shards) <= 1 and all(key[0] in open_shards for key in reader.data.cached_batches)
     assert reader.fetches > batches  # batches were evicted and fetched again, correctly
 
 

@@ -64,24 +64,34 @@ class Dataset:
     def num_rows(self) -> int:
         return sum(s["rows"] for s in self.manifest.shards)
 
+    @property
+    def root(self) -> Location:
+        """Where the dataset lives; manifest paths are relative to it."""
+        return self._root
+
     def shard_location(self, i: int) -> Location:
         return self._root.join(self.manifest.shards[i]["path"])
 
-    def _mode(self, i: int) -> str:
-        # One full hash per shard per process, then size checks only.
+    def verify_mode(self, i: int) -> str:
+        """How shard i is checked when opened: one full hash per shard per process (`verified`
+        records it), then size checks only."""
         return "size" if (self.verify == "sha256" and i in self._verified) else self.verify
+
+    def verified(self, i: int) -> None:
+        """Shard i passed the checks of `verify_mode(i)`."""
+        self._verified.add(i)
 
     def read_shard(self, i: int) -> pa.Table:
         """Shard i as a table: zero-copy over a memory map locally; verified on first read."""
-        table = open_shard(self.shard_location(i), self.manifest.shards[i], verify=self._mode(i))
-        self._verified.add(i)
+        table = open_shard(self.shard_location(i), self.manifest.shards[i], verify=self.verify_mode(i))
+        self.verified(i)
         return table
 
     def open_shard_file(self, i: int) -> pa.ipc.RecordBatchFileReader:
         """Shard i for random access by record batch (memory map locally, ranged reads on S3),
         verified like `read_shard`: sha256 the first time this process opens it, size after."""
-        reader = open_shard_file(self.shard_location(i), self.manifest.shards[i], verify=self._mode(i))
-        self._verified.add(i)
+        reader = open_shard_file(self.shard_location(i), self.manifest.shards[i], verify=self.verify_mode(i))
+        self.verified(i)
         return reader
 
     def iter_tables(self) -> Iterator[pa.Table]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:
@@ -21,6 +22,15 @@ def file_sha256(path: str, chunk: int = 1 << 20) -> str:
             if not block:
                 return h.hexdigest()
             h.update(block)
+
+
+def sha256_of(read_at: Callable[[int, int], object], size: int, chunk: int = 16 << 20) -> str:
+    """sha256 (hex) of `size` bytes read in slices through `read_at(length, offset)` (zero-copy
+    over a memory map, bounded buffers on S3)."""
+    h = hashlib.sha256()
+    for at in range(0, size, chunk):
+        h.update(memoryview(read_at(min(chunk, size - at), at)))
+    return h.hexdigest()
 
 
 def canonical_hash(obj) -> str:

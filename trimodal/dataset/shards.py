@@ -18,19 +18,18 @@ are computed from the shard's `id` column when a split asks for them (`shard_key
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from trimodal.dataset.digest import file_sha256
+from trimodal.dataset.digest import file_sha256, sha256_of
 from trimodal.dataset.schema import MODALITIES, list_column
 from trimodal.dataset.storage import Location, resolve
 from trimodal.errors import IntegrityError
 
 MODALITY_COLUMNS = MODALITIES  # the code columns of a shard
-_HASH_CHUNK = 16 << 20
 BATCH_ROWS = 1024
 SHARDS_DIR = "shards"
 INDEX_DIR = "index"
@@ -175,6 +174,24 @@ def read_index(root: Location, entry: dict, verify: bool = True) -> pa.Table:
     return open_index(root, entry, verify="sha256" if verify else "none")
 
 
+def check_shard(uri: str, entry: dict, verify: str, size: int, sha256: Callable[[], str]) -> None:
+    """The checks of a shard against its manifest entry, for every reader: its size (unless
+    `verify` is "none") and, with "sha256", its content (`sha256()` is only called then)."""
+    if verify != "none" and size != entry["bytes"]:
+        raise IntegrityError(f"shard {uri}: size {size} bytes, manifest says {entry['bytes']}")
+    if verify == "sha256":
+        digest = sha256()
+        if digest != entry["sha256"]:
+            raise IntegrityError(
+                f"shard {uri}: sha256 {digest[:12]}… does not match the manifest's {entry['sha256'][:12]}…"
+            )
+
+
+def check_schema(uri: str, schema: pa.Schema) -> None:
+    if not schema.equals(SCHEMA):
+        raise IntegrityError(f"shard {uri}: schema differs from the dataset schema")
+
+
 def open_index(root: Location, entry: dict, verify: str = "sha256") -> pa.Table:
     """A shard's length index like `read_index`, checked as `verify` says ("sha256", "size",
     "none"), and memory-mapped locally (zero-copy: only the rows used become resident). Without
@@ -223,28 +240,12 @@ def open_shard_file(loc: Location, entry: dict, verify: str = "sha256") -> pa.ip
         size = source.size()
     except (OSError, FileNotFoundError) as e:
         raise IntegrityError(f"shard {uri} listed in the manifest cannot be opened: {e}") from e
-    if verify != "none" and size != entry["bytes"]:
-        raise IntegrityError(f"shard {uri}: size {size} bytes, manifest says {entry['bytes']}")
-    if verify == "sha256":
-        h = hashlib.sha256()
-        source.seek(0)
-        while True:  # in slices: zero-copy over a memory map, bounded buffers on S3
-            chunk = source.read_buffer(_HASH_CHUNK)
-            if not chunk.size:
-                break
-            h.update(memoryview(chunk))
-        digest = h.hexdigest()
-        if digest != entry["sha256"]:
-            raise IntegrityError(
-                f"shard {uri}: sha256 {digest[:12]}… does not match the manifest's {entry['sha256'][:12]}…"
-            )
-        source.seek(0)
+    check_shard(uri, entry, verify, size, lambda: sha256_of(source.read_at, size))
     try:
         reader = pa.ipc.open_file(source)
     except pa.ArrowInvalid as e:
         raise IntegrityError(f"shard {uri} is not a readable Arrow IPC file: {e}") from e
-    if not reader.schema.equals(SCHEMA):
-        raise IntegrityError(f"shard {uri}: schema differs from the dataset schema")
+    check_schema(uri, reader.schema)
     return reader
 
 

@@ -117,6 +117,18 @@ class MixConfig:
                     raise ConfigError(f"schedule[{i}].shares.{k}: unknown source; sources: {', '.join(names)}")
                 if not v >= 0:
                     raise ConfigError(f"schedule[{i}].shares.{k}: must be >= 0, got {v}")
+        if self.shuffle_window:  # the sources over one dataset share its cache of open shards
+            on: dict[str, int] = {}
+            for s in self.sources:
+                on[s.dataset.rstrip("/")] = on.get(s.dataset.rstrip("/"), 0) + 1
+            for uri, count in on.items():
+                need = 2 * self.shuffle_window * count
+                if need > self.cache_files:
+                    raise ConfigError(
+                        f"shuffle_window: {self.shuffle_window} blocks in flight per source, {count} source(s) "
+                        f"on {uri}: up to {need} shards are read at once, more than cache_files {self.cache_files} "
+                        f"(every sample would reopen a shard); raise cache_files to {need} or lower shuffle_window"
+                    )
 
     def shares_at(self, step: int) -> dict[str, float]:
         """Raw (unnormalized) shares in force at global batch `step`."""

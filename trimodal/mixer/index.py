@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from trimodal.dataset.dataset import Dataset
+from trimodal.dataset.schema import MODALITIES
 from trimodal.dataset.shards import open_index
 from trimodal.errors import IntegrityError
 
@@ -38,7 +39,7 @@ class _ShardIndex:
 
     def __init__(self, table: pa.Table):
         table = table.combine_chunks()
-        self.lens = tuple(table.column(m).chunk(0).to_numpy(zero_copy_only=False) for m in ("text", "image", "audio"))
+        self.lens = tuple(table.column(m).chunk(0).to_numpy(zero_copy_only=False) for m in MODALITIES)
         src = table.column("source").chunk(0) if table.num_rows else None
         if src is None:
             self.codes, self.names = np.zeros(0, np.int32), []
@@ -73,6 +74,11 @@ class DatasetIndex:
         self._lock = threading.Lock()
         self.loads = 0  # shard indexes loaded (cache misses), for benchmarks
 
+    @property
+    def loaded(self) -> list[int]:
+        """The shards whose length index is held (at most `cache_files`)."""
+        return list(self._cache)
+
     def entry(self, s: int) -> dict:
         return self.table[int(s)]
 
@@ -98,7 +104,7 @@ class DatasetIndex:
         if verify == "sha256" and s in self._hashed:
             verify = "size"
         entry = self.entry(s)
-        root = self.dataset._root
+        root = self.dataset.root
         t = open_index(root, entry, verify=verify)
         if t.num_rows != int(self.rows[s]):
             raise IntegrityError(f"length index of {entry['path']}: {t.num_rows} rows, manifest says {self.rows[s]}")

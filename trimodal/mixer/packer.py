@@ -25,26 +25,25 @@ epoch and the mixer redistributes its share to the others.
 How it is computed (vectorized, so that every rank can afford to plan every row): positions are
 mapped to samples and their code counts a window at a time (up to 16,384 positions: one
 permutation call, one grouped index gather), and the usable documents are laid end to end on a
-token axis with cumulative starts `C`. A row is then just an interval [P, Q) of that axis, and
+token axis with cumulative starts. A row is then just an interval [P, Q) of that axis, and
 rows tile it: Q of one row is P of the next. Packed rows end at P + seq_len unless a pair
 straddles that point (then at the pair's start): pure-text windows are cut arithmetically, with
 pairs one `bisect` per row. Padded rows are one per document piece, computed with a few array
-operations. The cursor after any row (the state) follows from its end Q by one `bisect`.
-Measured (bench/bench_mixer.py --only planning): ~1M rows per CPU-second for one source of
-600-token documents at seq_len 2048, against ~80k for the per-document loop this replaced.
+operations. The cursor after any row (the state) follows from its end Q by one `bisect` (its cost:
+docs/mixer.md, "Planning").
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right
-from typing import NamedTuple
 
 import numpy as np
 
 from trimodal.dataset.shards import BATCH_ROWS
 from trimodal.errors import IntegrityError
 from trimodal.mixer.config import MixSource
-from trimodal.mixer.render import BOTH, TEXT
+from trimodal.mixer.layout import BOTH, TEXT, doc_kinds, doc_lengths
+from trimodal.mixer.pieces import PIECE, column, matrix, records, take
 from trimodal.mixer.shard_reader import ShardReader
 from trimodal.mixer.shuffle import BlockOrder, GlobalOrder, derive_key, uniform
 
@@ -54,36 +53,29 @@ from trimodal.mixer.shuffle import BlockOrder, GlobalOrder, derive_key, uniform
 FIRST_WINDOW, MIN_WINDOW, MAX_WINDOW = 1024, 256, 16384
 FAST_REFILL, SLOW_REFILL = 4, 32
 TRIM_DOCS = 1024  # documents behind the cursor (and at least as many as ahead) before compaction
-# columns of the document buffer (one int64 row per usable document)
-EP, POS, G, SH, ROW, KIND, REV, NT, NM, N, TL, UN = range(12)
-_NF = 12
-
-
-class Segment(NamedTuple):
-    """One document piece of a planned row (`segments` of a piece table)."""
-
-    epoch: int
-    sample: int  # g: the sample's index in its dataset
-    shard: int
-    row: int  # the sample's row in its shard
-    kind: int  # render.TEXT / BOTH / ...
-    reverse: bool  # a pair rendered in the reverse direction (media → text)
-    start: int  # the piece covers tokens [start, stop) of the rendered document
-    stop: int
-    text_codes: int
-    media_codes: int
-
-
-# columns of a piece table (`SourceStream.piece_table`): the row's place, then Segment's fields
-AT, EPOCH, SAMPLE, SHARD, SROW, SKIND, SREV, START, STOP, NTEXT, NMEDIA = range(11)
-
-
-def segments(table: np.ndarray, rows: int) -> list[list[Segment]]:
-    """A piece table as `rows` lists of `Segment`s (the per-row form)."""
-    out: list[list[Segment]] = [[] for _ in range(rows)]
-    for at, ep, g, sh, row, kind, rev, start, stop, nt, nm in table.tolist():
-        out[at].append(Segment(ep, g, sh, row, kind, rev == 1, start, stop, nt, nm))
-    return out
+# the document buffer: one record per usable document
+DOC = np.dtype(
+    [
+        ("epoch", np.int64),
+        ("pos", np.int64),  # its position in the epoch's order
+        ("sample", np.int64),
+        ("shard", np.int64),
+        ("shard_row", np.int64),
+        ("kind", np.int64),
+        ("reverse", np.int64),
+        ("text_codes", np.int64),
+        ("media_codes", np.int64),
+        ("length", np.int64),  # rendered positions (layout.doc_lengths)
+        ("too_long_before", np.int64),  # the source's skip counters when it was reached
+        ("unsupported_before", np.int64),
+    ]
+)
+# what a piece table copies from the document buffer: its columns there and in the piece table
+_COPIED = ("epoch", "sample", "shard", "shard_row", "kind", "reverse", "text_codes", "media_codes")
+_FROM_DOC = np.array([column(DOC, name) for name in _COPIED])
+_TO_PIECE = np.array([column(PIECE, name) for name in _COPIED])
+_ROW, _START, _STOP = (column(PIECE, name) for name in ("row", "start", "stop"))
+_LENGTH = column(DOC, "length")
 
 
 class SourceStream:
@@ -142,51 +134,53 @@ class SourceStream:
         self.exhausted = self._base["exhausted"]
         self._final = dict(self._base) if self.exhausted else None
         # frontier of the scan
-        self._fe, self._fp = self._base["epoch"], self._base["pos"]
-        self._ftl, self._fun = self._base["skipped"]["too_long"], self._base["skipped"]["unsupported"]
+        self._frontier_epoch, self._frontier_pos = self._base["epoch"], self._base["pos"]
+        self._too_long, self._unsupported = self._base["skipped"]["too_long"], self._base["skipped"]["unsupported"]
         self._ended = self.exhausted
-        self._epoch_whole = self._fp == 0
+        self._epoch_whole = self._frontier_pos == 0
         self._epoch_docs = self._epoch_skips = 0
         self._win = FIRST_WINDOW // 2
         self.clock = self._scan_clock = 0  # the mixer's step (it sets it), and at the last refill
-        # documents: numpy columns, starts on the token axis (a list, for bisect, and an array)
-        self._D = np.zeros((0, _NF), dtype=np.int64)
-        self._C: list[int] = []
-        self._Carr = np.zeros(0, dtype=np.int64)
-        self._CE = 0  # end of the last document on the token axis
-        self._dbase = 0  # documents dropped from the front of the buffers
+        # documents: `DOC` records, starts on the token axis (a list, for bisect, and an array)
+        self._docs = np.zeros(0, dtype=DOC)
+        self._starts: list[int] = []
+        self._starts_array = np.zeros(0, dtype=np.int64)
+        self._end = 0  # end of the last document on the token axis
+        self._dropped = 0  # documents dropped from the front of the buffers
         self._kinds = b""  # kind per buffered document (bytes: fast indexing in the packing loop)
         self._pairs = 0  # pairs among the buffered documents
-        # rows: boundaries on the token axis; row j (serial) spans [Q[j - q0], Q[j - q0 + 1])
-        self._P0 = self._base["offset"]
-        self._Q: list[int] = [self._P0]
-        self._q0 = 0
-        self._next = 0  # rows handed out since the reset
+        # rows: boundaries on the token axis; row j (serial) spans
+        # [bounds[j - bounds_base], bounds[j - bounds_base + 1]); the first starts at the origin
+        self._origin = self._base["offset"]
+        self._bounds: list[int] = [self._origin]
+        self._bounds_base = 0
+        self.taken = 0  # rows handed out since the reset (the serial of the next row)
         self._exhaust_at: int | None = None  # serial after which the source is exhausted
 
     def state(self) -> dict:
         if self.exhausted:
             return {**self._final, "skipped": dict(self._final["skipped"]), "samples": self.n}
-        if self._next == 0:
+        if self.taken == 0:
             return {**self._base, "skipped": dict(self._base["skipped"]), "samples": self.n}
-        q = self._Q[self._next - self._q0]
-        i = bisect_left(self._C, q)  # documents started before q (buffer-relative)
+        q = self._bounds[self.taken - self._bounds_base]
+        i = bisect_left(self._starts, q)  # documents started before q (buffer-relative)
         d = i - 1
-        ep, pos, n, tl, un = self._D[d, [EP, POS, N, TL, UN]].tolist()
-        cd = self._C[d]
-        if q >= cd + n:
-            epoch, pos, offset = ep, pos + 1, 0
+        doc = self._docs[d]
+        epoch, pos, length = int(doc["epoch"]), int(doc["pos"]), int(doc["length"])
+        doc_start = self._starts[d]
+        if q >= doc_start + length:
+            pos, offset = pos + 1, 0
         else:
-            epoch, offset = ep, q - cd
+            offset = q - doc_start
         b = self._base
         return {
             "epoch": epoch,
             "pos": pos,
             "offset": offset,
-            "rows": b["rows"] + self._next,
-            "tokens": b["tokens"] + q - self._P0,
-            "docs": b["docs"] + self._dbase + i - (1 if self._P0 > 0 else 0),
-            "skipped": {"too_long": tl, "unsupported": un},
+            "rows": b["rows"] + self.taken,
+            "tokens": b["tokens"] + q - self._origin,
+            "docs": b["docs"] + self._dropped + i - (1 if self._origin > 0 else 0),
+            "skipped": {"too_long": int(doc["too_long_before"]), "unsupported": int(doc["unsupported_before"])},
             "exhausted": False,
             "samples": self.n,
         }
@@ -214,13 +208,44 @@ class SourceStream:
     def _scan(self) -> None:
         """Append the usable documents of the next window of positions (none at the end of the
         last epoch: the stream has ended)."""
-        if self._fp >= self.domain:
+        positions = self._next_window()
+        if positions is None:
+            return
+        samples = self._order(self._frontier_epoch)(positions)
+        if self.shuffle_window:  # holes of a block order
+            keep = samples >= 0
+            if not keep.all():
+                positions, samples = positions[keep], samples[keep]
+        shard, shard_row, lens, kept = self.reader.lengths(samples)
+        if kept is not None and not kept.all():
+            positions, samples, shard, shard_row, lens = (a[kept] for a in (positions, samples, shard, shard_row, lens))
+        if not len(samples):
+            return
+        docs = self._documents(positions, samples, shard, shard_row, lens.astype(np.int64))
+        self._epoch_docs += len(docs)
+        if not len(docs):
+            return
+        self._docs = records(np.concatenate((matrix(self._docs), matrix(docs))), DOC) if len(self._docs) else docs
+        length = docs["length"]
+        starts = np.cumsum(length)
+        starts -= length
+        starts += self._end
+        self._starts.extend(starts.tolist())
+        self._starts_array = np.concatenate((self._starts_array, starts)) if len(self._starts_array) else starts
+        self._end = int(starts[-1] + length[-1])
+        self._kinds += docs["kind"].astype(np.int8).tobytes()
+        self._pairs += int(np.count_nonzero(docs["kind"] != TEXT))
+
+    def _next_window(self) -> np.ndarray | None:
+        """The next positions to scan (a new epoch when this one is done; None at the end of the
+        last), the window sized by how fast the last one was used up."""
+        if self._frontier_pos >= self.domain:
             if self._epoch_whole and not self._epoch_docs:
                 raise self._no_docs_error()
-            if self.cfg.max_epochs is not None and self._fe + 1 >= self.cfg.max_epochs:
+            if self.cfg.max_epochs is not None and self._frontier_epoch + 1 >= self.cfg.max_epochs:
                 self._ended = True
-                return
-            self._fe, self._fp = self._fe + 1, 0
+                return None
+            self._frontier_epoch, self._frontier_pos = self._frontier_epoch + 1, 0
             self._epoch_whole, self._epoch_docs, self._epoch_skips = True, 0, 0
         lasted = self.clock - self._scan_clock
         if lasted < FAST_REFILL:
@@ -228,120 +253,94 @@ class SourceStream:
         elif lasted > SLOW_REFILL:
             self._win = max(self._win // 2, MIN_WINDOW)
         self._scan_clock = self.clock
-        start = self._fp
-        stop = min(start + self._win, self.domain)
-        self._fp = stop
-        posn = np.arange(start, stop, dtype=np.int64)
-        g = self._order(self._fe)(posn)
-        if self.shuffle_window:  # holes of a block order
-            keep = g >= 0
-            if not keep.all():
-                posn, g = posn[keep], g[keep]
-        sh, row, lens, kept = self.reader.lengths(g)
-        if kept is not None and not kept.all():
-            posn, g, sh, row, lens = posn[kept], g[kept], sh[kept], row[kept], lens[kept]
-        m = len(g)
-        if not m:
-            return
-        lens = lens.astype(np.int64)
-        t, im, au = lens[:, 0], lens[:, 1], lens[:, 2]
-        if t.min() < 0:
+        start = self._frontier_pos
+        self._frontier_pos = min(start + self._win, self.domain)
+        return np.arange(start, self._frontier_pos, dtype=np.int64)
+
+    def _documents(self, positions, samples, shard, shard_row, lens) -> np.ndarray:
+        """The usable documents among the scanned samples (`DOC` records); pairs longer than
+        seq_len and samples with both image and audio are skipped and counted."""
+        text = lens[:, 0]
+        if text.min() < 0:
             raise IntegrityError(f"source {self.name!r}: a sample of {self.reader.uri} has a null text column")
-        has_i, has_a = im >= 0, au >= 0
-        kind = has_i + 2 * has_a  # TEXT 0, IMAGE 1, AUDIO 2, BOTH 3
-        media = np.maximum(im, 0) + np.maximum(au, 0)
+        counts = {"text": text, "image": lens[:, 1], "audio": lens[:, 2]}
+        kind = doc_kinds(counts).astype(np.int64)
+        length = doc_lengths(kind, counts)
         pair = kind != TEXT
-        n = t + 2 + pair * (3 + media)  # rendered length: <bos> .. <eos>, plus <task> <boX> <eoX>
-        D = np.empty((m, _NF), dtype=np.int64)
-        D[:, TL], D[:, UN] = self._ftl, self._fun
-        npairs = int(pair.sum())
-        if npairs:
-            un = kind == BOTH
-            tl = pair & ~un & (n > self.seq_len)
-            skip = un | tl
-            nskip = int(skip.sum())
-            if nskip:
-                D[:, TL] += np.cumsum(tl) - tl  # skips before each document
-                D[:, UN] += np.cumsum(un) - un
-                self._ftl += int(tl.sum())
-                self._fun += int(un.sum())
-                self._epoch_skips += nskip
-                ok = ~skip
-                D, posn, g, sh, row, t, media, kind, n, pair = (
-                    a[ok] for a in (D, posn, g, sh, row, t, media, kind, n, pair)
-                )
-                npairs = int(pair.sum())
-                m = len(g)
-        self._epoch_docs += m
-        if not m:
-            return
-        D[:, EP], D[:, POS], D[:, G], D[:, SH], D[:, ROW] = self._fe, posn, g, sh, row
-        D[:, KIND], D[:, NT], D[:, NM], D[:, N] = kind, t, media, n
-        if npairs and self.cfg.reverse_prob > 0:
-            key = derive_key(self.seed, self.name, self._fe, "reverse")
-            D[:, REV] = (uniform(key, g) < self.cfg.reverse_prob) & pair
+        docs = np.empty(len(samples), dtype=DOC)
+        docs["too_long_before"], docs["unsupported_before"] = self._too_long, self._unsupported
+        docs["epoch"], docs["pos"], docs["sample"] = self._frontier_epoch, positions, samples
+        docs["shard"], docs["shard_row"], docs["kind"] = shard, shard_row, kind
+        docs["text_codes"], docs["length"] = text, length
+        docs["media_codes"] = np.maximum(counts["image"], 0) + np.maximum(counts["audio"], 0)
+        if self.cfg.reverse_prob > 0 and pair.any():
+            key = derive_key(self.seed, self.name, self._frontier_epoch, "reverse")
+            docs["reverse"] = (uniform(key, samples) < self.cfg.reverse_prob) & pair
         else:
-            D[:, REV] = 0
-        self._D = np.concatenate((self._D, D)) if len(self._D) else D
-        starts = np.cumsum(n)
-        starts -= n
-        starts += self._CE
-        self._C.extend(starts.tolist())
-        self._Carr = np.concatenate((self._Carr, starts)) if len(self._Carr) else starts
-        self._CE = int(starts[-1] + n[-1])
-        self._kinds += kind.astype(np.int8).tobytes()
-        self._pairs += npairs
+            docs["reverse"] = 0
+        unsupported = kind == BOTH
+        too_long = pair & ~unsupported & (length > self.seq_len)
+        skip = unsupported | too_long
+        skipped = int(skip.sum())
+        if not skipped:
+            return docs
+        docs["too_long_before"] += np.cumsum(too_long) - too_long  # skips before each document
+        docs["unsupported_before"] += np.cumsum(unsupported) - unsupported
+        self._too_long += int(too_long.sum())
+        self._unsupported += int(unsupported.sum())
+        self._epoch_skips += skipped
+        return take(docs, ~skip)
 
     # rows ------------------------------------------------------------------------------
     def _pack(self) -> int:
         """Plan the rows that the buffered documents determine; returns how many."""
-        P, CE, L = self._Q[-1], self._CE, self.seq_len
-        if P >= CE:
+        at, end, seq_len = self._bounds[-1], self._end, self.seq_len
+        if at >= end:
             return 0
         if not self.pack:
-            return self._pack_padded(P)
-        if P + L > CE and not self._ended:
+            return self._pack_padded(at)
+        if at + seq_len > end and not self._ended:
             return 0
-        out = self._Q
+        out = self._bounds
         before = len(out)
         if not self._pairs:  # text only: rows are cut every seq_len tokens
-            m = (CE - P) // L
-            out.extend(range(P + L, P + m * L + 1, L))
-            P += m * L
+            rows = (end - at) // seq_len
+            out.extend(range(at + seq_len, at + rows * seq_len + 1, seq_len))
+            at += rows * seq_len
         else:
-            C, K = self._C, self._kinds
-            j = bisect_right(C, P) - 1
+            starts, kinds = self._starts, self._kinds
+            doc = bisect_right(starts, at) - 1
             while True:
-                E = P + L
-                if E > CE:
+                full = at + seq_len
+                if full > end:
                     break
-                if E == CE:
-                    out.append(E)
-                    P = E
+                if full == end:
+                    out.append(full)
+                    at = full
                     break
-                j = bisect_right(C, E, j) - 1
-                cj = C[j]
-                P = E if cj == E or K[j] == TEXT else cj  # a pair across E closes the row at its start
-                out.append(P)
-        if self._ended and P < CE:  # the stream ends inside this row: a last, partial row
-            out.append(CE)
-            self._exhaust_at = self._q0 + len(out) - 1
+                doc = bisect_right(starts, full, doc) - 1
+                doc_start = starts[doc]
+                # a pair across the row's end closes the row at its start
+                at = full if doc_start == full or kinds[doc] == TEXT else doc_start
+                out.append(at)
+        if self._ended and at < end:  # the stream ends inside this row: a last, partial row
+            out.append(end)
+            self._exhaust_at = self._bounds_base + len(out) - 1
         return len(out) - before
 
-    def _pack_padded(self, P: int) -> int:
+    def _pack_padded(self, at: int) -> int:
         """One document (piece) per row: a text document longer than the row takes several."""
-        L = self.seq_len
-        j0 = bisect_right(self._C, P) - 1
-        starts = self._Carr[j0:].copy()
-        n = self._D[j0:, N]
-        ends = starts + n
-        starts[0] = P
-        rem = ends - starts
-        cnt = np.where(self._D[j0:, KIND] == TEXT, -(-rem // L), 1)
-        idx = np.repeat(np.arange(len(cnt)), cnt)
-        t = np.arange(len(idx)) - np.repeat(np.cumsum(cnt) - cnt, cnt) + 1
-        self._Q.extend(np.minimum(starts[idx] + L * t, ends[idx]).tolist())
-        return len(idx)
+        seq_len = self.seq_len
+        first = bisect_right(self._starts, at) - 1
+        starts = self._starts_array[first:].copy()
+        docs = self._docs[first:]
+        ends = starts + docs["length"]
+        starts[0] = at
+        rows_per_doc = np.where(docs["kind"] == TEXT, -(-(ends - starts) // seq_len), 1)
+        doc = np.repeat(np.arange(len(rows_per_doc)), rows_per_doc)
+        nth = np.arange(len(doc)) - np.repeat(np.cumsum(rows_per_doc) - rows_per_doc, rows_per_doc) + 1
+        self._bounds.extend(np.minimum(starts[doc] + seq_len * nth, ends[doc]).tolist())
+        return len(doc)
 
     def _plan(self) -> bool:
         """More rows; False when the stream has ended and every row was handed out."""
@@ -357,93 +356,90 @@ class SourceStream:
         exhausted with nothing left."""
         if self.exhausted:
             return -1
-        nxt = self._next
-        i = nxt - self._q0 + 1
-        Q = self._Q
-        if i >= len(Q) and not self._plan():
+        nxt = self.taken
+        i = nxt - self._bounds_base + 1
+        bounds = self._bounds
+        if i >= len(bounds) and not self._plan():
             self._exhaust()
             return -1
-        self._next = nxt = nxt + 1
+        self.taken = nxt = nxt + 1
         if nxt == self._exhaust_at:
             self._exhaust()
-        return Q[i] - Q[i - 1]
+        return bounds[i] - bounds[i - 1]
 
     def take_many(self, k: int) -> list[int]:
         """Up to k rows at once (fewer if the source runs out); their real tokens."""
         out = []
         while len(out) < k and not self.exhausted:
-            i = self._next - self._q0 + 1
-            if i >= len(self._Q) and not self._plan():
+            i = self.taken - self._bounds_base + 1
+            if i >= len(self._bounds) and not self._plan():
                 self._exhaust()
                 break
-            m = min(k - len(out), len(self._Q) - i)
+            m = min(k - len(out), len(self._bounds) - i)
             if self._exhaust_at is not None:
-                m = min(m, self._exhaust_at - self._next)
-            Q = self._Q[i - 1 : i + m]
-            out.extend(b - a for a, b in zip(Q, Q[1:]))
-            self._next += m
-            if self._exhaust_at is not None and self._next == self._exhaust_at:
+                m = min(m, self._exhaust_at - self.taken)
+            bounds = self._bounds[i - 1 : i + m]
+            out.extend(b - a for a, b in zip(bounds, bounds[1:]))
+            self.taken += m
+            if self._exhaust_at is not None and self.taken == self._exhaust_at:
                 self._exhaust()
         return out
 
     def _exhaust(self) -> None:
-        if self._next:
+        if self.taken:
             st = self.state()
         else:
             st = {**self._base, "skipped": dict(self._base["skipped"])}
         # every document of the last epoch was scanned: all its skips are counted
         self._final = {
-            "epoch": self._fe + 1,
+            "epoch": self._frontier_epoch + 1,
             "pos": 0,
             "offset": 0,
             "rows": st["rows"],
             "tokens": st["tokens"],
             "docs": st["docs"],
-            "skipped": {"too_long": self._ftl, "unsupported": self._fun},
+            "skipped": {"too_long": self._too_long, "unsupported": self._unsupported},
             "exhausted": True,
         }
         self.exhausted = True
 
     def piece_table(self, serials: list[int]) -> np.ndarray:
-        """The pieces of many rows handed out since the last `release`, as one int64 array
-        [pieces, 11]: column 0 the row's place in `serials`, then the `Segment` fields. The
-        mixer renders from it directly (a few array operations per batch instead of a tuple
-        per document); `segments` turns it into per-row `Segment`s."""
-        Q, q1 = self._Q, 1 - self._q0
-        P = np.array([Q[s + q1 - 1] for s in serials], dtype=np.int64)
-        E = np.array([Q[s + q1] for s in serials], dtype=np.int64)
-        C = self._Carr
-        a = np.searchsorted(C, P, side="right") - 1
-        cnt = np.searchsorted(C, E, side="left") - a
-        total = int(cnt.sum())
-        first = np.cumsum(cnt) - cnt
-        which = np.repeat(np.arange(len(serials), dtype=np.int64), cnt)
-        d = np.arange(total, dtype=np.int64) + np.repeat(a - first, cnt)
-        docs = self._D[d]
-        out = np.empty((total, 11), dtype=np.int64)
-        out[:, 0] = which
-        out[:, 1:7] = docs[:, [EP, G, SH, ROW, KIND, REV]]
-        c = C[d]
-        out[:, 7] = np.maximum(P[which], c) - c
-        out[:, 8] = np.minimum(E[which], c + docs[:, N]) - c
-        out[:, 9:11] = docs[:, [NT, NM]]
-        return out
+        """The pieces of many rows handed out since the last `release`, as one `PIECE` array,
+        its `row` the row's place in `serials`. The mixer renders from it directly (a few array
+        operations per batch instead of a tuple per document)."""
+        bounds, first_q = self._bounds, 1 - self._bounds_base
+        row_start = np.array([bounds[s + first_q - 1] for s in serials], dtype=np.int64)
+        row_end = np.array([bounds[s + first_q] for s in serials], dtype=np.int64)
+        doc_starts = self._starts_array
+        first_doc = np.searchsorted(doc_starts, row_start, side="right") - 1
+        per_row = np.searchsorted(doc_starts, row_end, side="left") - first_doc
+        total = int(per_row.sum())
+        row = np.repeat(np.arange(len(serials), dtype=np.int64), per_row)
+        doc = np.arange(total, dtype=np.int64) + np.repeat(first_doc - (np.cumsum(per_row) - per_row), per_row)
+        docs = matrix(self._docs)[doc]
+        out = np.empty((total, len(PIECE.names)), dtype=np.int64)
+        out[:, _ROW] = row
+        out[:, _TO_PIECE] = docs[:, _FROM_DOC]
+        doc_start = doc_starts[doc]
+        out[:, _START] = np.maximum(row_start[row], doc_start) - doc_start
+        out[:, _STOP] = np.minimum(row_end[row], doc_start + docs[:, _LENGTH]) - doc_start
+        return records(out, PIECE)
 
     def release(self) -> None:
         """Rows handed out so far are no longer needed (rendered or skipped): compact the
         buffers behind the cursor."""
-        k = self._next - self._q0  # index in Q of the last consumed boundary
+        k = self.taken - self._bounds_base  # index in bounds of the last consumed boundary
         if k > TRIM_DOCS:
-            del self._Q[:k]
-            self._q0 += k
-        if self._next == 0 or len(self._C) < 2 * TRIM_DOCS:
+            del self._bounds[:k]
+            self._bounds_base += k
+        if self.taken == 0 or len(self._starts) < 2 * TRIM_DOCS:
             return
-        q = self._Q[self._next - self._q0]
-        d = bisect_left(self._C, q) - 1  # the state needs this document
-        if d >= TRIM_DOCS and 2 * d >= len(self._C):
-            del self._C[:d]
-            self._Carr = self._Carr[d:].copy()
-            self._D = self._D[d:].copy()
+        q = self._bounds[self.taken - self._bounds_base]
+        d = bisect_left(self._starts, q) - 1  # the state needs this document
+        if d >= TRIM_DOCS and 2 * d >= len(self._starts):
+            del self._starts[:d]
+            self._starts_array = self._starts_array[d:].copy()
+            self._docs = self._docs[d:].copy()
             self._pairs -= sum(1 for x in self._kinds[:d] if x != TEXT)
             self._kinds = self._kinds[d:]
-            self._dbase += d
+            self._dropped += d

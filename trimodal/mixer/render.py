@@ -1,18 +1,12 @@
-"""Shard codes → unified ids laid out as documents (docs/design.md, "sequence layout").
+"""Shard codes → unified ids laid out as documents (the layout itself: layout.py).
 
-    text          <bos> t t t ... <eos>
-    image-text    <bos> <t2i> caption <boi> i i i <eoi> <eos>     reverse: <bos> <i2t> <boi> i i i <eoi> caption <eos>
-    audio-text    <bos> <t2s> transcript <boa> a a a <eoa> <eos>  reverse: <bos> <s2t> <boa> a a a <eoa> transcript <eos>
-
-Lengths are closed-form from code counts (`doc_lengths`), which is what lets every rank plan
-the whole global stream from Arrow offsets alone. Two renderers, one output:
-- `Renderer.render_spans`, the mixer's: the batch arrives as a piece table (numpy columns) and
+Two renderers, one output:
+- `Renderer.render_spans`, the mixer's: the batch arrives as a piece table (packer.PIECE) and
   where each piece's codes lie (`Spans`: places in shard maps, or fetched windows when read by
   ranges); structure tokens, padding, segment ids, positions, codebook bases and checks are
   array operations over the batch, and the only per-document Python is one slice copy per
-  code run. Measured (bench_mixer.py, one core): ~0.7 ms per 64 × 2048 text batch, level with
-  litdata's block loader, ~2× faster than the per-document renderer it replaced.
-  `render_batch` feeds it from per-document inputs (the tests' entry).
+  code run (docs/mixer.md, "Rendering from arrays", has its cost). `render_batch` feeds it
+  from per-document inputs (the tests' entry).
 - `write` renders one document window part by part: the plain reference it is tested against.
 
 Per-token modality: text/image/audio codes are tagged with their modality, every structure
@@ -26,12 +20,20 @@ from typing import NamedTuple
 import numpy as np
 
 from trimodal.errors import IntegrityError
+from trimodal.mixer import layout
+from trimodal.mixer.layout import (
+    AUDIO,
+    IMAGE,
+    KIND_NAMES,
+    PAIR_SPECIALS,
+    TEXT,
+    TEXT_OVERHEAD,
+    TEXT_START,
+    pair_places,
+    text_windows,
+)
+from trimodal.mixer.pieces import PIECE
 from trimodal.tokenizers.vocab import MODALITY_IDS, Vocabulary
-
-TEXT, IMAGE, AUDIO, BOTH = 0, 1, 2, 3  # document kinds; BOTH (image and audio) is not renderable
-KIND_NAMES = {TEXT: "text", IMAGE: "image-text", AUDIO: "audio-text", BOTH: "image-audio"}
-PAIR_OVERHEAD = 5  # <bos> <task> <boX> <eoX> <eos>
-TEXT_OVERHEAD = 2  # <bos> <eos>
 
 _SPECIAL, _TEXT, _IMAGE, _AUDIO = (
     MODALITY_IDS["special"],
@@ -40,28 +42,14 @@ _SPECIAL, _TEXT, _IMAGE, _AUDIO = (
     MODALITY_IDS["audio"],
 )
 _PAD = MODALITY_IDS["pad"]
-
-
-def doc_kinds(lengths: dict[str, np.ndarray]) -> np.ndarray:
-    has_i, has_a = lengths["image"] >= 0, lengths["audio"] >= 0
-    kind = np.full(len(has_i), TEXT, dtype=np.int8)
-    kind[has_i] = IMAGE
-    kind[has_a] = AUDIO
-    kind[has_i & has_a] = BOTH
-    return kind
-
-
-def doc_lengths(kinds: np.ndarray, lengths: dict[str, np.ndarray]) -> np.ndarray:
-    """Rendered length of each document (reverse tasks have the same length)."""
-    media = np.maximum(lengths["image"], 0) + np.maximum(lengths["audio"], 0)
-    return np.where(kinds == TEXT, lengths["text"] + TEXT_OVERHEAD, lengths["text"] + media + PAIR_OVERHEAD)
+_PAIR_ROLES = ("task", "begin", "end", "eos")  # a pair's structure tokens after its <bos>
 
 
 class Spans(NamedTuple):
     """Where the codes of many document pieces lie: piece k's text window is
     `flats[fid[k]][start[k]:stop[k]]` and, for a pair, its image or audio codes
     `flats[mfid[k]][mstart[k]:mstop[k]]`. A flat is an int32 view of a whole shard map
-    (`ShardData.spans`) or one fetched window (ranged reads: start 0, stop its length)."""
+    (`MappedShards.spans`) or one fetched window (ranged reads: start 0, stop its length)."""
 
     flats: list
     fid: np.ndarray
@@ -100,30 +88,45 @@ def _first_outside(a: np.ndarray, starts: np.ndarray, lens: np.ndarray, limit: i
     return int(live[out[0]]) if len(out) else -1
 
 
+class _Places(NamedTuple):
+    """Where a batch's pieces go in the flat [rows · seq_len] output."""
+
+    dst: np.ndarray  # each piece's first position
+    lengths: np.ndarray  # each piece's positions
+    counts: np.ndarray  # pieces per row
+    first: np.ndarray  # each row's first piece
+    fill: np.ndarray  # positions filled per row (the rest is padding)
+    text_at: np.ndarray  # where each piece's text codes go
+    pairs: np.ndarray  # the pieces that are pairs
+    media_kind: np.ndarray  # per pair: IMAGE or AUDIO
+    media_at: np.ndarray  # per pair: where its media codes go
+    media_len: np.ndarray  # per pair: its media codes
+    special_at: np.ndarray  # structure tokens: their positions and ids
+    special_id: np.ndarray
+
+
 class Renderer:
     def __init__(self, vocab: Vocabulary):
         self.vocab = vocab
         sp = vocab.special
         self.bos, self.eos = sp("<bos>"), sp("<eos>")
-        self._pair = {
-            IMAGE: (sp("<t2i>"), sp("<i2t>"), sp("<boi>"), sp("<eoi>")),
-            AUDIO: (sp("<t2s>"), sp("<s2t>"), sp("<boa>"), sp("<eoa>")),
-        }
         self.text_base = vocab.range("text")[0] if vocab.has("text") else None
         self.image_base = vocab.range("image")[0] if vocab.has("image") else None
         if vocab.has("audio"):
             start, _ = vocab.range("audio")
             size = vocab.range("audio", 0)[1] - start
             self.audio_levels = vocab.levels("audio")
-            # Frame-major storage: code j of a sample belongs to level j % levels.
+            # layout.py: audio code j belongs to level j % levels
             self._audio_pattern = start + (np.arange(1 << 16, dtype=np.int32) % self.audio_levels) * size
         else:
             self.audio_levels = 0
-        # per pair kind (index: IMAGE, AUDIO): its structure ids, media base and tag
-        ids = np.zeros((4, 3), dtype=np.int32)
-        for kind, four in self._pair.items():
-            ids[:, kind] = four
-        self._pair_ids = ids
+        # per pair kind (the index), the id of each of its structure roles; task per direction
+        self._role_ids = {}
+        for role, reverse in (("task", False), ("task", True), ("begin", False), ("end", False), ("eos", False)):
+            ids = np.zeros(len(KIND_NAMES), dtype=np.int32)
+            for kind in PAIR_SPECIALS:
+                ids[kind] = sp(layout.special_token(kind, role, reverse))
+            self._role_ids[role, reverse] = ids
         self._has = {IMAGE: self.image_base is not None, AUDIO: bool(self.audio_levels)}
         self._media_base = np.array(
             [0, self.image_base or 0, vocab.range("audio")[0] if self.audio_levels else 0], dtype=np.int32
@@ -150,24 +153,22 @@ class Renderer:
             self._audio_pattern = np.tile(self._audio_pattern, reps)
         return self._audio_pattern[:n]
 
+    def _refuse_missing(self, kind: int) -> None:
+        if self.text_base is None or (kind != TEXT and not self._has.get(kind, False)):
+            raise IntegrityError(f"a {KIND_NAMES[kind]} sample has codes for a modality the vocabulary lacks")
+
     def parts(self, kind: int, reverse: bool, text, image, audio) -> list:
         """[(tag, special id or None, codes or None, base)], in document order."""
-        if (
-            self.text_base is None
-            or (kind == IMAGE and self.image_base is None)
-            or (kind == AUDIO and not self.audio_levels)
-        ):
-            raise IntegrityError(f"a {KIND_NAMES[kind]} sample has codes for a modality the vocabulary lacks")
-        tp = (_TEXT, None, text, self.text_base)
-        if kind == TEXT:
-            return [(_SPECIAL, self.bos, None, 0), tp, (_SPECIAL, self.eos, None, 0)]
-        fwd, rev, begin, end = self._pair[kind]
-        media = (_IMAGE, None, image, self.image_base) if kind == IMAGE else (_AUDIO, None, audio, None)
-        if reverse:
-            body = [(_SPECIAL, rev, None, 0), (_SPECIAL, begin, None, 0), media, (_SPECIAL, end, None, 0), tp]
-        else:
-            body = [(_SPECIAL, fwd, None, 0), tp, (_SPECIAL, begin, None, 0), media, (_SPECIAL, end, None, 0)]
-        return [(_SPECIAL, self.bos, None, 0), *body, (_SPECIAL, self.eos, None, 0)]
+        self._refuse_missing(kind)
+        out = []
+        for part in layout.parts(kind, reverse):
+            if part == "text":
+                out.append((_TEXT, None, text, self.text_base))
+            elif part == "media":
+                out.append((_IMAGE, None, image, self.image_base) if kind == IMAGE else (_AUDIO, None, audio, None))
+            else:
+                out.append((_SPECIAL, self.vocab.special(layout.special_token(kind, part, reverse)), None, 0))
+        return out
 
     def render_batch(self, plans: list, views: dict, seq_len: int):
         """Render planned rows given record batch views (`render_spans` from per-document
@@ -176,157 +177,175 @@ class Renderer:
         `plans[i]` is None (an all-padding row) or (source, segments, real tokens), a segment
         being (epoch, g, shard, batch, row, kind, reverse, start, stop); `views[source](shard,
         batch)` gives that record batch's column views (offsets, values, valid) per column."""
-        table, flats = [], [np.zeros(0, dtype=np.int32)]
-        fid, mfid = [], []
-        for i, row in enumerate(plans):
-            if row is None:
+        records, flats = [], [np.zeros(0, dtype=np.int32)]
+        text_flat, media_flat = [], []
+        for i, plan in enumerate(plans):
+            if plan is None:
                 continue
-            name, segs, _ = row
-            for _, _, s, b, r, kind, rev, start, stop in segs:
-                cols = views[name](s, b)
-                off, vals, _ = cols[0]
-                o0, nt = int(off[r]), int(off[r + 1]) - int(off[r])
-                if kind == TEXT:
-                    lo, hi = max(start, 1) - 1, min(stop, nt + 1) - 1
-                    media = None
-                else:
-                    lo, hi = 0, nt
-                    moff, mvals, _ = cols[1 if kind == IMAGE else 2]
-                    media = mvals[int(moff[r]) : int(moff[r + 1])]
-                fid.append(len(flats))
-                flats.append(np.asarray(vals[o0 + lo : o0 + max(hi, lo)], dtype=np.int32))
-                mfid.append(0 if media is None else len(flats))
-                if media is not None:
-                    flats.append(np.asarray(media, dtype=np.int32))
-                table.append((i, kind, int(rev), start, stop, nt))
-        t = np.array(table, dtype=np.int64).reshape(-1, 6)
+            name, segs, _ = plan
+            for _, _, shard, batch, row, kind, reverse, start, stop in segs:
+                columns = views[name](shard, batch)
+                offsets, values, _ = columns[0]
+                first, text = int(offsets[row]), int(offsets[row + 1]) - int(offsets[row])
+                lo, hi = (int(x) for x in text_windows(np.array(kind), start, stop, text))
+                text_flat.append(len(flats))
+                flats.append(np.asarray(values[first + lo : first + hi], dtype=np.int32))
+                media_flat.append(0 if kind == TEXT else len(flats))
+                if kind != TEXT:
+                    media_offsets, media_values, _ = columns[kind]
+                    flats.append(np.asarray(media_values[int(media_offsets[row]) : int(media_offsets[row + 1])]))
+                records.append((i, 0, 0, 0, 0, kind, int(reverse), start, stop, text, 0))
+        pieces = np.array(records, dtype=PIECE)
         size = np.array([len(x) for x in flats], dtype=np.int64)
-        fid, mfid = np.array(fid, dtype=np.int64), np.array(mfid, dtype=np.int64)
-        zero = np.zeros(len(t), dtype=np.int64)
-        spans = Spans(flats, fid, zero, size[fid], mfid, zero, size[mfid])
-        return self.render_spans(*t.T, spans, len(plans), seq_len)
+        text_flat, media_flat = np.array(text_flat, dtype=np.int64), np.array(media_flat, dtype=np.int64)
+        zero = np.zeros(len(pieces), dtype=np.int64)
+        spans = Spans(flats, text_flat, zero, size[text_flat], media_flat, zero, size[media_flat])
+        return self.render_spans(pieces, spans, len(plans), seq_len)
 
-    def render_spans(self, at, kind, rev, start, stop, nt, spans, B: int, L: int, out: dict | None = None):
-        """Render a batch into (tokens, modality, segment_ids, positions) arrays [B, L] from
-        its pieces and where their codes lie (`Spans`), with array operations per batch: a
-        slice copy per code run (one per text piece, two per pair) is the only per-document
-        Python. Piece k (in row order) is the window [start, stop) of a document of kind
-        `kind[k]` with `nt[k]` text codes, in row `at[k]` of the B rows (pairs are whole);
-        rows without pieces are all padding. `out`: arrays [B, L] to render into (any of the
-        four keys; e.g. a shared-memory slot). Afterwards `self.bad` says whether a code lay
-        outside its codebook (`bad_at`: (row, piece) of an audio code past its level's)."""
+    def render_spans(self, pieces: np.ndarray, spans: Spans, rows: int, seq_len: int, out: dict | None = None):
+        """Render a batch into (tokens, modality, segment_ids, positions) arrays [rows,
+        seq_len] from its piece table (`PIECE` records in row order; pairs are whole) and where
+        their codes lie (`Spans`), with array operations per batch: a slice copy per code run
+        (one per text piece, two per pair) is the only per-document Python. Rows without pieces
+        are all padding. `out`: arrays [rows, seq_len] to render into (any of the four keys;
+        e.g. a shared-memory slot). Afterwards `self.bad` says whether a code lay outside its
+        codebook (`bad_at`: (row, piece) of an audio code past its level's)."""
         flat = {k: v.reshape(-1) for k, v in out.items()} if out is not None else {}
-        size = B * L
+        size = rows * seq_len
         tokens = flat["tokens"] if "tokens" in flat else np.empty(size, dtype=np.int32)
-        n = stop - start
-        counts = np.bincount(at, minlength=B)
-        first = np.cumsum(counts) - counts  # each row's first piece
-        excl = np.cumsum(n) - n
-        dst = at * L + excl - excl[first[at]]  # where each piece starts
-        fill = np.zeros(B, dtype=np.int64)
-        np.add.at(fill, at, n)
-        if int(fill.max(initial=0)) > L:
-            raise IntegrityError(
-                f"planned {int(fill.max())} ids for a row of {L}: a shard and its length index disagree"
-            )
-        flats, fid, lo, hi, mfid, mlo, mhi = spans
-        text = kind == TEXT
-        pairs = not text.all()
-        # where the codes go: a text piece's window after its <bos> (if shown); a pair's text
-        # after <bos> <t2x>, or after <bos> <x2t> <boX> media <eoX>; its media the other way
-        nm = mhi - mlo
-        if pairs:
-            rv = rev.astype(bool)
-            tdst = np.where(text, dst + (start == 0), np.where(rv, dst + nm + 4, dst + 2))
-            mdst = np.where(rv, dst + 3, dst + nt + 3)
-        else:
-            tdst = dst + (start == 0)
-        _copy_runs(tokens, tdst, flats, fid, lo, hi)
-        # structure tokens: (position, id); their places hold code 0 while codes are checked
-        bos = dst[start == 0]
-        eos = (dst + n - 1)[text & (stop == nt + 2)]
-        sp_at, sp_id = [bos, eos], [np.full(len(bos), self.bos, np.int32), np.full(len(eos), self.eos, np.int32)]
-        if pairs:  # pairs' structure, media copies, and the media runs among the text
-            pk = np.flatnonzero(~text)
-            mk = kind[pk]
-            for media_kind in np.unique(mk).tolist():
-                if media_kind not in self._pair or self.text_base is None or not self._has[media_kind]:
-                    raise IntegrityError(
-                        f"a {KIND_NAMES[media_kind]} sample has codes for a modality the vocabulary lacks"
-                    )
-            d, r, t, m, md = dst[pk], rv[pk], nt[pk], nm[pk], mdst[pk]
-            fwd, bwd, begin, end = self._pair_ids[:, mk]
-            sp_at += [d + 1, np.where(r, d + 2, d + t + 2), np.where(r, d + m + 3, d + t + m + 3), d + t + m + 4]
-            sp_id += [np.where(r, bwd, fwd), begin, end, np.full(len(pk), self.eos, np.int32)]
-            _copy_runs(tokens, md, flats, mfid[pk], mlo[pk], mhi[pk])
-        sp_at = np.concatenate(sp_at)
-        sp_id = np.concatenate(sp_id)
-        pads = [(r * L + k, r * L + L) for r, k in enumerate(fill.tolist()) if k < L]
-        tokens[sp_at] = 0
+        places = self._places(pieces, spans, rows, seq_len)
+        _copy_runs(tokens, places.text_at, spans.flats, spans.fid, spans.start, spans.stop)
+        pairs = places.pairs
+        if len(pairs):
+            _copy_runs(tokens, places.media_at, spans.flats, spans.mfid[pairs], spans.mstart[pairs], spans.mstop[pairs])
+        pads = [(r * seq_len + k, r * seq_len + seq_len) for r, k in enumerate(places.fill.tolist()) if k < seq_len]
+        # checks: every code below its codebook's size (structure and padding hold 0 meanwhile)
+        tokens[places.special_at] = 0
         for a, b in pads:
             tokens[a:b] = 0
-        # checks: every code below its codebook's size (specials and padding are 0 here)
-        bad, self.bad_at = False, None
-        if self.check and size:
-            if not pairs:
-                bad = int(tokens.min()) < 0 or int(tokens.max()) >= self._text_size
-            else:
-                for media_kind, limit in ((AUDIO, self._audio_size), (IMAGE, self._image_size)):
-                    sel = pk[mk == media_kind]
-                    hit = _first_outside(tokens, mdst[sel], nm[sel], limit)
-                    if hit >= 0:
-                        k = int(sel[hit])
-                        bad = True
-                        if media_kind == AUDIO:  # an audio id of another level: named by piece
-                            self.bad_at = (int(at[k]), int(k - first[at[k]]))
-                        break
-                bad = bad or _first_outside(tokens, tdst, hi - lo, self._text_size) >= 0
-        self.bad = bad
+        self.bad, self.bad_at = (
+            self._check_codes(tokens, places, spans, pieces["row"]) if self.check and size else (False, None)
+        )
         modality = flat["modality"] if "modality" in flat else np.empty(size, dtype=np.int8)
-        if not pairs:
-            tokens += self._text_base
-            modality.fill(_TEXT)
-        else:  # runs alternate: text (and structure) up to a pair's media, its media, ...
-            runs = np.empty(2 * len(pk) + 1, dtype=np.int64)
-            runs[1::2] = m
-            runs[0:-1:2] = md - np.concatenate(([0], md[:-1] + m[:-1]))
-            runs[-1] = size - md[-1] - m[-1]
-            base = np.full(len(runs), self._text_base, dtype=np.int32)
-            base[1::2] = self._media_base[mk]
-            tags = np.full(len(runs), _TEXT, dtype=np.int8)
-            tags[1::2] = self._media_tag[mk]
-            tokens += np.repeat(base, runs)
-            modality[...] = np.repeat(tags, runs)
-            if self.audio_levels > 1:  # audio code j is of level j % levels
-                longest = int(m[mk == AUDIO].max(initial=0))
-                if longest > len(self._level_offsets):
-                    self._level_offsets = self._audio_offsets(longest) - self._audio_pattern[0]
-                levels = self._level_offsets
-                for d_, n_ in zip(md[mk == AUDIO].tolist(), m[mk == AUDIO].tolist()):
-                    tokens[d_ : d_ + n_] += levels[:n_]
-        tokens[sp_at] = sp_id
-        modality[sp_at] = _SPECIAL
+        self._add_bases(tokens, modality, places, size)
+        tokens[places.special_at] = places.special_id
+        modality[places.special_at] = _SPECIAL
         pad_id = self.vocab.pad_id
         for a, b in pads:
             tokens[a:b] = pad_id
             modality[a:b] = _PAD
+        segment_ids, positions = self._segments(places, pieces["row"], flat, rows, seq_len)
+        for a, b in pads:
+            positions[a:b] = 0
+        shape = (rows, seq_len)
+        return tokens.reshape(shape), modality.reshape(shape), segment_ids.reshape(shape), positions.reshape(shape)
+
+    def _places(self, pieces: np.ndarray, spans: Spans, rows: int, seq_len: int) -> _Places:
+        at, kind, start, stop = pieces["row"], pieces["kind"], pieces["start"], pieces["stop"]
+        text = pieces["text_codes"]
+        lengths = stop - start
+        counts = np.bincount(at, minlength=rows)
+        first = np.cumsum(counts) - counts
+        before = np.cumsum(lengths) - lengths
+        dst = at * seq_len + before - before[first[at]]
+        fill = np.zeros(rows, dtype=np.int64)
+        np.add.at(fill, at, lengths)
+        if int(fill.max(initial=0)) > seq_len:
+            raise IntegrityError(
+                f"planned {int(fill.max())} ids for a row of {seq_len}: a shard and its length index disagree"
+            )
+        is_text = kind == TEXT
+        # a text piece's codes follow its <bos> when the piece shows it
+        text_at = dst + np.maximum(TEXT_START - start, 0)
+        shown_bos = dst[start == 0]
+        text_eos = (dst + lengths - 1)[is_text & (stop == text + TEXT_OVERHEAD)]
+        special_at = [shown_bos, text_eos]
+        special_id = [np.full(len(shown_bos), self.bos, np.int32), np.full(len(text_eos), self.eos, np.int32)]
+        pairs = np.flatnonzero(~is_text)
+        media_kind = kind[pairs]
+        media_at = media_len = pairs
+        if len(pairs):
+            for kind_ in np.unique(media_kind).tolist():
+                self._refuse_missing(kind_)
+            reverse = pieces["reverse"][pairs].astype(bool)
+            pair_dst, pair_text = dst[pairs], text[pairs]
+            media_len = spans.mstop[pairs] - spans.mstart[pairs]
+            places = pair_places(reverse, pair_text, media_len)
+            text_at[pairs] = pair_dst + places["text"]
+            media_at = pair_dst + places["media"]
+            for role in _PAIR_ROLES:
+                special_at.append(pair_dst + places[role])
+                ids = self._role_ids[role, False][media_kind]
+                if role == "task":
+                    ids = np.where(reverse, self._role_ids[role, True][media_kind], ids)
+                special_id.append(ids)
+        return _Places(
+            dst, lengths, counts, first, fill, text_at, pairs, media_kind, media_at, media_len,
+            np.concatenate(special_at), np.concatenate(special_id),
+        )  # fmt: skip
+
+    def _check_codes(self, tokens: np.ndarray, places: _Places, spans: Spans, at: np.ndarray):
+        """(bad, bad_at): whether a code lies outside its codebook, and (row, piece) of an audio
+        code past its level's (an id of the audio range all the same)."""
+        if not len(places.pairs):
+            return int(tokens.min()) < 0 or int(tokens.max()) >= self._text_size, None
+        for media_kind, limit in ((AUDIO, self._audio_size), (IMAGE, self._image_size)):
+            which = np.flatnonzero(places.media_kind == media_kind)
+            hit = _first_outside(tokens, places.media_at[which], places.media_len[which], limit)
+            if hit >= 0:
+                if media_kind != AUDIO:
+                    return True, None
+                piece = int(places.pairs[which[hit]])
+                row = int(at[piece])
+                return True, (row, piece - int(places.first[row]))
+        return _first_outside(tokens, places.text_at, spans.stop - spans.start, self._text_size) >= 0, None
+
+    def _add_bases(self, tokens: np.ndarray, modality: np.ndarray, places: _Places, size: int) -> None:
+        """Codes → unified ids (each modality's base, each audio code's level) and their tags."""
+        if not len(places.pairs):
+            tokens += self._text_base
+            modality.fill(_TEXT)
+            return
+        # runs alternate: text (and structure) up to a pair's media, its media, ...
+        media_at, media_len, media_kind = places.media_at, places.media_len, places.media_kind
+        runs = np.empty(2 * len(media_at) + 1, dtype=np.int64)
+        runs[1::2] = media_len
+        runs[0:-1:2] = media_at - np.concatenate(([0], media_at[:-1] + media_len[:-1]))
+        runs[-1] = size - media_at[-1] - media_len[-1]
+        base = np.full(len(runs), self._text_base, dtype=np.int32)
+        base[1::2] = self._media_base[media_kind]
+        tags = np.full(len(runs), _TEXT, dtype=np.int8)
+        tags[1::2] = self._media_tag[media_kind]
+        tokens += np.repeat(base, runs)
+        modality[...] = np.repeat(tags, runs)
+        if self.audio_levels > 1:  # audio code j is of level j % levels
+            audio = media_kind == AUDIO
+            longest = int(media_len[audio].max(initial=0))
+            if longest > len(self._level_offsets):
+                self._level_offsets = self._audio_offsets(longest) - self._audio_pattern[0]
+            levels = self._level_offsets
+            for first, count in zip(media_at[audio].tolist(), media_len[audio].tolist()):
+                tokens[first : first + count] += levels[:count]
+
+    def _segments(self, places: _Places, at: np.ndarray, flat: dict, rows: int, seq_len: int):
+        """Segment ids (1.. per piece in its row, 0 for padding) and positions (from 0 at each
+        piece's first position)."""
+        pieces = len(places.lengths)
         # runs: the pieces, each row's padding after its last piece
-        runs = np.zeros(len(n) + B, dtype=np.int64)
-        seg = np.zeros(len(n) + B, dtype=np.int32)
-        place = np.arange(len(n)) + at
-        runs[place] = n
-        seg[place] = np.arange(len(n)) - first[at] + 1
-        runs[first + counts + np.arange(B)] = L - fill
+        runs = np.zeros(pieces + rows, dtype=np.int64)
+        seg = np.zeros(pieces + rows, dtype=np.int32)
+        place = np.arange(pieces) + at
+        runs[place] = places.lengths
+        seg[place] = np.arange(pieces) - places.first[at] + 1
+        runs[places.first + places.counts + np.arange(rows)] = seq_len - places.fill
         segment_ids = np.repeat(seg, runs)
         if "segment_ids" in flat:
             flat["segment_ids"][...] = segment_ids
             segment_ids = flat["segment_ids"]
+        size = rows * seq_len
         starts = np.repeat((np.cumsum(runs) - runs).astype(np.int32), runs)
         positions = np.subtract(self._arange(size)[:size], starts, out=flat.get("positions", starts))
-        for a, b in pads:
-            positions[a:b] = 0
-        shape = (B, L)
-        return tokens.reshape(shape), modality.reshape(shape), segment_ids.reshape(shape), positions.reshape(shape)
+        return segment_ids, positions
 
     def _arange(self, n: int) -> np.ndarray:
         if len(self._aranges) <= n:

@@ -14,9 +14,9 @@ O(log n) per row. Between share changes every target grows by w_i times the same
 (what all rows since the change counted), so T_i = T0_i + w_i·A with T0_i fixed. A source's
 deadline, less the common A, and the value of A from which it is due then only change when that
 source is chosen: the due sources sit in a heap by deadline, the others in a heap by the A at
-which they become due, and a row costs a few heap operations (planning a 256-source mix
-runs at ~450k rows per CPU-second; with a scan over the sources, as before, it ran at 7.5k). When no source is due (possible
-only after a source left with a deficit), the largest deficit is taken, as before, by a scan.
+which they become due, and a row costs a few heap operations (docs/mixer.md, "Planning", has
+the rates). When no source is due (possible only after a source left with a deficit), the
+largest deficit is taken by a scan.
 
 Shares may change between rows (schedules, an exhausted source's share passing to the others,
 a source added on resume): the targets are rebased (T0_i += w_i·A, A = 0) and accumulate the
@@ -43,7 +43,7 @@ class Scheduler:
         self.G = [0] * k
         self.w = [0.0] * k
         self.amount = 0  # A: what every row since the last rebase counted, summed (an integer)
-        self._single = -1
+        self.single = -1  # the index of the one source with a share when only one has, else -1
         self._live: list[int] = []
         self._ready: list = []  # (deadline − A, i) of due sources
         self._pending: list = []  # (A from which due, deadline − A, i)
@@ -58,6 +58,11 @@ class Scheduler:
     @property
     def got(self) -> dict[str, int]:
         return {n: self.G[i] for i, n in enumerate(self.names)}
+
+    @property
+    def live(self) -> bool:
+        """Whether any source has a share."""
+        return bool(self._live)
 
     # weights ------------------------------------------------------------------------------
     def set_weights(self, weights: dict[str, float]) -> bool:
@@ -79,7 +84,7 @@ class Scheduler:
     def _rebuild(self) -> None:
         live = [i for i, w in enumerate(self.w) if w > 0.0]
         self._live = live
-        self._single = live[0] if len(live) == 1 else -1
+        self.single = live[0] if len(live) == 1 else -1
         self._ready, self._pending = [], []
         if len(live) < 2:
             return
@@ -106,8 +111,8 @@ class Scheduler:
     # choosing -----------------------------------------------------------------------------
     def pick(self) -> int:
         """Index of the source for the next row (-1 if none has a share)."""
-        if self._single >= 0:
-            return self._single
+        if self.single >= 0:
+            return self.single
         if not self._live:
             return -1
         A, pend, ready = self.amount, self._pending, self._ready
@@ -127,7 +132,7 @@ class Scheduler:
     def commit_index(self, i: int, amount: int) -> None:
         """Record that source i (the one `pick` returned) emitted a row counting `amount`."""
         amount = int(amount)
-        if self._single < 0 and self._live:
+        if self.single < 0 and self._live:
             if self._ready and self._ready[0][1] == i:
                 heappop(self._ready)
             else:  # a fallback pick: i waits in the pending heap

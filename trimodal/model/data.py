@@ -30,8 +30,11 @@ from collections.abc import Callable
 import numpy as np
 
 from trimodal.config import from_dict
+from trimodal.dataset.schema import MODALITIES
 from trimodal.errors import ConfigError
+from trimodal.mixer import layout
 from trimodal.mixer.config import MixConfig
+from trimodal.mixer.layout import AUDIO, IMAGE, TEXT
 from trimodal.model.config import SyntheticStreamConfig, stream_config
 from trimodal.tokenizers.vocab import MODALITY_IDS, Vocabulary
 
@@ -67,34 +70,35 @@ class SyntheticStream:
         self.position = 0
 
     def _doc(self, rng, doc_len):
-        v, S = self.vocab, MODALITY_IDS["special"]
-        kinds = ["text"] + [m for m in ("image", "audio") if v.has(m)]
-        kind = kinds[rng.integers(len(kinds))]
-        toks, mods = [v.special("<bos>")], [S]
-        if kind == "text":
-            lo, hi = v.range("text")
-            toks += list(rng.integers(lo, hi, doc_len))
-            mods += [MODALITY_IDS["text"]] * doc_len
-        else:
-            task, bo, eo = ("<t2i>", "<boi>", "<eoi>") if kind == "image" else ("<t2s>", "<boa>", "<eoa>")
-            cap = max(2, doc_len // 4)
-            lo, hi = v.range("text")
-            toks += [v.special(task)] + list(rng.integers(lo, hi, cap)) + [v.special(bo)]
-            mods += [S] + [MODALITY_IDS["text"]] * cap + [S]
-            n = doc_len - cap
-            if kind == "image":
+        """One random document, laid out as the mixer lays it out (mixer/layout.py)."""
+        v = self.vocab
+        media = [m for m in MODALITIES[1:] if v.has(m)]
+        modality = (["text"] + media)[rng.integers(len(media) + 1)]
+        kind = {"text": TEXT, "image": IMAGE, "audio": AUDIO}[modality]
+        lo, hi = v.range("text")
+        text = rng.integers(lo, hi, doc_len if kind == TEXT else max(2, doc_len // 4))
+        codes = {"text": (list(text), MODALITY_IDS["text"])}
+        if kind != TEXT:
+            n = doc_len - len(text)
+            if kind == IMAGE:
                 lo, hi = v.range("image")
-                codes = rng.integers(lo, hi, n)
+                media_codes = rng.integers(lo, hi, n)
             else:
                 levels = v.levels("audio")
                 n = max(levels, n - n % levels)
-                codes = v.codes_to_ids("audio", rng.integers(0, v.range("audio", 0)[1] - v.range("audio", 0)[0], n))
-            toks += list(codes)
-            mods += [MODALITY_IDS[kind]] * n
-            toks += [v.special(eo)]
-            mods += [S]
-        toks += [v.special("<eos>")]
-        mods += [S]
+                media_codes = v.codes_to_ids(
+                    "audio", rng.integers(0, v.range("audio", 0)[1] - v.range("audio", 0)[0], n)
+                )
+            codes["media"] = (list(media_codes), MODALITY_IDS[modality])
+        toks, mods = [], []
+        for part in layout.parts(kind, reverse=False):
+            if part in codes:
+                ids, tag = codes[part]
+                toks += ids
+                mods += [tag] * len(ids)
+            else:
+                toks.append(v.special(layout.special_token(kind, part)))
+                mods.append(MODALITY_IDS["special"])
         return toks, mods
 
     def _row(self, rng, doc_len):
