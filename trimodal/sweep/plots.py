@@ -102,7 +102,10 @@ def optimal_allocation(iso: FitResult | None, chin: FitResult | None, path: str)
             v = np.array([e.value for e in est])
             lo = np.array([e.lo if e.lo is not None else e.value for e in est])
             hi = np.array([e.hi if e.hi is not None else e.value for e in est])
-            ax.errorbar(c, v, yerr=[v - lo, hi - v], fmt="o", color="C0", label="isoFLOP optima")
+            # a percentile interval need not contain the point estimate (few resamples)
+            ax.errorbar(
+                c, v, yerr=[np.maximum(v - lo, 0), np.maximum(hi - v, 0)], fmt="o", color="C0", label="isoFLOP optima"
+            )
             k, e = iso.params[f"k_{key}"].value, iso.params["a" if key == "N" else "b"].value
             ax.plot(grid, k * grid**e, color="C0", label=f"isoFLOP: {key}* ∝ C^{e:.3f}")
             s = iso.samples

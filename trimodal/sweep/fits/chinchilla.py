@@ -5,8 +5,8 @@ log L ≈ LSE(a − α log N, b − β log D, e) with E = e^e, A = e^a, B = e^b,
 on the log residuals, L-BFGS from a grid of starting points, the best minimum kept. The grid is
 over (α, β); for each pair E, A, B are linear and a non-negative least-squares solve gives
 their starting values (the variable-projection idea of arXiv 2603.22339), so 16 starts cover
-what a 5-D grid of thousands covers. Bootstrap refits start from the point estimate and the
-best grid start.
+what a 5-D grid of thousands covers; L-BFGS runs from the 4 whose starting objective is
+lowest. Bootstrap refits start from the point estimate.
 
 Compute: C = M(N)·D with M(N) = m·N^g, the FLOPs per token fitted to the table's own rows
 (attention and the output layer included; 6N when only one size was run). Minimizing L(N, C/M(N))
@@ -38,6 +38,7 @@ N_COLUMNS = ("params_non_embedding", "params")
 EXP_GRID = (0.1, 0.25, 0.5, 0.8)
 BOUNDS = [(-20.0, 50.0), (-20.0, 50.0), (-20.0, 50.0), (1e-4, 3.0), (1e-4, 3.0)]  # e, a, b, α, β
 PARAMS = ("E", "A", "B", "alpha", "beta")
+N_STARTS = 4
 
 
 def predict(theta: dict, n, d) -> np.ndarray:
@@ -77,7 +78,9 @@ def fit_points(n, d, l, starts=None):
     """The fitted (E, A, B, α, β) as a dict, and whether L-BFGS converged."""
     n, d, l = (np.asarray(v, float) for v in (n, d, l))
     args = (np.log(n), np.log(d), np.log(l))
-    starts = starts if starts is not None else _grid_starts(n, d, l)
+    if starts is None:
+        # L-BFGS from the best few grid starts: the others end in the same or a worse minimum
+        starts = sorted(_grid_starts(n, d, l), key=lambda x: _objective(x, *args)[0])[:N_STARTS]
     opt = minimize_multistart(lambda x: _objective(x, *args), starts, BOUNDS)
     e, a, b, al, be = opt.x
     return {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be}, opt.converged
@@ -132,11 +135,9 @@ def fit_chinchilla(
     cs = np.unique(budgets)
     if len(cs) > 8:
         cs = np.exp(np.linspace(np.log(cs.min()), np.log(cs.max()), 8))
-    x0 = np.array([np.log(theta["E"]), np.log(theta["A"]), np.log(theta["B"]), theta["alpha"], theta["beta"]])
-    best_starts = [x0] + sorted(
-        _grid_starts(*(data[c].to_numpy(float) for c in (n_col, "tokens", "nelbo"))),
-        key=lambda s: _objective(s, np.log(data[n_col]), np.log(data["tokens"]), np.log(data["nelbo"]))[0],
-    )[:1]
+    best_starts = [
+        np.array([np.log(theta["E"]), np.log(theta["A"]), np.log(theta["B"]), theta["alpha"], theta["beta"]])
+    ]
 
     def derived_of(th):
         g = flops.g

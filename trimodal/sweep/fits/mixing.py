@@ -10,7 +10,8 @@ as Ye et al. do. A law with m sources has m + 1 parameters per modality; RegMix 
 
 The law holds at one scale: when the table has several (budgets or model sizes), it is fitted at
 the scale with the most mixtures and the others are named in a warning. The optimum is found by
-L-BFGS over softmax logits from every sampled mixture; one far outside the sampled mixtures is
+L-BFGS over softmax logits from the uniform mix and the sampled mixtures of lowest predicted
+loss (a bootstrap refit from the point optimum); one far outside the sampled mixtures is
 an extrapolation and is flagged. Intervals: mixtures resampled, every law and the optimum refitted.
 """
 
@@ -33,7 +34,8 @@ from trimodal.sweep.fits.common import (
 from trimodal.sweep.fits.data import pick_split, share_columns
 
 MODALITIES = ("text", "image", "audio")
-N_RANDOM_STARTS = 12
+N_RANDOM_STARTS = 6
+N_OPT_STARTS = 6
 
 
 def predict(p: dict, r: np.ndarray) -> np.ndarray:
@@ -91,7 +93,11 @@ def optimal_shares(laws: dict[str, dict], weights: dict[str, float], starts: np.
             g_r += weights[mod] * e * t
         return val, r * (g_r - r @ g_r)  # softmax Jacobian
 
-    x0s = [np.log(np.clip(s, 1e-3, None)) for s in starts]
+    # from the uniform mix and the starting mixtures with the lowest predicted loss
+    starts = np.asarray(starts, float)
+    total = sum(weights[m] * predict(p, starts) for m, p in laws.items())
+    best = starts[np.argsort(total)[:N_OPT_STARTS]]
+    x0s = [np.zeros(starts.shape[1])] + [np.log(np.clip(s, 1e-3, None)) for s in best]
     z = minimize_multistart(fun, x0s).x
     r = np.exp(z - z.max())
     return r / r.sum()
@@ -198,7 +204,7 @@ def fit_mixing(
             mod: fit_modality(sample[cols].to_numpy(), sample[mod].to_numpy(), rng, [_x_of(laws[mod])])[0]
             for mod in mods
         }
-        return flat(lw, optimal_shares(lw, w, [r_opt, *sample[cols].to_numpy()[:4]]))
+        return flat(lw, optimal_shares(lw, w, [r_opt]))
 
     draws, failed = bootstrap(data, fit_once, n_bootstrap, seed) if n_bootstrap else ({}, 0)
     warnings += bootstrap_warnings(n_bootstrap, failed)
@@ -212,7 +218,7 @@ def fit_mixing(
         n_trials=len(data),
         params={k: v for k, v in est.items() if not k.startswith("opt.")},
         derived={k: v for k, v in est.items() if k.startswith("opt.")},
-        leave_out=_leave_extremes_out(data, cols, mods, rng),
+        leave_out=_leave_extremes_out(data, cols, laws, rng),
         warnings=warnings,
         converged=converged,
         bootstrap=n_bootstrap,
@@ -222,10 +228,11 @@ def fit_mixing(
     )
 
 
-def _leave_extremes_out(data, cols, mods, rng) -> dict:
+def _leave_extremes_out(data, cols, laws, rng) -> dict:
     """All mixtures sit at one scale, so there is no largest budget to hold out; the analogue is
-    extrapolation in the shares: refit without the fifth of mixtures farthest from the centre of
-    the sampled shares, predict their losses."""
+    extrapolation in the shares: refit (from the full fit) without the fifth of mixtures farthest
+    from the centre of the sampled shares, predict their losses."""
+    mods = list(laws)
     r = data[cols].to_numpy()
     dist = np.linalg.norm(r - r.mean(axis=0), axis=1)
     k = max(1, len(r) // 5)
@@ -236,7 +243,7 @@ def _leave_extremes_out(data, cols, mods, rng) -> dict:
         return {"held_out": what, "skipped": "too few mixtures left to fit"}
     out = {"held_out": what, "n": int(k)}
     for mod in mods:
-        p, _ = fit_modality(r[~held], data[mod].to_numpy()[~held], rng)
+        p, _ = fit_modality(r[~held], data[mod].to_numpy()[~held], rng, [_x_of(laws[mod])])
         out[mod] = relative_error(predict(p, r[held]), data[mod].to_numpy()[held])
     out["mean_abs_rel_error"] = float(np.mean([out[m]["mean_abs_rel_error"] for m in mods]))
     return out
