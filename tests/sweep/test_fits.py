@@ -136,6 +136,15 @@ def test_warns_on_weak_data():
     assert sum("extrapolated" in w for w in r.warnings) >= 1
 
 
+def test_chinchilla_warns_when_loss_does_not_depend_on_n():
+    df = synth.isoflop_table()
+    noise = np.exp(0.005 * np.random.default_rng(0).standard_normal(len(df)))
+    df["nelbo"] = (synth.CHIN["E"] + synth.CHIN["B"] / df["tokens"] ** synth.CHIN["beta"]) * noise
+    r = fit("chinchilla", df, n_bootstrap=0)
+    assert any("do not determine alpha" in w for w in r.warnings), r.warnings
+    assert not fit("chinchilla", synth.isoflop_table(), n_bootstrap=0).warnings
+
+
 def _run(argv, capsys):
     with pytest.raises(SystemExit) as e:
         main(argv, command=fit_command)

@@ -84,6 +84,12 @@ def format_result(d: dict) -> str:
     default=None,
     help="N for chinchilla/isoflop (default non-embedding).",
 )
+@click.option(
+    "--starts",
+    type=click.Choice(["projected", "besiroglu"]),
+    default=None,
+    help="chinchilla: starting points; besiroglu runs Besiroglu et al.'s 4,500-point grid (slow).",
+)
 @click.option("--weights", default=None, help="mixing: weights of the modality losses, e.g. text=1,image=1,audio=1.")
 @click.option(
     "--bootstrap",
@@ -96,7 +102,7 @@ def format_result(d: dict) -> str:
 @click.option("--level", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True, help="Interval level.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the fit as one JSON object.")
-def fit_command(results, law, target, rows, split, n_col, weights, n_bootstrap, level, seed, as_json):
+def fit_command(results, law, target, rows, split, n_col, starts, weights, n_bootstrap, level, seed, as_json):
     """Fit a scaling, mixing or batch law to a sweep's RESULTS (results.parquet or its sweep dir)."""
     from trimodal.sweep.fits import fit
     from trimodal.sweep.fits.data import load_results
@@ -106,6 +112,8 @@ def fit_command(results, law, target, rows, split, n_col, weights, n_bootstrap, 
         options["n_col"] = n_col
     if weights is not None:
         options["weights"] = weights
+    if starts is not None:
+        options["starts"] = starts
     out = fit(law, load_results(results), **options).to_dict()
     if as_json:
         click.echo(json.dumps(out, indent=2))

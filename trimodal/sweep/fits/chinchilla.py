@@ -6,7 +6,8 @@ on the log residuals, L-BFGS from a grid of starting points, the best minimum ke
 over (α, β); for each pair E, A, B are linear and a non-negative least-squares solve gives
 their starting values (the variable-projection idea of arXiv 2603.22339), so 16 starts cover
 what a 5-D grid of thousands covers; L-BFGS runs from the 4 whose starting objective is
-lowest. Bootstrap refits start from the point estimate.
+lowest. `starts="besiroglu"` runs their whole 4,500-point grid instead (minutes; a check).
+Bootstrap refits start from the point estimate.
 
 Compute: C = M(N)·D with M(N) = m·N^g, the FLOPs per token fitted to the table's own rows
 (attention and the output layer included; 6N when only one size was run). Minimizing L(N, C/M(N))
@@ -15,6 +16,8 @@ and b = 1 − g·a (β/(α+β) and α/(α+β) when g = 1).
 """
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pandas as pd
@@ -74,13 +77,35 @@ def _grid_starts(n, d, l) -> list[np.ndarray]:
     return starts
 
 
+def _besiroglu_starts(n, d, l) -> list[np.ndarray]:
+    """Besiroglu et al.'s grid: α, β ∈ {0, 0.5, .., 2}, e ∈ {-1, -0.5, .., 1}, a, b ∈ {0, 5, .., 25}
+    (4,500 starts, every one run: minutes, for checking the projected starts)."""
+    grid = itertools.product(
+        np.arange(0, 2.5, 0.5),
+        np.arange(0, 2.5, 0.5),
+        np.arange(-1, 1.5, 0.5),
+        np.arange(0, 30, 5),
+        np.arange(0, 30, 5),
+    )
+    return [np.array([e, a, b, max(al, 1e-4), max(be, 1e-4)]) for al, be, e, a, b in grid]
+
+
+def _projected_starts(n, d, l) -> list[np.ndarray]:
+    """The N_STARTS grid starts (E, A, B by NNLS per (α, β)) of lowest objective."""
+    args = (np.log(n), np.log(d), np.log(l))
+    return sorted(_grid_starts(n, d, l), key=lambda x: _objective(x, *args)[0])[:N_STARTS]
+
+
+STARTS = {"projected": _projected_starts, "besiroglu": _besiroglu_starts}
+
+
 def fit_points(n, d, l, starts=None):
-    """The fitted (E, A, B, α, β) as a dict, and whether L-BFGS converged."""
+    """The fitted (E, A, B, α, β) as a dict, and whether L-BFGS converged. `starts`: a list of
+    (e, a, b, α, β) or a name in STARTS (default "projected")."""
     n, d, l = (np.asarray(v, float) for v in (n, d, l))
     args = (np.log(n), np.log(d), np.log(l))
-    if starts is None:
-        # L-BFGS from the best few grid starts: the others end in the same or a worse minimum
-        starts = sorted(_grid_starts(n, d, l), key=lambda x: _objective(x, *args)[0])[:N_STARTS]
+    if starts is None or isinstance(starts, str):
+        starts = STARTS[starts or "projected"](n, d, l)
     opt = minimize_multistart(lambda x: _objective(x, *args), starts, BOUNDS)
     e, a, b, al, be = opt.x
     return {"E": np.exp(e), "A": np.exp(a), "B": np.exp(b), "alpha": al, "beta": be}, opt.converged
@@ -117,19 +142,27 @@ def fit_chinchilla(
     n_bootstrap: int = 100,
     seed: int = 0,
     level: float = LEVEL,
+    starts: str = "projected",
 ) -> FitResult:
     if n_col not in N_COLUMNS:
         raise ConfigError(f"--n: {n_col!r} is not one of {list(N_COLUMNS)}")
+    if starts not in STARTS:
+        raise ConfigError(f"--starts: {starts!r} is not one of {list(STARTS)}")
     split = pick_split(df, split)
     data = select(df, target, rows, split)
     check(data, n_col)
     flops = FlopsPerToken(*(data[c].to_numpy(float) for c in (n_col, "flops", "tokens")))
     budgets = budget_key(data)
-    theta, converged = _theta_of(data, n_col)
+    theta, converged = _theta_of(data, n_col, starts)
     warnings = [] if converged else ["L-BFGS did not converge at the best start"]
     for name, (lo, hi) in zip(("alpha", "beta"), BOUNDS[3:]):
         if theta[name] < lo * 10 or theta[name] > hi * 0.99:
             warnings.append(f"{name} = {theta[name]:.3g} is at its bound [{lo}, {hi}]: the data do not determine it")
+
+    for term, coef, x, exp in (("A/N^alpha", "A", n_col, "alpha"), ("B/D^beta", "B", "tokens", "beta")):
+        # a term that vanishes on every point leaves its exponent free: any value fits
+        if np.max(theta[coef] / data[x].to_numpy(float) ** theta[exp]) < 1e-3 * data["nelbo"].min():
+            warnings.append(f"{term} is below 0.1% of the loss at every point: the data do not determine {exp}")
 
     # the table's budgets (at most 8, spread in log) for N*, D* with their intervals
     cs = np.unique(budgets)
@@ -182,7 +215,12 @@ def fit_chinchilla(
         converged=converged,
         bootstrap=n_bootstrap,
         level=level,
-        info={"n_column": n_col, "flops_per_token": flops.to_dict(), "rmse_log": float(np.sqrt(np.mean(resid**2)))},
+        info={
+            "n_column": n_col,
+            "starts": starts,
+            "flops_per_token": flops.to_dict(),
+            "rmse_log": float(np.sqrt(np.mean(resid**2))),
+        },
         samples=draws,
     )
 
