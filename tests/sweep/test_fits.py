@@ -75,6 +75,17 @@ def test_mixing_law_coefficients_and_optimum_cover_the_planted_ones():
     assert results[0].info["reference"] == "share.text"
 
 
+def test_mixing_weights_move_the_optimum():
+    df = synth.mixing_table()
+    equal = fit("mixing", df, n_bootstrap=0).derived
+    text_only = fit("mixing", df, weights="text=1", n_bootstrap=0)
+    assert text_only.info["weights"] == {"text": 1.0, "image": 0.0, "audio": 0.0}
+    # text loss falls with the text share (t = -2.5 planted): weighting only text pushes it up
+    assert text_only.derived["opt.share.text"].value > equal["opt.share.text"].value + 0.2
+    with pytest.raises(ConfigError, match="--law chinchilla: does not take --weights"):
+        fit("chinchilla", synth.isoflop_table(), weights="text=1")
+
+
 def test_batch_recovers_the_planted_power_laws():
     r = fit("batch", synth.batch_table(seed=0), n_bootstrap=NB)
     assert all(row["method"] == "quadratic" for row in r.table)
@@ -115,6 +126,8 @@ def test_refuses_data_that_cannot_determine_the_law():
         fit("mixing", synth.mixing_table(n=11), n_bootstrap=0)
     with pytest.raises(ConfigError, match="mix source"):
         fit("mixing", iso, n_bootstrap=0)
+    with pytest.raises(ConfigError, match="more than one batch size or learning rate"):
+        fit("batch", iso, n_bootstrap=0)
     with pytest.raises(ConfigError, match="--target"):
         fit("chinchilla", iso, target="video", n_bootstrap=0)
     with pytest.raises(ConfigError, match="--weights"):

@@ -21,6 +21,9 @@ LAWS = {
     "batch": fit_batch,
 }
 
+# a law's keyword -> the command-line option, for messages
+OPTION_NAMES = {"n_col": "--n", "weights": "--weights", "starts": "--starts", "split": "--split", "rows": "--rows"}
+
 
 def fit(law: str, df, **options) -> FitResult:
     """Fit `law` to the table `df`; options the law does not take are refused by name."""
@@ -29,6 +32,7 @@ def fit(law: str, df, **options) -> FitResult:
     fn = LAWS[law]
     unknown = set(options) - set(fn.__code__.co_varnames[: fn.__code__.co_argcount])
     if unknown:
-        raise ConfigError(f"--law {law}: does not take {sorted(unknown)}")
+        names = [OPTION_NAMES.get(k, k) for k in sorted(unknown)]
+        raise ConfigError(f"--law {law}: does not take {', '.join(names)}")
     with one_blas_thread():
         return fn(df, **options)

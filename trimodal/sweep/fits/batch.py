@@ -8,7 +8,8 @@ argmin, which can only land on a grid value — kept when the quadratic is conve
 lies inside the grid; otherwise the grid's argmin (the table says which). DeepSeek instead fits
 through every point within 0.25% of the best loss; with a dense grid both agree. B is the
 `logical_batch` in sequences (the table's `seq_len` turns it into tokens). Intervals: trials
-resampled within each budget, optima and power laws refitted.
+resampled within each budget, optima and power laws refitted. A budget where neither B nor η
+varies is dropped; fewer than 2 budgets left is refused.
 """
 
 from __future__ import annotations
@@ -70,6 +71,13 @@ def _optima(data: pd.DataFrame, strict: bool) -> tuple[list[dict], list[str]]:
                 raise ValueError("too few points")
             warnings.append(f"budget C={c:.3g}: {len(g)} points; need at least {MIN_POINTS}, budget dropped")
             continue
+        if g["logical_batch"].nunique() < 2 and g["lr_base"].nunique() < 2:
+            if strict:
+                raise ValueError("nothing varies")
+            warnings.append(
+                f"budget C={c:.3g}: one batch size and one learning rate; nothing to choose from, budget dropped"
+            )
+            continue
         out.append({"C": float(c), "n": len(g), **budget_optimum(g)})
     return out, warnings
 
@@ -95,9 +103,14 @@ def fit_batch(
     data = data.assign(budget=budget_key(data))
     optima, warnings = _optima(data, strict=False)
     if len(optima) < 2:
-        raise ConfigError(f"batch: {len(optima)} budget(s) with at least {MIN_POINTS} points; the power laws need 2")
+        raise ConfigError(
+            f"batch: {len(optima)} budget(s) with at least {MIN_POINTS} points over more than one batch size or learning rate; the power laws need 2"
+        )
     if len(optima) == 2:
         warnings.append("only 2 budgets: the power laws pass exactly through them")
+    for col in ("logical_batch", "lr_base"):
+        if all(g[col].nunique() < 2 for _, g in data[data["budget"].isin([o["C"] for o in optima])].groupby("budget")):
+            warnings.append(f"{col} takes one value per budget: its law only restates the values run")
     if any(o["method"] == "argmin" for o in optima):
         warnings.append("some budgets use the grid's argmin (too few values or no interior optimum): coarse")
     data = data[data["budget"].isin([o["C"] for o in optima])]

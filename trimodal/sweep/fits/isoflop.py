@@ -5,7 +5,7 @@ Per budget C (the points' `budget_flops`), log L is fitted as a quadratic in log
 Huber loss of fits/common.py (δ = 1e-3, robust to a diverged run) by L-BFGS from the ordinary
 least-squares parabola; the vertex is the budget's optimum N*, with D* = C / M(N*) under the
 table's FLOPs-per-token relation. Power laws through the optima are least squares in log-log
-(Hoffmann et al., arXiv 2203.15556; Marin's isoFLOP sweeps fit the same quadratic per budget).
+(Hoffmann et al., arXiv 2203.15556, Approach 2).
 
 The parabola is an approximation: on a grid off-centre from the optimum or too narrow it biases
 N* (arXiv 2603.22339), so a vertex outside the sizes of its budget is flagged. Intervals:
