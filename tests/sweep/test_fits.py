@@ -207,6 +207,23 @@ def test_cli_json_schema_and_exit_codes(tmp_path, capsys):
     assert code == 2
 
 
+def test_readme_rows_list_every_option():
+    # the `trimodal sweep` group registers these commands; tests/test_readme_commands.py then
+    # asks the README for a row naming each option
+    import pathlib
+    import re
+
+    from trimodal.jobs.sweep_fit import report_command
+
+    readme = (pathlib.Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for name, cmd in (("fit", fit_command), ("report", report_command)):
+        rows = re.findall(rf"^\| `(trimodal sweep {name} [^`]+)` \|", readme, re.M)
+        assert len(rows) == 1, name
+        for p in cmd.params:
+            for o in (o for o in getattr(p, "opts", []) if o.startswith("--")):
+                assert re.search(re.escape(o) + r"(?![\w-])", rows[0]), (name, o)
+
+
 def test_fits_import_neither_torch_nor_ray():
     code = "import sys, trimodal.jobs.sweep_fit, trimodal.sweep.fits, trimodal.sweep.report; print(sorted(m for m in ('torch', 'ray') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
