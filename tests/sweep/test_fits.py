@@ -110,6 +110,17 @@ def test_every_law_reports_leave_largest_out():
     assert lo["held_out"].startswith("largest budget C=2.56e+18") and lo["n"] == 7
 
 
+def test_budget_rows_take_every_budget_point_of_a_trial():
+    df = synth.isoflop_table()
+    mid = ~df["final"]
+    # the intermediate checkpoints become budget points of their own (a WSD branch each)
+    df.loc[mid, "budget_flops"] = df.loc[mid, "flops"]
+    final = fit("chinchilla", df, n_bootstrap=0)
+    budget = fit("chinchilla", df, rows="budget", n_bootstrap=2)
+    assert (final.n_points, final.n_trials) == (35, 35)
+    assert (budget.n_points, budget.n_trials) == (70, 35)
+
+
 def test_refuses_data_that_cannot_determine_the_law():
     iso = synth.isoflop_table()
     two_sizes = iso[iso["params_non_embedding"].isin(sorted(iso["params_non_embedding"].unique())[:2])]
