@@ -1,0 +1,171 @@
+"""IsoFLOP profiles (Chinchilla Approach 2): a parabola in log N per compute budget, its optimum,
+and power laws N* = k_N·C^a, D* = k_D·C^b through the optima.
+
+Per budget C (the points' `budget_flops`), log L is fitted as a quadratic in log N with the
+Huber loss of fits/common.py (δ = 1e-3, robust to a diverged run) by L-BFGS from the ordinary
+least-squares parabola; the vertex is the budget's optimum N*, with D* = C / M(N*) under the
+table's FLOPs-per-token relation. Power laws through the optima are least squares in log-log
+(Hoffmann et al., arXiv 2203.15556, Approach 2).
+
+The parabola is an approximation: on a grid off-centre from the optimum or too narrow it biases
+N* (arXiv 2603.22339), so a vertex outside the sizes of its budget is flagged. Intervals:
+trials resampled within each budget, the parabolas and power laws refitted.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from trimodal.errors import ConfigError
+from trimodal.sweep.fits.common import (
+    LEVEL,
+    FitResult,
+    bootstrap,
+    bootstrap_warnings,
+    estimates,
+    huber,
+    minimize_multistart,
+    power_law,
+)
+from trimodal.sweep.fits.data import FlopsPerToken, pick_split, select
+
+MIN_SIZES = 3
+
+
+def fit_parabola(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Huber-robust (c0, c1, c2) of y ≈ c0 + c1·x + c2·x² (x as given)."""
+    X = np.stack([np.ones_like(x), x, x * x], axis=1)
+
+    def fun(c):
+        r = X @ c - y
+        loss, dr = huber(r)
+        return float(loss.sum()), X.T @ dr
+
+    return minimize_multistart(fun, [np.polyfit(x, y, 2)[::-1]]).x
+
+
+def _budget_optima(data: pd.DataFrame, n_col: str, flops: FlopsPerToken, strict: bool) -> tuple[list[dict], list[str]]:
+    """Per budget: its parabola and vertex. Unfit budgets are dropped with a warning, or raise
+    ValueError when `strict` (a bootstrap resample)."""
+    out, warnings = [], []
+    for c, g in data.groupby("budget_flops", sort=True):
+        x, y = np.log(g[n_col].to_numpy(float)), np.log(g["nelbo"].to_numpy(float))
+        k = len(np.unique(x))
+        if k < MIN_SIZES:
+            if strict:
+                raise ValueError("too few sizes")
+            warnings.append(f"budget C={c:.3g}: {k} distinct sizes; a parabola needs {MIN_SIZES}, budget dropped")
+            continue
+        mid = x.mean()  # centred: a better-conditioned quadratic
+        c0, c1, c2 = fit_parabola(x - mid, y)
+        if c2 <= 0:
+            if strict:
+                raise ValueError("no minimum")
+            warnings.append(f"budget C={c:.3g}: the parabola opens downward (no minimum), budget dropped")
+            continue
+        xs = mid - c1 / (2 * c2)
+        inside = bool(x.min() <= xs <= x.max())
+        if not inside and not strict:
+            warnings.append(
+                f"budget C={c:.3g}: the optimum N*={np.exp(xs):.3g} lies outside the sizes run; extrapolated"
+            )
+        n_opt = float(np.exp(xs))
+        out.append(
+            {
+                "C": float(c),
+                "n": len(g),
+                "N_opt": n_opt,
+                "D_opt": float(c / flops(n_opt)),
+                "L_opt": float(np.exp(c0 + c1 * (xs - mid) + c2 * (xs - mid) ** 2)),
+                "parabola": [float(c0), float(c1), float(c2)],
+                "log_n_centre": float(mid),
+                "inside": inside,
+            }
+        )
+    return out, warnings
+
+
+def _laws(optima: list[dict]) -> dict:
+    c = np.array([o["C"] for o in optima])
+    kn, a = power_law(c, np.array([o["N_opt"] for o in optima]))
+    kd, b = power_law(c, np.array([o["D_opt"] for o in optima]))
+    return {"a": a, "b": b, "k_N": kn, "k_D": kd}
+
+
+def fit_isoflop(
+    df: pd.DataFrame,
+    target: str = "all",
+    rows: str = "final",
+    split: str | None = None,
+    n_col: str = "params_non_embedding",
+    n_bootstrap: int = 100,
+    seed: int = 0,
+    level: float = LEVEL,
+) -> FitResult:
+    split = pick_split(df, split)
+    data = select(df, target, rows, split)
+    data = data[data["budget_flops"].notna()]
+    if data.empty:
+        raise ConfigError("isoflop: no rows with budget_flops; the law needs an isoFLOP sweep (budget: in SWEEP.yaml)")
+    flops = FlopsPerToken(*(data[c].to_numpy(float) for c in (n_col, "flops", "tokens")))
+    optima, warnings = _budget_optima(data, n_col, flops, strict=False)
+    if len(optima) < 2:
+        raise ConfigError(f"isoflop: {len(optima)} budget(s) with a fitted optimum; the power laws need at least 2")
+    if len(optima) == 2:
+        warnings.append("only 2 budgets: the power laws pass exactly through them")
+    kept = [o["C"] for o in optima]
+    data = data[data["budget_flops"].isin(kept)]
+    point = _laws(optima)
+    for i, o in enumerate(optima):
+        point.update({f"N_opt@{i}": o["N_opt"], f"D_opt@{i}": o["D_opt"], f"L_opt@{i}": o["L_opt"]})
+
+    def fit_once(sample):
+        opt, _ = _budget_optima(sample, n_col, flops, strict=True)
+        out = _laws(opt)
+        for i, o in enumerate(opt):
+            out.update({f"N_opt@{i}": o["N_opt"], f"D_opt@{i}": o["D_opt"], f"L_opt@{i}": o["L_opt"]})
+        return out
+
+    draws, failed = bootstrap(data, fit_once, n_bootstrap, seed, strata="budget_flops") if n_bootstrap else ({}, 0)
+    warnings += bootstrap_warnings(n_bootstrap, failed)
+    est = estimates(point, draws, level)
+    table = [
+        {**o, "N_opt": est[f"N_opt@{i}"], "D_opt": est[f"D_opt@{i}"], "L_opt": est[f"L_opt@{i}"]}
+        for i, o in enumerate(optima)
+    ]
+    return FitResult(
+        law="isoflop",
+        target=target,
+        rows=rows,
+        split=split,
+        n_points=len(data),
+        n_trials=data["trial"].nunique(),
+        params={k: est[k] for k in ("a", "k_N", "b", "k_D")},
+        table=table,
+        leave_out=_leave_largest_out(optima),
+        warnings=warnings,
+        bootstrap=n_bootstrap,
+        level=level,
+        info={"n_column": n_col, "flops_per_token": flops.to_dict()},
+        samples=draws,
+    )
+
+
+def _leave_largest_out(optima: list[dict]) -> dict:
+    """Power laws through all optima but the largest budget's, predicting its N*, D*."""
+    what = f"largest budget C={optima[-1]['C']:.3g}"
+    if len(optima) < 3:
+        return {"held_out": what, "skipped": "needs 3 budgets (2 to fit, 1 to predict)"}
+    laws = _laws(optima[:-1])
+    top = optima[-1]
+    n_pred, d_pred = laws["k_N"] * top["C"] ** laws["a"], laws["k_D"] * top["C"] ** laws["b"]
+    return {
+        "held_out": what,
+        "N_opt_predicted": n_pred,
+        "N_opt_fitted": top["N_opt"],
+        "N_opt_rel_error": abs(n_pred / top["N_opt"] - 1),
+        "D_opt_predicted": d_pred,
+        "D_opt_fitted": top["D_opt"],
+        "D_opt_rel_error": abs(d_pred / top["D_opt"] - 1),
+    }
