@@ -176,3 +176,42 @@ def test_eval_mix_dataset_paths_are_made_absolute_for_ray_workers(tmp_path, monk
     cfg = load_train_config({"mix": mix, "output": "run", "eval": {"mix": mix}})
     assert cfg.eval.mix.sources[0].dataset == str(tmp_path / "data" / "e")
     assert cfg.mix.sources[0].dataset == str(tmp_path / "data" / "e")
+
+
+def test_a_run_with_a_holdout_evaluates_its_held_out_split(tmp_path):
+    """A mix with `holdout` trains on the rest and, with `eval:` and no eval mix, evaluates
+    during training on exactly the held-out samples; `trimodal eval --split eval` of the final
+    checkpoint gives the summary's figures on the same rows and draws."""
+    ds = _dataset(tmp_path / "d", n=60)
+    mix = {
+        "sources": [{"name": "d", "dataset": ds, "share": 1.0}],
+        "seq_len": 32,
+        "seed": 0,
+        "holdout": {"fraction": 0.25, "seed": 1},
+    }
+    ev = {"every": 0, "tokens": 1 << 20, "n_t": 2, "seeds": 2, "batch": 4}  # every held-out row
+    cfg = {
+        "mix": mix,
+        "output": str(tmp_path / "run"),
+        "steps": 2,
+        "physical_batch": 4,
+        "logical_batch": 4,
+        "checkpoint_every": 2,
+        "tensorboard": False,
+        "prefetch": 0,
+        "optim": {"warmup_steps": 1},
+        "eval": ev,
+    }
+    run_train(cfg, in_process=True)
+    final = json.loads((tmp_path / "run" / "summary.json").read_text())["eval"]
+    assert final["split"] == "eval"
+    res = run_eval(str(tmp_path / "run"), split="eval", n_t=2, seeds=2, batch=4, in_process=True)
+    assert res["all"]["nelbo"] == pytest.approx(final["all"]["nelbo"])
+    # the held-out documents' text tokens (+<bos>/<eos> per document), counted from the ids
+    from trimodal.dataset.shards import sample_keys
+    from trimodal.mixer.holdout import Split
+
+    ids = np.array([f"d/{i}" for i in range(60)], dtype=object)
+    held = Split(0.25, 1, True).keep(sample_keys(ids))
+    assert 0 < held.sum() < 60
+    assert res["modality"]["image"]["tokens"] == 4 * int(held[1::2].sum())  # 4 codes per odd (pair) sample

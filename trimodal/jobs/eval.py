@@ -8,8 +8,8 @@ of the target given its condition; beside each, the unigram entropy of the same 
 
 The rows: `--mix EVAL.yaml`, a mix of its own read once (every source one epoch); without it,
 the run's own mix: `--split eval` (default) its held-out samples — which needs a mix with a
-`holdout`, refused with exit 2 until the mixer has one — or `--split train` one pass over its
-training samples. `--tokens N` keeps the first ⌈N / seq_len⌉ rows. A run directory means its
+`holdout` (refused with exit 2 otherwise) — or `--split train` one pass over its training
+samples. `--tokens N` keeps the first ⌈N / seq_len⌉ rows. A run directory means its
 newest checkpoint.
 
 On Ray, `--workers` tasks (fractional CPUs) each take every W-th batch of the one global eval

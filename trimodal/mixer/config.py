@@ -52,6 +52,21 @@ class MixSource:
 
 
 @dataclass
+class HoldoutConfig:
+    """A deterministic fraction of every source kept out of training (holdout.py)."""
+
+    fraction: float
+    seed: int = 0
+
+    def validate(self) -> None:
+        if not 0.0 < self.fraction < 1.0:
+            raise ConfigError(f"fraction: must be in (0, 1), got {self.fraction}")
+
+
+SPLITS = ("train", "eval")
+
+
+@dataclass
 class ScheduleEntry:
     step: int  # global batch index from which these shares apply
     shares: dict[str, float] = field(default_factory=dict)
@@ -79,6 +94,10 @@ class MixConfig:
     cache_batches_remote: int = 64  # the same for s3:// datasets (layouts only: codes are read by range)
     cache_files: int = 64  # open shard files and loaded length indexes per dataset
     check_ids: bool = True  # check every rendered id against its modality's range (~2% time)
+    # Held-out samples (holdout.py): `split: train` never yields them, `split: eval` yields
+    # exactly them in one finite pass (without `holdout`: one pass over everything)
+    holdout: HoldoutConfig | None = None
+    split: str = "train"
 
     def validate(self) -> None:
         if not self.sources:
@@ -103,6 +122,8 @@ class MixConfig:
         for key in ("cache_batches", "cache_batches_remote", "cache_files"):
             if getattr(self, key) < 4:
                 raise ConfigError(f"{key}: must be >= 4, got {getattr(self, key)}")
+        if self.split not in SPLITS:
+            raise ConfigError(f"split: must be one of {', '.join(SPLITS)}, got {self.split!r}")
         if self.verify not in ("size", "sha256", "none"):
             raise ConfigError(f"verify: must be size, sha256 or none, got {self.verify!r}")
         if sum(s.share for s in self.sources) <= 0:

@@ -1,10 +1,10 @@
 """What planning reads: per-sample code counts from the shards' length indexes, never the codes.
 
 Each shard has a length index (`index/<shard file>`, written by the pipeline): per row the
-number of text, image and audio codes (-1 where absent) and the corpus name (`source`), about
-13 bytes per sample against ~2.4 KB of codes for a 600-token document. Every rank plans every
-row of the global stream from it, so every rank reads it; that is ~0.5% of what the ranks
-together render, and a rank renders (and reads the codes of) only its own rows.
+number of text, image and audio codes (-1 where absent), the corpus name (`source`) and the id
+key a held-out split hashes (holdout.py), about 24 bytes per sample against ~2.4 KB of codes
+for a 600-token document. Every rank plans every row of the global stream from it, so every
+rank reads it; that is ~1% of what the ranks together render, and a rank renders (and reads the codes of) only its own rows.
 
 `DatasetIndex` is one dataset's: the shard table's `rows` column (memory-mapped, so a
 million-shard table costs its 8 MB `rows` column and the 8 MB of shard starts, not its 190 MB)
@@ -30,15 +30,18 @@ import pyarrow.compute as pc
 
 from trimodal.dataset.dataset import Dataset
 from trimodal.dataset.schema import MODALITIES
-from trimodal.dataset.shards import open_index
+from trimodal.dataset.shards import open_index, shard_keys
 from trimodal.errors import IntegrityError
+from trimodal.mixer.holdout import Split
 
 
 class _ShardIndex:
-    __slots__ = ("lens", "codes", "names", "keep")
+    __slots__ = ("lens", "codes", "names", "keep", "keys")
 
     def __init__(self, table: pa.Table):
         table = table.combine_chunks()
+        # the samples' id keys (holdout.py); None for indexes written before the key column
+        self.keys = table.column("key").chunk(0).to_numpy() if "key" in table.column_names and table.num_rows else None
         self.lens = tuple(table.column(m).chunk(0).to_numpy(zero_copy_only=False) for m in MODALITIES)
         src = table.column("source").chunk(0) if table.num_rows else None
         if src is None:
@@ -115,12 +118,20 @@ class DatasetIndex:
             self._cache.popitem(last=False)
         return si
 
-    def lengths(self, shard: np.ndarray, row: np.ndarray, sources: frozenset | None = None):
+    def _keys(self, s: int, si: _ShardIndex) -> np.ndarray:
+        """The id keys of shard `s`'s samples; an index without them gets them from the shard's
+        ids once (kept with the index: the whole shard is read over S3, its id column locally)."""
+        if si.keys is None:
+            si.keys = shard_keys(self.dataset.root, self.entry(s), verify=self.verify)
+        return si.keys
+
+    def lengths(self, shard: np.ndarray, row: np.ndarray, sources: frozenset | None = None, split: Split | None = None):
         """Code counts [n, 3] (text, image, audio; -1 where absent) of the samples at (shard,
-        row in shard), and, with `sources`, whether each belongs to one of those corpora."""
+        row in shard), and, with `sources` or `split`, whether each belongs to one of those
+        corpora and to that side of the held-out split."""
         n = len(shard)
         out = np.empty((n, 3), dtype=np.int32)
-        keep = np.ones(n, dtype=bool) if sources is not None else None
+        keep = np.ones(n, dtype=bool) if sources is not None or split is not None else None
         if not n:
             return out, keep
         with self._lock:
@@ -139,4 +150,6 @@ class DatasetIndex:
                     out[sel, c] = si.lens[c][r]
                 if sources is not None:
                     keep[sel] = si.kept(r, sources)
+                if split is not None:
+                    keep[sel] &= split.keep(self._keys(s, si)[r])
         return out, keep

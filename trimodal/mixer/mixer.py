@@ -12,6 +12,7 @@ costs: docs/mixer.md.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import sys
 from collections import deque
@@ -20,9 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from trimodal.config import to_dict
 from trimodal.errors import ConfigError, IntegrityError
 from trimodal.mixer.config import load_mix
 from trimodal.mixer.fetch import CodeFetcher
+from trimodal.mixer.holdout import split_of
 from trimodal.mixer.packer import SourceStream
 from trimodal.mixer.planner import Planned, Planner
 from trimodal.mixer.render import Renderer
@@ -111,10 +114,20 @@ class Mixer:
         if shared is None:
             cache = self.cfg.cache_batches_remote if is_remote(ds.uri) else self.cfg.cache_batches
             shared = self.shared[ds.uri] = SharedDataset(ds, cache_files=self.cfg.cache_files, cache_batches=cache)
-        reader = ShardReader(ds, sources=s.dataset_sources, shared=shared)
+        reader = ShardReader(ds, sources=s.dataset_sources, shared=shared, split=split_of(self.cfg))
+        if self.cfg.split == "eval":  # one pass: every sample of the split once, then the stream ends
+            s = dataclasses.replace(s, max_epochs=1)
         tokens = source_tokens(ds, s.dataset_sources)
         pack = s.pack if s.pack is not None else not (tokens.get("image", 0) or tokens.get("audio", 0))
-        self.streams[s.name] = SourceStream(s, reader, self.cfg.seq_len, self.cfg.seed, pack, self.cfg.shuffle_window)
+        self.streams[s.name] = SourceStream(
+            s,
+            reader,
+            self.cfg.seq_len,
+            self.cfg.seed,
+            pack,
+            self.cfg.shuffle_window,
+            may_be_empty=self.cfg.split == "eval",
+        )
         self._order[s.name] = [
             dataset_id(ds),
             bool(pack),
@@ -269,6 +282,8 @@ class Mixer:
             "share_unit": self.cfg.share_unit,
             "global_batch": self.global_batch,
             "shuffle_window": self.cfg.shuffle_window,
+            "holdout": to_dict(self.cfg.holdout),
+            "split": self.cfg.split,
             "step": self.step,
             "pad_rows": self.pad_rows,
             "ended": self.ended,
@@ -295,6 +310,13 @@ class Mixer:
             if d.get(key) != mine:
                 raise ConfigError(
                     f"{key}: the saved mixer state was made with {d.get(key)!r}, the mix says {mine!r}; {refuse}"
+                )
+        for key, before in (("holdout", None), ("split", "train")):  # states made before splits
+            mine = to_dict(getattr(self.cfg, key))
+            if d.get(key, before) != mine:
+                raise ConfigError(
+                    f"{key}: the saved mixer state was made with {d.get(key, before)!r}, the mix says {mine!r}; "
+                    f"{refuse} (held-out samples would move between training and evaluation)"
                 )
         for name, st in d["sources"].items():
             saved = st.get("order")

@@ -98,8 +98,12 @@ class SourceStream:
         seed: int,
         pack: bool,
         shuffle_window: int | None = None,
+        may_be_empty: bool = False,
     ):
         self.cfg, self.reader, self.seq_len, self.seed, self.pack = cfg, reader, seq_len, seed, pack
+        # a source with no usable sample ends instead of failing (a small held-out split may hold
+        # none of a small source's samples)
+        self.may_be_empty = may_be_empty
         self.name = cfg.name
         self.n = reader.num_rows
         if self.n == 0:
@@ -240,7 +244,7 @@ class SourceStream:
         """The next positions to scan (a new epoch when this one is done; None at the end of the
         last), the window sized by how fast the last one was used up."""
         if self._frontier_pos >= self.domain:
-            if self._epoch_whole and not self._epoch_docs:
+            if self._epoch_whole and not self._epoch_docs and not self.may_be_empty:
                 raise self._no_docs_error()
             if self.cfg.max_epochs is not None and self._frontier_epoch + 1 >= self.cfg.max_epochs:
                 self._ended = True

@@ -19,6 +19,7 @@ from trimodal.dataset.dataset import Dataset
 from trimodal.dataset.schema import MODALITIES
 from trimodal.dataset.shards import BATCH_ROWS
 from trimodal.dataset.storage import filesystem_for
+from trimodal.mixer.holdout import Split
 from trimodal.mixer.index import DatasetIndex
 from trimodal.mixer.mapped import MappedShards
 from trimodal.mixer.ranged import PreadShards, RangedShards
@@ -62,12 +63,14 @@ class ShardReader:
         cache_batches: int = 64,
         sources: list[str] | None = None,
         shared: SharedDataset | None = None,
+        split: Split | None = None,
     ):
         self.shared = shared or SharedDataset(dataset, cache_files=cache_files, cache_batches=cache_batches)
         self.dataset = dataset
         self.index, self.data = self.shared.index, self.shared.data
         self.uri = dataset.uri
         self.sources = frozenset(sources) if sources else None
+        self.split = split  # the held-out split's side this reader's planning keeps (holdout.py)
         if self.sources is None:
             self.shard_ids = None
             self.shard_starts = self.index.starts
@@ -93,7 +96,7 @@ class ShardReader:
     def lengths(self, g: np.ndarray):
         """(shard, row in shard, code counts [n, 3], kept-or-None) of sample indices."""
         s, local = self.locate(g)
-        lens, keep = self.index.lengths(s, local, self.sources)
+        lens, keep = self.index.lengths(s, local, self.sources, self.split)
         return s, local, lens, keep
 
     def codes(self, s: int, b: int, r: int):

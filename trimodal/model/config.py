@@ -325,6 +325,10 @@ class TrainConfig:
             raise ConfigError("prefetch: must be >= 0")
         if self.eval_batches:
             raise ConfigError("eval_batches: replaced by `eval: {mix, tokens, every}` (docs/training.md, Evaluation)")
+        if getattr(self.mix, "split", "train") != "train":
+            raise ConfigError(
+                "mix.split: a training mix reads the train split (eval is for `eval.mix` and `trimodal eval`)"
+            )
         if self.eval is not None and self.eval.mix is None and getattr(self.mix, "holdout", None) is None:
             raise ConfigError(
                 "eval.mix: not given, and the training mix has no holdout to evaluate on; give an eval mix"

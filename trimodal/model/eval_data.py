@@ -1,5 +1,5 @@
 """Where evaluation rows come from: one finite pass over an eval mix, the run's own mix, or
-(once the mixer has a `holdout`) the run's held-out split, cut into shards.
+the run's held-out split (the mix's `holdout`, mixer/holdout.py), cut into shards.
 
 A shard takes every n-th batch of `batch_rows` rows of the ONE global eval stream (batch i goes
 to shard i mod n) and yields each with the global index of its first row, so the rows, and
@@ -29,24 +29,22 @@ def mixer_pass(mix: MixConfig, split: str, shard: int, n_shards: int, batch_rows
     """(vocab, iterator of (step, batch)) for shard `shard` of `n_shards` over one finite pass.
 
     split "train": the mix's samples, every source read once (`max_epochs: 1`, whatever the
-    mix said); "eval": the mix's held-out samples (`holdout`), which needs the mixer's
-    `split` support. `vocab_uri` (the checkpoint's vocab.json) lays the ids out as the model
+    mix said; with a `holdout`, those not held out); "eval": the mix's held-out samples, the
+    mixer's `split: eval` (one pass). `vocab_uri` (the checkpoint's vocab.json) lays the ids out as the model
     knows them; the mixer refuses datasets whose fingerprints disagree with it."""
     from trimodal.mixer import Mixer
 
-    kwargs = {}
     if split == "eval":
-        if getattr(mix, "holdout", None) is None:
+        if mix.holdout is None:
             raise ConfigError(
-                "--split eval: the mix has no holdout (a `holdout:` section in the mix, which this version "
-                "of the mixer does not support yet); evaluate an eval mix with --mix EVAL.yaml instead"
+                "--split eval: the mix has no holdout (add `holdout: {fraction: 0.002, seed: 0}` to the "
+                "training mix), or evaluate an eval mix of its own with --mix EVAL.yaml"
             )
-        kwargs["split"] = "eval"  # the held-out samples, one finite pass
-        sources = mix.sources
+        sources = mix.sources  # the mixer's eval split reads each source once
     else:
         sources = [dataclasses.replace(s, max_epochs=1) for s in mix.sources]
-    cfg = dataclasses.replace(mix, sources=sources, global_batch=batch_rows, vocab=mix.vocab or vocab_uri)
-    mixer = Mixer(cfg, 0, 1, worker=shard, num_workers=n_shards, **kwargs)
+    cfg = dataclasses.replace(mix, sources=sources, split=split, global_batch=batch_rows, vocab=mix.vocab or vocab_uri)
+    mixer = Mixer(cfg, 0, 1, worker=shard, num_workers=n_shards)
 
     def batches():
         for i, batch in enumerate(mixer):
