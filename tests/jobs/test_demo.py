@@ -50,3 +50,6 @@ def test_demo_runs_the_whole_flow(tmp_path):
     assert sf.read(svc["files"]["audio"])[1] == 16000
     for name in ("tokenize.yaml", "mix.yaml", "train.yaml", "mix_shares.png", "demo_summary.json"):
         assert (workdir / name).is_file(), name
+    # training held a tenth of every source out and evaluated the model on it
+    assert set(summary["eval"]) == {"text", "image", "audio"}
+    assert all(0 < f["nelbo"] and 0 < f["unigram"] for f in summary["eval"].values())

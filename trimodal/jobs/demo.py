@@ -150,7 +150,7 @@ def service_stage(workdir: str, dataset: str, sources: list[dict], quiet: bool) 
 
 def mix_stage(workdir: str, dataset: str, seq_len: int, seed: int, quiet: bool) -> dict:
     """One dataset, three sources (filtered by source name inside it), the paper's default:
-    text packed, pairs padded."""
+    text packed, pairs padded; a tenth of every source held out for evaluation."""
     from trimodal.mixer.preview import format_preview, preview_mix
 
     _stage("mix preview", quiet)
@@ -162,6 +162,7 @@ def mix_stage(workdir: str, dataset: str, seq_len: int, seed: int, quiet: bool) 
             {"name": "image_text", "dataset": dataset, "share": 0.3, "dataset_sources": ["demo_images"]},
             {"name": "audio_text", "dataset": dataset, "share": 0.3, "dataset_sources": ["demo_audio"]},
         ],
+        "holdout": {"fraction": 0.1, "seed": seed},
     }
     _write_yaml(os.path.join(workdir, "mix.yaml"), mix)
     result = preview_mix(mix, steps=200, global_batch=16, plot=os.path.join(workdir, "mix_shares.png"))
@@ -195,6 +196,8 @@ def train_stage(workdir: str, mix: dict, tokenizers: dict, steps: int, seed: int
         },
         "checkpoint_every": max(1, steps // 2),
         "log_every": 10,
+        # the held-out tenth of the mix, every row, after the last step (summary.json "eval")
+        "eval": {"every": 0, "tokens": 1 << 20, "n_t": 4, "seeds": 2, "batch": 8},
         "seed": seed,
         "tokenizers": tokenizers,
     }
@@ -273,6 +276,7 @@ def demo(workdir, steps, seq_len, seed, fresh, quiet, as_json):
         "quarantined": tok["quarantined"],
         "mix": mix["preview"],
         "train": {k: train[k] for k in ("step", "first_loss", "final_loss", "checkpoint", "log_dir")},
+        "eval": {m: {k: f[k] for k in ("nelbo", "se", "unigram")} for m, f in train["eval"]["modality"].items()},
         "generated": {m: info["out"] for m, info in samples.items()},
         "service": service,
     }
@@ -281,6 +285,9 @@ def demo(workdir, steps, seq_len, seed, fresh, quiet, as_json):
     if as_json:
         click.echo(json.dumps(summary, default=str))
     else:
+        from trimodal.jobs.eval import format_table
+
+        click.echo(format_table({**train["eval"], "checkpoint": train["checkpoint"]}))
         click.secho(
             f"\ndemo done in {summary['wall_s']}s: {tok['samples']} samples tokenized; loss "
             f"{train['first_loss']:.3f} -> {train['final_loss']:.3f} over {train['step']} steps; "
