@@ -17,32 +17,28 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from trimodal.errors import ConfigError
 from trimodal.sweep.fits.common import (
     LEVEL,
     FitResult,
-    bootstrap,
-    bootstrap_warnings,
-    estimates,
-    huber,
-    minimize_multistart,
+    bootstrapped,
+    budget_table,
+    fit_linear_huber,
+    fit_result,
+    leave_largest_budget_out,
+    need_two_budgets,
+    per_budget,
     power_law,
 )
 from trimodal.sweep.fits.data import budget_key, pick_split, select
 
 MIN_POINTS = 3
+OPTIMUM = ("B_opt", "lr_opt")
 
 
 def _quadratic_vertex(lb, ll, y):
     """Vertex (log B, log η) of a Huber-fitted quadratic surface, or None when not convex."""
     X = np.stack([np.ones_like(lb), lb, ll, lb * lb, ll * ll, lb * ll], axis=1)
-
-    def fun(c):
-        r = X @ c - y
-        loss, dr = huber(r)
-        return float(loss.sum()), X.T @ dr
-
-    c = minimize_multistart(fun, [np.linalg.lstsq(X, y, rcond=None)[0]]).x
+    c = fit_linear_huber(X, y, np.linalg.lstsq(X, y, rcond=None)[0])
     H = np.array([[2 * c[3], c[5]], [c[5], 2 * c[4]]])
     if np.any(np.linalg.eigvalsh(H) <= 0):
         return None
@@ -102,12 +98,10 @@ def fit_batch(
     data = select(df, target, rows, split)
     data = data.assign(budget=budget_key(data))
     optima, warnings = _optima(data, strict=False)
-    if len(optima) < 2:
-        raise ConfigError(
-            f"batch: {len(optima)} budget(s) with at least {MIN_POINTS} points over more than one batch size or learning rate; the power laws need 2"
-        )
-    if len(optima) == 2:
-        warnings.append("only 2 budgets: the power laws pass exactly through them")
+    warnings += need_two_budgets(
+        optima,
+        f"batch: {len(optima)} budget(s) with at least {MIN_POINTS} points over more than one batch size or learning rate; the power laws need 2",
+    )
     for col in ("logical_batch", "lr_base"):
         if all(g[col].nunique() < 2 for _, g in data[data["budget"].isin([o["C"] for o in optima])].groupby("budget")):
             warnings.append(f"{col} takes one value per budget: its law only restates the values run")
@@ -116,47 +110,22 @@ def fit_batch(
     data = data[data["budget"].isin([o["C"] for o in optima])]
 
     def flat(opt):
-        out = _laws(opt)
-        for i, o in enumerate(opt):
-            out.update({f"B_opt@{i}": o["B_opt"], f"lr_opt@{i}": o["lr_opt"]})
-        return out
+        return {**_laws(opt), **per_budget(opt, OPTIMUM)}
 
-    draws, failed = (
-        bootstrap(data, lambda s: flat(_optima(s, True)[0]), n_bootstrap, seed, "budget") if n_bootstrap else ({}, 0)
+    est, draws, more = bootstrapped(
+        data, lambda s: flat(_optima(s, True)[0]), flat(optima), n_bootstrap, seed, level, "budget"
     )
-    warnings += bootstrap_warnings(n_bootstrap, failed)
-    est = estimates(flat(optima), draws, level)
-    table = [{**o, "B_opt": est[f"B_opt@{i}"], "lr_opt": est[f"lr_opt@{i}"]} for i, o in enumerate(optima)]
-    return FitResult(
-        law="batch",
-        target=target,
-        rows=rows,
-        split=split,
-        n_points=len(data),
-        n_trials=data["trial"].nunique(),
+    return fit_result(
+        "batch",
+        data,
+        target,
+        rows,
+        split,
+        n_bootstrap,
+        level,
+        draws,
         params={k: est[k] for k in ("k_B", "b_B", "k_lr", "b_lr")},
-        table=table,
-        leave_out=_leave_largest_out(optima),
-        warnings=warnings,
-        bootstrap=n_bootstrap,
-        level=level,
-        samples=draws,
+        table=budget_table(optima, est, OPTIMUM),
+        leave_out=leave_largest_budget_out(optima, _laws, {"B_opt": ("k_B", "b_B"), "lr_opt": ("k_lr", "b_lr")}),
+        warnings=warnings + more,
     )
-
-
-def _leave_largest_out(optima) -> dict:
-    top = optima[-1]
-    what = f"largest budget C={top['C']:.3g}"
-    if len(optima) < 3:
-        return {"held_out": what, "skipped": "needs 3 budgets (2 to fit, 1 to predict)"}
-    law = _laws(optima[:-1])
-    b, lr = law["k_B"] * top["C"] ** law["b_B"], law["k_lr"] * top["C"] ** law["b_lr"]
-    return {
-        "held_out": what,
-        "B_opt_predicted": b,
-        "B_opt_fitted": top["B_opt"],
-        "B_opt_rel_error": abs(b / top["B_opt"] - 1),
-        "lr_opt_predicted": lr,
-        "lr_opt_fitted": top["lr_opt"],
-        "lr_opt_rel_error": abs(lr / top["lr_opt"] - 1),
-    }

@@ -27,9 +27,8 @@ from trimodal.errors import ConfigError
 from trimodal.sweep.fits.common import (
     LEVEL,
     FitResult,
-    bootstrap,
-    bootstrap_warnings,
-    estimates,
+    bootstrapped,
+    fit_result,
     huber,
     largest_budget_split,
     minimize_multistart,
@@ -185,10 +184,8 @@ def fit_chinchilla(
         th, _ = _theta_of(sample, n_col, best_starts)
         return {**th, **derived_of(th)}
 
-    draws, failed = bootstrap(data, fit_once, n_bootstrap, seed) if n_bootstrap else ({}, 0)
-    warnings += bootstrap_warnings(n_bootstrap, failed)
-    point = {**theta, **derived_of(theta)}
-    est = estimates(point, draws, level)
+    est, draws, more = bootstrapped(data, fit_once, {**theta, **derived_of(theta)}, n_bootstrap, seed, level)
+    warnings += more
     n_opt, d_opt = compute_optimal(theta, flops, cs)
     table = [
         {
@@ -200,28 +197,27 @@ def fit_chinchilla(
         for i, c in enumerate(cs)
     ]
     resid = np.log(data["nelbo"].to_numpy()) - np.log(predict(theta, data[n_col], data["tokens"]))
-    return FitResult(
-        law="chinchilla",
-        target=target,
-        rows=rows,
-        split=split,
-        n_points=len(data),
-        n_trials=data["trial"].nunique(),
+    return fit_result(
+        "chinchilla",
+        data,
+        target,
+        rows,
+        split,
+        n_bootstrap,
+        level,
+        draws,
         params={k: est[k] for k in PARAMS},
         derived={k: est[k] for k in ("a", "b")},
         table=table,
         leave_out=_leave_largest_out(data, budgets, n_col),
         warnings=warnings,
         converged=converged,
-        bootstrap=n_bootstrap,
-        level=level,
         info={
             "n_column": n_col,
             "starts": starts,
             "flops_per_token": flops.to_dict(),
             "rmse_log": float(np.sqrt(np.mean(resid**2))),
         },
-        samples=draws,
     )
 
 

@@ -16,10 +16,13 @@ import ctypes
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize
+
+from trimodal.errors import ConfigError
 
 DELTA = 1e-3
 LEVEL = 0.95
@@ -95,6 +98,17 @@ def minimize_multistart(
     return Optimum(np.asarray(best.x), float(best.fun), ok, n)
 
 
+def fit_linear_huber(X: np.ndarray, y: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Huber-robust coefficients c of y ≈ X·c, by L-BFGS from `start`."""
+
+    def fun(c):
+        r = X @ c - y
+        loss, dr = huber(r)
+        return float(loss.sum()), X.T @ dr
+
+    return minimize_multistart(fun, [start]).x
+
+
 @dataclass
 class Estimate:
     """A fitted value and its bootstrap interval (None without bootstrap)."""
@@ -151,6 +165,31 @@ class FitResult:
             "warnings": list(self.warnings),
             "info": _jsonable(self.info),
         }
+
+
+def fit_result(
+    law: str,
+    data: pd.DataFrame,
+    target: str,
+    rows: str,
+    split: str,
+    n_bootstrap: int,
+    level: float,
+    draws: dict[str, np.ndarray],
+    **fields,
+) -> FitResult:
+    """A law's FitResult over the rows of `data`: its points and trials are counted there unless
+    `fields` gives `n_points`, `n_trials`."""
+    fields.setdefault("n_points", len(data))
+    fields.setdefault("n_trials", data["trial"].nunique())
+    return FitResult(
+        law=law, target=target, rows=rows, split=split, bootstrap=n_bootstrap, level=level, samples=draws, **fields
+    )
+
+
+def leave_out_items(leave_out: dict) -> list[tuple[str, Any]]:
+    """The figures of a leave-out to print: all but `held_out` and the per-modality blocks."""
+    return [(k, v) for k, v in leave_out.items() if k != "held_out" and not isinstance(v, dict)]
 
 
 def _num(x):
@@ -231,6 +270,57 @@ def bootstrap_warnings(n: int, failed: int) -> list[str]:
     if n and failed > n // 10:
         return [f"{failed} of {n} bootstrap resamples could not be fitted; intervals use the rest"]
     return []
+
+
+def bootstrapped(
+    data: pd.DataFrame,
+    fit_once: Callable[[pd.DataFrame], dict[str, float]],
+    point: dict[str, float],
+    n: int,
+    seed: int,
+    level: float,
+    strata: str | None = None,
+) -> tuple[dict[str, Estimate], dict[str, np.ndarray], list[str]]:
+    """`point` with the intervals of `fit_once` on `n` trial resamples (none when n is 0): the
+    estimates, the draws and the warnings about failed resamples."""
+    draws, failed = bootstrap(data, fit_once, n, seed, strata) if n else ({}, 0)
+    return estimates(point, draws, level), draws, bootstrap_warnings(n, failed)
+
+
+def per_budget(optima: list[dict], keys: tuple[str, ...]) -> dict[str, float]:
+    """The optima's `keys` as `key@i` (i: the budget's index), the values the bootstrap redraws."""
+    return {f"{k}@{i}": o[k] for i, o in enumerate(optima) for k in keys}
+
+
+def budget_table(optima: list[dict], est: dict[str, Estimate], keys: tuple[str, ...]) -> list[dict]:
+    """The optima as table rows, their `keys` replaced by the estimates of `per_budget`."""
+    return [{**o, **{k: est[f"{k}@{i}"] for k in keys}} for i, o in enumerate(optima)]
+
+
+def need_two_budgets(optima: list[dict], refusal: str) -> list[str]:
+    """Refuse (ConfigError `refusal`) fewer than 2 fitted budgets; warn at exactly 2."""
+    if len(optima) < 2:
+        raise ConfigError(refusal)
+    return ["only 2 budgets: the power laws pass exactly through them"] if len(optima) == 2 else []
+
+
+def leave_largest_budget_out(
+    optima: list[dict], laws: Callable[[list[dict]], dict], keys: dict[str, tuple[str, str]]
+) -> dict:
+    """Power laws through all optima but the largest budget's, predicting its optimum: per name
+    in `keys`, `laws`' (coefficient, exponent) of that name's law."""
+    top = optima[-1]
+    what = f"largest budget C={top['C']:.3g}"
+    if len(optima) < 3:
+        return {"held_out": what, "skipped": "needs 3 budgets (2 to fit, 1 to predict)"}
+    law = laws(optima[:-1])
+    out: dict = {"held_out": what}
+    for name, (k, e) in keys.items():
+        pred = law[k] * top["C"] ** law[e]
+        out.update(
+            {f"{name}_predicted": pred, f"{name}_fitted": top[name], f"{name}_rel_error": abs(pred / top[name] - 1)}
+        )
+    return out
 
 
 def power_law(c: np.ndarray, y: np.ndarray) -> tuple[float, float]:

@@ -21,28 +21,25 @@ from trimodal.errors import ConfigError
 from trimodal.sweep.fits.common import (
     LEVEL,
     FitResult,
-    bootstrap,
-    bootstrap_warnings,
-    estimates,
-    huber,
-    minimize_multistart,
+    bootstrapped,
+    budget_table,
+    fit_linear_huber,
+    fit_result,
+    leave_largest_budget_out,
+    need_two_budgets,
+    per_budget,
     power_law,
 )
 from trimodal.sweep.fits.data import FlopsPerToken, pick_split, select
 
 MIN_SIZES = 3
+OPTIMUM = ("N_opt", "D_opt", "L_opt")
 
 
 def fit_parabola(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Huber-robust (c0, c1, c2) of y ≈ c0 + c1·x + c2·x² (x as given)."""
     X = np.stack([np.ones_like(x), x, x * x], axis=1)
-
-    def fun(c):
-        r = X @ c - y
-        loss, dr = huber(r)
-        return float(loss.sum()), X.T @ dr
-
-    return minimize_multistart(fun, [np.polyfit(x, y, 2)[::-1]]).x
+    return fit_linear_huber(X, y, np.polyfit(x, y, 2)[::-1])
 
 
 def _budget_optima(data: pd.DataFrame, n_col: str, flops: FlopsPerToken, strict: bool) -> tuple[list[dict], list[str]]:
@@ -110,62 +107,36 @@ def fit_isoflop(
         raise ConfigError("isoflop: no rows with budget_flops; the law needs an isoFLOP sweep (budget: in SWEEP.yaml)")
     flops = FlopsPerToken(*(data[c].to_numpy(float) for c in (n_col, "flops", "tokens")))
     optima, warnings = _budget_optima(data, n_col, flops, strict=False)
-    if len(optima) < 2:
-        raise ConfigError(f"isoflop: {len(optima)} budget(s) with a fitted optimum; the power laws need at least 2")
-    if len(optima) == 2:
-        warnings.append("only 2 budgets: the power laws pass exactly through them")
+    warnings += need_two_budgets(
+        optima, f"isoflop: {len(optima)} budget(s) with a fitted optimum; the power laws need at least 2"
+    )
     kept = [o["C"] for o in optima]
     data = data[data["budget_flops"].isin(kept)]
-    point = _laws(optima)
-    for i, o in enumerate(optima):
-        point.update({f"N_opt@{i}": o["N_opt"], f"D_opt@{i}": o["D_opt"], f"L_opt@{i}": o["L_opt"]})
 
-    def fit_once(sample):
-        opt, _ = _budget_optima(sample, n_col, flops, strict=True)
-        out = _laws(opt)
-        for i, o in enumerate(opt):
-            out.update({f"N_opt@{i}": o["N_opt"], f"D_opt@{i}": o["D_opt"], f"L_opt@{i}": o["L_opt"]})
-        return out
+    def flat(opt):
+        return {**_laws(opt), **per_budget(opt, OPTIMUM)}
 
-    draws, failed = bootstrap(data, fit_once, n_bootstrap, seed, strata="budget_flops") if n_bootstrap else ({}, 0)
-    warnings += bootstrap_warnings(n_bootstrap, failed)
-    est = estimates(point, draws, level)
-    table = [
-        {**o, "N_opt": est[f"N_opt@{i}"], "D_opt": est[f"D_opt@{i}"], "L_opt": est[f"L_opt@{i}"]}
-        for i, o in enumerate(optima)
-    ]
-    return FitResult(
-        law="isoflop",
-        target=target,
-        rows=rows,
-        split=split,
-        n_points=len(data),
-        n_trials=data["trial"].nunique(),
-        params={k: est[k] for k in ("a", "k_N", "b", "k_D")},
-        table=table,
-        leave_out=_leave_largest_out(optima),
-        warnings=warnings,
-        bootstrap=n_bootstrap,
-        level=level,
-        info={"n_column": n_col, "flops_per_token": flops.to_dict()},
-        samples=draws,
+    est, draws, more = bootstrapped(
+        data,
+        lambda s: flat(_budget_optima(s, n_col, flops, strict=True)[0]),
+        flat(optima),
+        n_bootstrap,
+        seed,
+        level,
+        strata="budget_flops",
     )
-
-
-def _leave_largest_out(optima: list[dict]) -> dict:
-    """Power laws through all optima but the largest budget's, predicting its N*, D*."""
-    what = f"largest budget C={optima[-1]['C']:.3g}"
-    if len(optima) < 3:
-        return {"held_out": what, "skipped": "needs 3 budgets (2 to fit, 1 to predict)"}
-    laws = _laws(optima[:-1])
-    top = optima[-1]
-    n_pred, d_pred = laws["k_N"] * top["C"] ** laws["a"], laws["k_D"] * top["C"] ** laws["b"]
-    return {
-        "held_out": what,
-        "N_opt_predicted": n_pred,
-        "N_opt_fitted": top["N_opt"],
-        "N_opt_rel_error": abs(n_pred / top["N_opt"] - 1),
-        "D_opt_predicted": d_pred,
-        "D_opt_fitted": top["D_opt"],
-        "D_opt_rel_error": abs(d_pred / top["D_opt"] - 1),
-    }
+    return fit_result(
+        "isoflop",
+        data,
+        target,
+        rows,
+        split,
+        n_bootstrap,
+        level,
+        draws,
+        params={k: est[k] for k in ("a", "k_N", "b", "k_D")},
+        table=budget_table(optima, est, OPTIMUM),
+        leave_out=leave_largest_budget_out(optima, _laws, {"N_opt": ("k_N", "a"), "D_opt": ("k_D", "b")}),
+        warnings=warnings + more,
+        info={"n_column": n_col, "flops_per_token": flops.to_dict()},
+    )

@@ -24,9 +24,8 @@ from trimodal.errors import ConfigError
 from trimodal.sweep.fits.common import (
     LEVEL,
     FitResult,
-    bootstrap,
-    bootstrap_warnings,
-    estimates,
+    bootstrapped,
+    fit_result,
     huber,
     minimize_multistart,
     relative_error,
@@ -206,14 +205,17 @@ def fit_mixing(
         }
         return flat(lw, optimal_shares(lw, w, [r_opt]))
 
-    draws, failed = bootstrap(data, fit_once, n_bootstrap, seed) if n_bootstrap else ({}, 0)
-    warnings += bootstrap_warnings(n_bootstrap, failed)
-    est = estimates(flat(laws, r_opt), draws, level)
-    return FitResult(
-        law="mixing",
-        target=target,
-        rows=rows,
-        split=split,
+    est, draws, more = bootstrapped(data, fit_once, flat(laws, r_opt), n_bootstrap, seed, level)
+    warnings += more
+    return fit_result(
+        "mixing",
+        data,
+        target,
+        rows,
+        split,
+        n_bootstrap,
+        level,
+        draws,
         n_points=len(data) * len(mods),
         n_trials=len(data),
         params={k: v for k, v in est.items() if not k.startswith("opt.")},
@@ -221,10 +223,7 @@ def fit_mixing(
         leave_out=_leave_extremes_out(data, cols, laws, rng),
         warnings=warnings,
         converged=converged,
-        bootstrap=n_bootstrap,
-        level=level,
         info={"sources": cols, "reference": cols[-1], "modalities": mods, "weights": w, "laws": laws},
-        samples=draws,
     )
 
 
