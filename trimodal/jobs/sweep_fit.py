@@ -54,11 +54,9 @@ def format_result(d: dict) -> str:
             lines.append("  " + "  ".join(cells))
     lo = d["leave_out"]
     if lo:
-        rest = ", ".join(
-            f"{k}={_fmt(v) if isinstance(v, float) else v}"
-            for k, v in lo.items()
-            if k != "held_out" and not isinstance(v, dict)
-        )
+        from trimodal.sweep.fits.common import leave_out_items
+
+        rest = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in leave_out_items(lo))
         lines += ["", f"leave-largest-out ({lo['held_out']}): {rest}"]
     for w in d["warnings"]:
         lines.append(f"warning: {w}")

@@ -13,6 +13,7 @@ mix must leave `global_batch` out.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
@@ -194,6 +195,19 @@ class SyntheticStreamConfig:
 STREAM_KINDS = ("mixer", "synthetic")
 
 
+def _read_mix_yaml(path: str, key: str, parse: Callable[[Any, str], Any]) -> Any:
+    """The mix YAML at `path` given to `parse` (stream_config or eval_mix_config): an error
+    reading it names `key`, an error in what it holds names the file."""
+    try:
+        data = load_yaml(path)
+    except ConfigError as e:
+        raise ConfigError(f"{key}: {e}") from e
+    try:
+        return parse(data, key)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from e
+
+
 def stream_config(value: Any, key: str = "mix") -> MixConfig | SyntheticStreamConfig:
     """A training stream's config from a mapping, the path of a YAML holding one, or a config
     (checked again). ``kind`` chooses the stream: "mixer" (default) or "synthetic". A mixer mix
@@ -202,14 +216,7 @@ def stream_config(value: Any, key: str = "mix") -> MixConfig | SyntheticStreamCo
     if isinstance(value, (MixConfig, SyntheticStreamConfig)):
         value = to_dict(value)
     if isinstance(value, str):
-        try:
-            data = load_yaml(value)
-        except ConfigError as e:
-            raise ConfigError(f"{key}: {e}") from e
-        try:
-            return stream_config(data, key)
-        except ConfigError as e:
-            raise ConfigError(f"{value}: {e}") from e
+        return _read_mix_yaml(value, key, stream_config)
     if not isinstance(value, dict):
         raise ConfigError(f"{key}: expected a mix mapping or the path of a mix YAML, got {value!r}")
     kind = value.get("kind", "mixer")
@@ -236,14 +243,7 @@ def eval_mix_config(value: Any, key: str = "eval.mix") -> MixConfig | SyntheticS
     if isinstance(value, (MixConfig, SyntheticStreamConfig)):
         value = to_dict(value)
     if isinstance(value, str):
-        try:
-            data = load_yaml(value)
-        except ConfigError as e:
-            raise ConfigError(f"{key}: {e}") from e
-        try:
-            return eval_mix_config(data, key)
-        except ConfigError as e:
-            raise ConfigError(f"{value}: {e}") from e
+        return _read_mix_yaml(value, key, eval_mix_config)
     if isinstance(value, dict):
         value = {k: v for k, v in value.items() if k != "global_batch"}
     return stream_config(value, key)

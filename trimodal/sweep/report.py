@@ -19,7 +19,7 @@ import pandas as pd
 from trimodal.errors import ConfigError
 from trimodal.sweep import plots
 from trimodal.sweep.fits import fit
-from trimodal.sweep.fits.common import FitResult
+from trimodal.sweep.fits.common import FitResult, leave_out_items
 from trimodal.sweep.fits.data import pick_split, select, share_columns
 
 FIT_ERRORS = (ConfigError, ValueError, FloatingPointError, np.linalg.LinAlgError)
@@ -81,9 +81,7 @@ def _fit_section(law: str, res: FitResult | str) -> str:
     lo = d["leave_out"]
     if lo:
         items = ", ".join(
-            f"{k} = {_f(v) if isinstance(v, float) else html.escape(str(v))}"
-            for k, v in lo.items()
-            if k != "held_out" and not isinstance(v, dict)
+            f"{k} = {_f(v) if isinstance(v, float) else html.escape(str(v))}" for k, v in leave_out_items(lo)
         )
         out.append(f"<p>Leave-largest-out ({html.escape(lo['held_out'])}): {items}</p>")
     out += [f"<p class='warn'>warning: {html.escape(w)}</p>" for w in res.warnings]
