@@ -9,22 +9,32 @@ import numpy as np
 import pytest
 import yaml
 
+from tests.model.conftest import FPS as MODEL_FPS
 from trimodal.cli import main
 from trimodal.dataset.dataset import build_dataset
 from trimodal.jobs.eval import run_eval
 from trimodal.jobs.train import run_train
 
-FPS = {
-    "text": {"kind": "sentencepiece", "name": "t", "codebook_size": 40, "levels": 1, "weights_sha256": "t"},
-    "image": {
-        "kind": "vqmodel",
-        "name": "i",
-        "codebook_size": 16,
-        "levels": 1,
-        "code_grid": [2, 2],
-        "weights_sha256": "i",
-    },
-}
+# the model tests' fingerprints, text and image only
+FPS = {m: MODEL_FPS[m] for m in ("text", "image")}
+
+
+def _train(mix, output, steps, **extra):
+    """Train a tiny run in process (`steps` steps of 4 rows, a checkpoint after the last); its config."""
+    cfg = {
+        "mix": mix,
+        "output": output,
+        "steps": steps,
+        "physical_batch": 4,
+        "logical_batch": 4,
+        "checkpoint_every": steps,
+        "tensorboard": False,
+        "prefetch": 0,
+        "optim": {"warmup_steps": 1},
+        **extra,
+    }
+    run_train(cfg, in_process=True)
+    return cfg
 
 
 def _dataset(path, n=24, seed=0):
@@ -53,18 +63,7 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("evalrun")
     train_ds, eval_ds = _dataset(root / "train"), _dataset(root / "eval", n=18, seed=1)
     mix = {"sources": [{"name": "d", "dataset": train_ds, "share": 1.0, "reverse_prob": 0.5}], "seq_len": 32, "seed": 0}
-    cfg = {
-        "mix": mix,
-        "output": str(root / "run"),
-        "steps": 3,
-        "physical_batch": 4,
-        "logical_batch": 4,
-        "checkpoint_every": 3,
-        "tensorboard": False,
-        "prefetch": 0,
-        "optim": {"warmup_steps": 1},
-    }
-    run_train(cfg, in_process=True)
+    cfg = _train(mix, str(root / "run"), 3)
     eval_mix = root / "eval.yaml"
     eval_mix.write_text(
         yaml.safe_dump(
@@ -190,19 +189,7 @@ def test_a_run_with_a_holdout_evaluates_its_held_out_split(tmp_path):
         "holdout": {"fraction": 0.25, "seed": 1},
     }
     ev = {"every": 0, "tokens": 1 << 20, "n_t": 2, "seeds": 2, "batch": 4}  # every held-out row
-    cfg = {
-        "mix": mix,
-        "output": str(tmp_path / "run"),
-        "steps": 2,
-        "physical_batch": 4,
-        "logical_batch": 4,
-        "checkpoint_every": 2,
-        "tensorboard": False,
-        "prefetch": 0,
-        "optim": {"warmup_steps": 1},
-        "eval": ev,
-    }
-    run_train(cfg, in_process=True)
+    _train(mix, str(tmp_path / "run"), 2, eval=ev)
     final = json.loads((tmp_path / "run" / "summary.json").read_text())["eval"]
     assert final["split"] == "eval"
     res = run_eval(str(tmp_path / "run"), split="eval", n_t=2, seeds=2, batch=4, in_process=True)
