@@ -27,12 +27,13 @@ from trimodal.sweep.fits.common import (
     leave_largest_budget_out,
     need_two_budgets,
     per_budget,
-    power_law,
+    power_laws,
 )
 from trimodal.sweep.fits.data import budget_key, pick_split, select
 
 MIN_POINTS = 3
 OPTIMUM = ("B_opt", "lr_opt")
+LAWS = {"B_opt": ("k_B", "b_B"), "lr_opt": ("k_lr", "b_lr")}  # optimum: (coefficient, exponent) of its law
 
 
 def _quadratic_vertex(lb, ll, y):
@@ -78,13 +79,6 @@ def _optima(data: pd.DataFrame, strict: bool) -> tuple[list[dict], list[str]]:
     return out, warnings
 
 
-def _laws(optima):
-    c = np.array([o["C"] for o in optima])
-    kb, eb = power_law(c, np.array([o["B_opt"] for o in optima]))
-    kl, el = power_law(c, np.array([o["lr_opt"] for o in optima]))
-    return {"k_B": kb, "b_B": eb, "k_lr": kl, "b_lr": el}
-
-
 def fit_batch(
     df: pd.DataFrame,
     target: str = "all",
@@ -110,7 +104,7 @@ def fit_batch(
     data = data[data["budget"].isin([o["C"] for o in optima])]
 
     def flat(opt):
-        return {**_laws(opt), **per_budget(opt, OPTIMUM)}
+        return {**power_laws(opt, LAWS), **per_budget(opt, OPTIMUM)}
 
     est, draws, more = bootstrapped(
         data, lambda s: flat(_optima(s, True)[0]), flat(optima), n_bootstrap, seed, level, "budget"
@@ -126,6 +120,6 @@ def fit_batch(
         draws,
         params={k: est[k] for k in ("k_B", "b_B", "k_lr", "b_lr")},
         table=budget_table(optima, est, OPTIMUM),
-        leave_out=leave_largest_budget_out(optima, _laws, {"B_opt": ("k_B", "b_B"), "lr_opt": ("k_lr", "b_lr")}),
+        leave_out=leave_largest_budget_out(optima, LAWS),
         warnings=warnings + more,
     )

@@ -304,19 +304,27 @@ def need_two_budgets(optima: list[dict], refusal: str) -> list[str]:
     return ["only 2 budgets: the power laws pass exactly through them"] if len(optima) == 2 else []
 
 
-def leave_largest_budget_out(
-    optima: list[dict], laws: Callable[[list[dict]], dict], keys: dict[str, tuple[str, str]]
-) -> dict:
-    """Power laws through all optima but the largest budget's, predicting its optimum: per name
-    in `keys`, `laws`' (coefficient, exponent) of that name's law."""
+def power_laws(optima: list[dict], laws: dict[str, tuple[str, str]]) -> dict[str, float]:
+    """Per name in `laws`, the power law through the optima's `name` against their budget C:
+    its (coefficient, exponent), under the names `laws` gives them."""
+    c = np.array([o["C"] for o in optima])
+    out = {}
+    for name, (k, e) in laws.items():
+        out[k], out[e] = power_law(c, np.array([o[name] for o in optima]))
+    return out
+
+
+def leave_largest_budget_out(optima: list[dict], laws: dict[str, tuple[str, str]]) -> dict:
+    """The power laws of `laws` (as in power_laws) through all optima but the largest budget's,
+    predicting its optimum."""
     top = optima[-1]
     what = f"largest budget C={top['C']:.3g}"
     if len(optima) < 3:
         return {"held_out": what, "skipped": "needs 3 budgets (2 to fit, 1 to predict)"}
-    law = laws(optima[:-1])
+    fitted = power_laws(optima[:-1], laws)
     out: dict = {"held_out": what}
-    for name, (k, e) in keys.items():
-        pred = law[k] * top["C"] ** law[e]
+    for name, (k, e) in laws.items():
+        pred = fitted[k] * top["C"] ** fitted[e]
         out.update(
             {f"{name}_predicted": pred, f"{name}_fitted": top[name], f"{name}_rel_error": abs(pred / top[name] - 1)}
         )

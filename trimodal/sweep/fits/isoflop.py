@@ -28,12 +28,13 @@ from trimodal.sweep.fits.common import (
     leave_largest_budget_out,
     need_two_budgets,
     per_budget,
-    power_law,
+    power_laws,
 )
 from trimodal.sweep.fits.data import FlopsPerToken, pick_split, select
 
 MIN_SIZES = 3
 OPTIMUM = ("N_opt", "D_opt", "L_opt")
+LAWS = {"N_opt": ("k_N", "a"), "D_opt": ("k_D", "b")}  # optimum: (coefficient, exponent) of its law
 
 
 def fit_parabola(x: np.ndarray, y: np.ndarray) -> np.ndarray:
@@ -83,13 +84,6 @@ def _budget_optima(data: pd.DataFrame, n_col: str, flops: FlopsPerToken, strict:
     return out, warnings
 
 
-def _laws(optima: list[dict]) -> dict:
-    c = np.array([o["C"] for o in optima])
-    kn, a = power_law(c, np.array([o["N_opt"] for o in optima]))
-    kd, b = power_law(c, np.array([o["D_opt"] for o in optima]))
-    return {"a": a, "b": b, "k_N": kn, "k_D": kd}
-
-
 def fit_isoflop(
     df: pd.DataFrame,
     target: str = "all",
@@ -114,7 +108,7 @@ def fit_isoflop(
     data = data[data["budget_flops"].isin(kept)]
 
     def flat(opt):
-        return {**_laws(opt), **per_budget(opt, OPTIMUM)}
+        return {**power_laws(opt, LAWS), **per_budget(opt, OPTIMUM)}
 
     est, draws, more = bootstrapped(
         data,
@@ -136,7 +130,7 @@ def fit_isoflop(
         draws,
         params={k: est[k] for k in ("a", "k_N", "b", "k_D")},
         table=budget_table(optima, est, OPTIMUM),
-        leave_out=leave_largest_budget_out(optima, _laws, {"N_opt": ("k_N", "a"), "D_opt": ("k_D", "b")}),
+        leave_out=leave_largest_budget_out(optima, LAWS),
         warnings=warnings + more,
         info={"n_column": n_col, "flops_per_token": flops.to_dict()},
     )
