@@ -116,10 +116,7 @@ class Ingress:
             body += chunk
             if len(body) > limit:
                 raise ServiceError("too_large", f"request body exceeds serve.max_request_bytes={limit}")
-        try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ServiceError("malformed_json", f"the request body is not valid JSON ({e})") from None
+        return requests.parse_body(bytes(body))
 
     async def _send(self, batcher: Batcher, item):
         """One item through a modality's batcher to its codec deployment."""
