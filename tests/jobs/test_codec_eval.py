@@ -201,3 +201,17 @@ def test_cli_compare_and_eval(tmp_path, capsys, monkeypatch, image_codec_dir):
         main(["codec", "eval", image_codec_dir, "--on", str(tmp_path / "ident")])
     assert e.value.code == 4
     assert not math.isnan(r["a"]["metrics"]["psnr"]["mean"])
+
+
+@pytest.mark.slow  # tiny_dataset runs the tokenize job on Ray
+def test_on_a_dataset_samples_come_through_their_origin(tiny_dataset, tokenizer_specs):
+    from trimodal.jobs.codec_eval import compare, load_samples
+    from trimodal.tokenizers.base import load_tokenizer
+
+    samples = load_samples([tiny_dataset["uri"]], "audio", 2)
+    assert len(samples) == 2 and all("#" in s.origin and isinstance(s.raw, bytes) for s in samples)
+    codec = load_tokenizer("vqmodel", tokenizer_specs["image"]["path"], device="cpu")
+    r = compare(codec, IdentityImage(), [tiny_dataset["uri"]], n=3)
+    assert r["a"]["samples"] == r["b"]["samples"] == 3
+    assert r["b"]["metrics"]["psnr"]["mean"] == 100.0 and r["paired"]["psnr"]["better"] == "B"
+    assert [s["name"] for s in r["per_sample"]] == [s.name for s in load_samples([tiny_dataset["uri"]], "image", 3)]
