@@ -99,7 +99,7 @@ class _Page(HTMLParser):
             self.imgs.append(a["src"])
         elif tag == "audio":
             self.audio.append(a["src"])
-        self._td_better = tag == "td" and a.get("class") == "better"
+        self._td_better = tag == "td" and a.get("class") in ("better", "tie")
 
     def handle_data(self, data):
         if self._td_better and data.strip():

@@ -74,7 +74,8 @@ def write_page(out: str, samples: list, runs: list, paired: dict | None, on: lis
         d = 4 if metric in ("ssim", "mel_distance") else 2
         row = f"<tr><td>{e(UNITS[metric])}</td>" + "".join(f"<td>{_ci(s['metrics'][metric], d)}</td>" for s in sums)
         if paired:
-            row += f'<td>{_ci(paired[metric], d)}</td><td class="better">{e(paired[metric]["better"])}</td>'
+            better = paired[metric]["better"]
+            row += f'<td>{_ci(paired[metric], d)}</td><td class="{"tie" if better == "tie" else "better"}">{e(better)}</td>'
         parts.append(row + "</tr>")
     parts.append(
         "<tr><td>tokens / sample</td>"
