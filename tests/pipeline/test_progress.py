@@ -48,7 +48,7 @@ def test_live_counts_move_the_line_and_the_eta_comes_from_bytes():
                 "records": 256,
                 "kept": 250,
                 "quarantined": 6,
-                "bytes_read": 250,
+                "bytes_read": 300,
                 "tokens": {"image": 16000},
             }
         }
@@ -56,11 +56,14 @@ def test_live_counts_move_the_line_and_the_eta_comes_from_bytes():
     p.maybe_print(force=True)
     line = out.getvalue().strip()
     assert "inputs 0/2 (resumed 0, 1 running)" in line and "samples 250 (" in line, line
-    assert "quarantined 6 of 256 records" in line and "image=16000" in line and "read 250 B of 1000 B" in line, line
+    assert "quarantined 6 of 256 records" in line and "image=16000" in line and "read 256 B of 1000 B" in line, line
     assert "ETA ?" not in line  # 250 of 1000 bytes: three times the elapsed time to go
-    p.set_live({})
-    p.input_done(size=1000)
-    assert p.totals()["bytes"] == 1000 and p.eta(1000) == "0s"
+    # 300 bytes read for 300 records, of which 256 finished: 256 bytes count as consumed
+    assert p.totals()["bytes"] == 256
+    p.add_records(300, 6, {"image": 19000})
+    p.input_done(size=1000, key="a")  # its marker's counts replace its live ones
+    assert p.totals()["samples"] == 294
+    assert p.totals()["bytes"] == 1000 and p.eta(1000) == "0s" and p.live == {}
 
 
 def test_a_terminal_gets_a_bar_over_the_input_bytes():
@@ -70,7 +73,7 @@ def test_a_terminal_gets_a_bar_over_the_input_bytes():
 
     out = Tty()
     p = Progress(1, interval_s=0.0, stream=out, bytes_total=2048)
-    p.set_live({"a": {"kept": 7, "bytes_read": 1024}})
+    p.set_live({"a": {"kept": 7, "read": 8, "records": 8, "bytes_read": 1024}})
     p.maybe_print(force=True)
     assert p.bar is not None and p.bar.n == 1024
     p.close()

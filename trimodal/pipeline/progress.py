@@ -31,6 +31,15 @@ def _rate(n: float, secs: float) -> str:
     return f"{r / 1e6:.2f}M" if r >= 1e6 else f"{r / 1e3:.1f}k" if r >= 1e3 else f"{r:.1f}"
 
 
+def _consumed(c: dict) -> float:
+    """Bytes of a running input that count as done: what was read, scaled by the share of the
+    records read that are finished (encoded and written). Reading runs ahead of the codecs by
+    up to `inflight_chunks` chunks and a read buffer; unscaled, the ETA would say 0 s while the
+    codecs still work through a small input's last chunks."""
+    read = c.get("read", 0)
+    return c.get("bytes_read", 0) * min(1.0, c.get("records", 0) / read) if read else 0.0
+
+
 class ProgressBoard:
     """The job's live counts: input key -> that input's latest running counts (a Ray actor with
     no CPU of its own, so it never takes a slot from the input tasks, and lands on a head node
@@ -107,20 +116,23 @@ class Progress:
             )
 
     def add_records(self, records: int, rejected: int, tokens: dict) -> None:
-        """`records` read, of which `rejected` were quarantined, and their tokens."""
+        """`records` read, of which `rejected` were quarantined, and their tokens. No line
+        here: until `input_done` drops the input's live counts, they would count twice."""
         with self.lock:
             self.records += records
             self.samples += records - rejected
             self.rejected += rejected
             for m, v in tokens.items():
                 self.tokens[m] += v
-        self.maybe_print()
 
-    def input_done(self, size: int = 0) -> None:
-        """One input finished; `size` is its listed size in bytes."""
+    def input_done(self, size: int = 0, key: str | None = None) -> None:
+        """One input finished; `size` is its listed size in bytes. Its live counts (`key`) go:
+        its marker's counts replace them."""
         with self.lock:
             self.done += 1
             self.bytes_done += size
+            if key is not None and key in self.live:
+                self.live = {k: v for k, v in self.live.items() if k != key}
         self.maybe_print()
 
     def set_live(self, live: dict[str, dict]) -> None:
@@ -144,7 +156,7 @@ class Progress:
             "records": self.records + sum(c.get("records", 0) for c in live),
             "read": sum(c.get("read", 0) for c in live),
             "tokens": tokens,
-            "bytes": self.bytes_done + sum(c.get("bytes_read", 0) for c in live),
+            "bytes": self.bytes_done + sum(_consumed(c) for c in live),
         }
 
     def eta(self, consumed: int) -> str:
@@ -192,7 +204,7 @@ class Progress:
             print(self.line(), file=self.stream, flush=True)
             return
         t = self.totals()
-        self.bar.n = min(t["bytes"], self.bytes_total) if self.bytes_total else t["bytes"]
+        self.bar.n = int(min(t["bytes"], self.bytes_total) if self.bytes_total else t["bytes"])
         self.bar.set_postfix_str(
             f"inputs {self.done + self.skipped}/{self.total}, samples {t['samples']}, "
             f"quarantined {t['rejected']}" + (f", {self.extra}" if self.extra else ""),

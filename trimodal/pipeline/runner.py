@@ -167,7 +167,7 @@ def execute(plan: Plan, store: MarkerStore, ray_cfg, progress: Progress, faults:
                 results[it["key"]] = marker
                 rejected = sum((meta.get("quarantine") or {}).values())
                 progress.add_records(meta.get("records", 0), rejected, meta.get("tokens") or {})
-                progress.input_done(it.get("size") or 0)
+                progress.input_done(it.get("size") or 0, key=it["key"])
             if progress.due():
                 if board is not None:
                     _update_live(progress, board, inflight.values())
