@@ -71,8 +71,10 @@ def test_a_terminal_gets_a_bar_over_the_input_bytes():
         def isatty(self):
             return True
 
+    assert Progress(1, stream=io.StringIO()).bar is None  # a log file or pipe gets lines
+    assert Progress(1, stream=Tty()).bar is None  # a "terminal" without a size, too
     out = Tty()
-    p = Progress(1, interval_s=0.0, stream=out, bytes_total=2048)
+    p = Progress(1, interval_s=0.0, stream=out, bytes_total=2048, bar=True)
     p.set_live({"a": {"kept": 7, "read": 8, "records": 8, "bytes_read": 1024}})
     p.maybe_print(force=True)
     assert p.bar is not None and p.bar.n == 1024

@@ -31,6 +31,17 @@ def _rate(n: float, secs: float) -> str:
     return f"{r / 1e6:.2f}M" if r >= 1e6 else f"{r / 1e3:.1f}k" if r >= 1e3 else f"{r:.1f}"
 
 
+def _terminal(stream) -> bool:
+    """A terminal wide enough for a bar (a pty without a size, as under `script`, has 0 columns
+    and gets lines instead)."""
+    import os
+
+    try:
+        return bool(stream.isatty()) and os.get_terminal_size(stream.fileno()).columns > 0
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
 def _consumed(c: dict) -> float:
     """Bytes of a running input that count as done: what was read, scaled by the share of the
     records read that are finished (encoded and written). Reading runs ahead of the codecs by
@@ -100,7 +111,7 @@ class Progress:
         self.bytes_done = 0  # listed sizes of the inputs finished
         self.live: dict[str, dict] = {}  # running inputs' counts (ProgressBoard.snapshot)
         if bar is None:
-            bar = enabled and bool(getattr(self.stream, "isatty", lambda: False)())
+            bar = enabled and _terminal(self.stream)
         self.bar = None
         if bar and enabled:
             from tqdm import tqdm
