@@ -108,6 +108,14 @@ def test_bodies_the_client_got_wrong_are_400_not_500():
             requests.parse_body(body)
         assert (e.value.status, e.value.reason) == (400, "malformed_json"), body[:10]
     assert requests.parse_body(b'{"modality": "text", "data": "x"}') == {"modality": "text", "data": "x"}
+    assert [requests.declared_length(h) for h in ("12", None, "\xb2", "-1", "1e3", "")] == [
+        12,
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
     # Parseable but absurd codes: nested past numpy's 64 dimensions, huge, ragged, null.
     fp = {"levels": 1, "codebook_size": 10, "code_grid": [2, 2]}
     deep: list = [1]

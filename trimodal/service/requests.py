@@ -42,6 +42,15 @@ def check_modality(obj: dict, served: dict, default: str | None, where: str) -> 
     return m
 
 
+def declared_length(header: str | None) -> int | None:
+    """The Content-Length a client declared, or None when absent or not a plain decimal number
+    (the body is then counted as it streams in). `str.isdigit` alone also accepts "²", which
+    `int` refuses: that header used to answer 500."""
+    if header is None or not (header.isascii() and header.isdigit()):
+        return None
+    return int(header)
+
+
 def parse_body(body: bytes) -> Any:
     """The request body as JSON, or 400 `malformed_json`: not UTF-8, not JSON, or nested deeper
     than the parser's recursion limit (json raises RecursionError there, which is the client's
