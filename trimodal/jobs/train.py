@@ -150,8 +150,13 @@ def _say_what_we_wait_on(cfg: TrainConfig, resources: dict, stop: threading.Even
 
     t0 = time.monotonic()
     metrics = os.path.join(cfg.log_dir, "metrics.jsonl")
+
+    def logged() -> int:  # a resumed run's log already holds the earlier steps
+        return os.path.getsize(metrics) if os.path.exists(metrics) else 0
+
+    before = logged()
     while not stop.wait(every_s):
-        if os.path.exists(metrics) and os.path.getsize(metrics) > 0:
+        if logged() > before:
             return
         try:
             line = waiting_line(
