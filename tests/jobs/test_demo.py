@@ -48,6 +48,8 @@ def test_demo_runs_the_whole_flow(tmp_path):
     assert svc["text_round_trip"] is True
     assert Image.open(svc["files"]["image"]).size == (64, 64)
     assert sf.read(svc["files"]["audio"])[1] == 16000
+    cmp = summary["codec_compare"]  # two image codecs on four samples, page written
+    assert cmp["samples"] == 4 and os.path.isfile(cmp["index"]) and cmp["a"] != cmp["b"]
     for name in ("tokenize.yaml", "mix.yaml", "train.yaml", "mix_shares.png", "demo_summary.json"):
         assert (workdir / name).is_file(), name
     # training held a tenth of every source out and evaluated the model on it

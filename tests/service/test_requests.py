@@ -99,3 +99,29 @@ def test_prepare_request_uses_the_job_reasons(image_codec_dir):
 
 def test_media_payload():
     assert requests.media_payload("audio", (np.zeros(4, np.float32), 8000))["media_type"] == "audio/wav"
+
+
+def test_bodies_the_client_got_wrong_are_400_not_500():
+    # Nested past json's recursion limit: RecursionError, which used to answer 500 internal.
+    for body in (b"[" * 100_000 + b"]" * 100_000, b'{"a":' * 50_000 + b"1" + b"}" * 50_000, b"\xff\xfe", b"{"):
+        with pytest.raises(ServiceError) as e:
+            requests.parse_body(body)
+        assert (e.value.status, e.value.reason) == (400, "malformed_json"), body[:10]
+    assert requests.parse_body(b'{"modality": "text", "data": "x"}') == {"modality": "text", "data": "x"}
+    assert [requests.declared_length(h) for h in ("12", None, "\xb2", "-1", "1e3", "")] == [
+        12,
+        None,
+        None,
+        None,
+        None,
+        None,
+    ]
+    # Parseable but absurd codes: nested past numpy's 64 dimensions, huge, ragged, null.
+    fp = {"levels": 1, "codebook_size": 10, "code_grid": [2, 2]}
+    deep: list = [1]
+    for _ in range(200):
+        deep = [deep]
+    for codes in (deep, [10**30] * 4, [[1, 2], [3]], [None] * 4, [[[]]]):
+        with pytest.raises(ServiceError) as e:
+            requests.parse_codes({"codes": codes}, "image", fp, None, None, "")
+        assert e.value.status == 400, codes

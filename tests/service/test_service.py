@@ -513,12 +513,15 @@ def test_inspect_render(dataset, tmp_path, capsys):
     assert rc == 0, err
     r = json.loads(stdout)["render"]
     assert r["samples"] == {"t": 2, "i": 2, "a": 2}
-    assert r["files"] == 2 + 2 * 2 + 2 * 2
+    # each image and audio sample beside its original (fetched through its origin), scored
+    assert r["files"] == 2 + 2 * 3 + 2 * 3
+    assert set(r["metrics"]) == {"image", "audio"} and r["metrics"]["image"]["psnr"]["n"] == 2
+    assert r["metrics"]["audio"]["snr"]["mean"] < 30 and r["metrics"]["audio"]["mel_distance"]["mean"] > 0
     page = (out / "index.html").read_text(encoding="utf-8")
-    assert page.count("<img ") == 2 and page.count("<audio ") == 2
+    assert page.count("<img ") == 4 and page.count("<audio ") == 4 and page.count("original | decoded: ") == 4
     assert "a noisy square" in page and "a steady tone" in page and "A red circle on white." in page
-    pngs = sorted((out / "i").glob("*.png"))
-    wavs = sorted((out / "a").glob("*.wav"))
+    pngs = sorted(p for p in (out / "i").glob("*.png") if "-original" not in p.name)
+    wavs = sorted(p for p in (out / "a").glob("*.wav") if "-original" not in p.name)
     assert len(pngs) == 2 and Image.open(pngs[0]).size == (64, 64)
     assert len(wavs) == 2 and sf.info(str(wavs[0])).samplerate == 16000
     # captions and transcripts decode to exactly what was tokenized

@@ -1,6 +1,7 @@
 """`trimodal demo`: the whole flow on a generated corpus, offline and on CPU, in one command.
 
-corpus → text tokenizer → codecs → tokenize (Ray tasks on a local Ray) → inspect → tokenization
+corpus → text tokenizer → codecs → tokenize (Ray tasks on a local Ray) → inspect → codec
+compare (two image codecs on four of the dataset's samples, `codec_compare/index.html`) → tokenization
 service (Ray Serve: one sample per modality encoded and decoded over HTTP) → mix preview →
 train (Ray Train, 2 CPU workers) → generate one text, one image and one audio sample.
 
@@ -91,6 +92,25 @@ def tokenize_stage(workdir: str, inputs: dict, quiet: bool) -> dict:
         click.echo(f"tokenized in {time.monotonic() - t0:.1f}s\n", err=True)
         click.echo(format_summary(summarize(Dataset.open(dataset))))
     return summary
+
+
+def codec_stage(workdir: str, dataset: str, image_codec: str, seed: int, quiet: bool, n: int = 4) -> dict:
+    """`trimodal codec compare` of the demo's image codec and a second one (other seed) on a few
+    samples of the dataset, fetched through their origins: the page a team would look at before
+    a retokenize. A handful of samples keeps it to a few seconds."""
+    from trimodal.jobs.codec_eval import compare, format_compare
+    from trimodal.tokenizers.base import load_tokenizer
+    from trimodal.tokenizers.codecs import init_codec
+
+    t0 = _stage("codec compare (two image codecs on the dataset's samples)", quiet)
+    other = init_codec("image", "small", os.path.join(workdir, "codecs", "image_alt"), seed=seed + 1)
+    a = load_tokenizer("vqmodel", image_codec, device="cpu")
+    b = load_tokenizer("vqmodel", other, device="cpu")
+    result = compare(a, b, [dataset], n, os.path.join(workdir, "codec_compare"), names=(image_codec, other))
+    if not quiet:
+        click.echo(format_compare(result))
+        click.echo(f"compared in {time.monotonic() - t0:.1f}s", err=True)
+    return {"index": result["index"], "a": image_codec, "b": other, "samples": result["a"]["samples"]}
 
 
 def service_stage(workdir: str, dataset: str, sources: list[dict], quiet: bool) -> dict:
@@ -260,6 +280,7 @@ def demo(workdir, steps, seq_len, seed, fresh, quiet, as_json):
     try:
         inputs = build_inputs(workdir, seed, quiet)
         tok = tokenize_stage(workdir, inputs, quiet)
+        codecs = codec_stage(workdir, tok["output"], inputs["tokenizers"]["image"]["path"], seed, quiet)
         service = service_stage(workdir, tok["output"], inputs["sources"], quiet)
         mix = mix_stage(workdir, tok["output"], seq_len, seed, quiet)
         train = train_stage(workdir, mix, inputs["tokenizers"], steps, seed, quiet)
@@ -279,6 +300,7 @@ def demo(workdir, steps, seq_len, seed, fresh, quiet, as_json):
         "eval": {m: {k: f[k] for k in ("nelbo", "se", "unigram")} for m, f in train["eval"]["modality"].items()},
         "generated": {m: info["out"] for m, info in samples.items()},
         "service": service,
+        "codec_compare": codecs,
     }
     with open(os.path.join(workdir, "demo_summary.json"), "w") as f:
         json.dump(summary, f, indent=1, default=str)
@@ -294,3 +316,4 @@ def demo(workdir, steps, seq_len, seed, fresh, quiet, as_json):
             f"samples in {os.path.join(workdir, 'samples')}",
             bold=True,
         )
+        click.echo(f"codec comparison of the two image codecs: file://{codecs['index']}")

@@ -86,7 +86,9 @@ def inspect_cmd(dataset: str, as_json: bool, verify: bool, render: int | None, o
 
     With --render N --out DIR, also decode N samples per source with the codecs the manifest
     names (they must still match its fingerprints) into DIR: text, PNG and WAV files and an
-    index.html showing captions beside images and transcripts beside audio players.
+    index.html showing captions beside images and transcripts beside audio players. Each image
+    and audio sample is shown beside its original, fetched again through the row's origin and
+    prepared as the codec saw it, with PSNR / SSIM or SNR / mel distance (as `codec eval`).
 
     Exit code 3 if --verify finds a shard that does not match the manifest, or if the codecs
     no longer match the dataset's fingerprints."""
@@ -121,5 +123,10 @@ def inspect_cmd(dataset: str, as_json: bool, verify: bool, render: int | None, o
         if render is not None:
             r = s["render"]
             click.echo(f"render    {r['files']} files for {sum(r['samples'].values())} samples -> {r['index']}")
+            for m, ms in (r.get("metrics") or {}).items():
+                click.echo(
+                    f"  {m} original vs decoded: "
+                    + ", ".join(f"{k} {v['mean']:.4g} [{v['lo']:.4g}, {v['hi']:.4g}]" for k, v in ms.items())
+                )
     if problems:
         sys.exit(EXIT_INTEGRITY)

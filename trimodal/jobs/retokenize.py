@@ -66,7 +66,7 @@ def parse_options(pairs: tuple[str, ...]) -> dict:
 @click.option("--address", default=None, help="Ray cluster to join (default: RAY_ADDRESS, else a local Ray).")
 @click.option("--restart", is_flag=True, help="Discard earlier progress in --out and start over.")
 @click.option("--strict", is_flag=True, help="Exit 4 if any input could not be read again.")
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option("--quiet", is_flag=True, help="No progress bar or lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def retokenize(
     dataset,

@@ -27,7 +27,7 @@ from trimodal.cli import main as cli_main
 @click.option("--out", "out", default=None, help="Override output.uri.")
 @click.option("--restart", is_flag=True, help="Discard earlier progress in the output and start over.")
 @click.option("--strict", is_flag=True, default=None, help="Exit 4 if any input could not be read.")
-@click.option("--quiet", is_flag=True, help="No progress lines.")
+@click.option("--quiet", is_flag=True, help="No progress bar or lines.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON on stdout.")
 def tokenize(config, address, out, restart, strict, quiet, as_json):
     """Tokenize the corpora described by CONFIG (YAML) into a dataset.

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import uuid
 
 import click
@@ -114,10 +115,56 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
     )
-    result = trainer.fit()
+    stop = threading.Event()
+    threading.Thread(target=_say_what_we_wait_on, args=(cfg, resources, stop), daemon=True).start()
+    try:
+        result = trainer.fit()
+    finally:
+        stop.set()
     if result.error:
         raise result.error
     return read_summary(cfg.output)
+
+
+def waiting_line(cfg: TrainConfig, resources: dict, available: dict, total: dict, waited: float) -> str:
+    """What a run that has not logged its first step yet waits on, in words."""
+    need = dict(resources, **({"GPU": 1} if cfg.use_gpu else {}))
+    want = ", ".join(f"{v:g} {k}" for k, v in need.items())
+    have = ", ".join(f"{available.get(k, 0):g} of {total.get(k, 0):g} {k} free" for k in need)
+    short = [k for k, v in need.items() if cfg.num_workers * v > total.get(k, 0)]
+    line = f"[train] {waited:.0f}s: waiting for {cfg.num_workers} Ray Train worker(s) of {want} each ({have})"
+    if short:
+        line += f"; the cluster has too little {', '.join(short)} for them: add nodes or lower num_workers"
+    else:
+        line += "; then for the first step (data, model build)"
+    return line
+
+
+def _say_what_we_wait_on(cfg: TrainConfig, resources: dict, stop: threading.Event, every_s: float = 10.0) -> None:
+    """Until the first step is logged, say every `every_s` what the run waits on (workers
+    being placed, resources short), so a run stuck on resources is not silent."""
+    import sys
+    import time
+
+    import ray
+
+    t0 = time.monotonic()
+    metrics = os.path.join(cfg.log_dir, "metrics.jsonl")
+
+    def logged() -> int:  # a resumed run's log already holds the earlier steps
+        return os.path.getsize(metrics) if os.path.exists(metrics) else 0
+
+    before = logged()
+    while not stop.wait(every_s):
+        if logged() > before:
+            return
+        try:
+            line = waiting_line(
+                cfg, resources, ray.available_resources(), ray.cluster_resources(), time.monotonic() - t0
+            )
+        except Exception:  # Ray going away under us: nothing to report
+            return
+        print(line, file=sys.stderr, flush=True)
 
 
 def read_summary(run_uri: str) -> dict:

@@ -44,6 +44,7 @@ class CodecActor:
         self.params = prepared
         self.faults = faults or {}
         self.busy = 0.0
+        self.since: float | None = None  # start of the encode call in progress
         self.calls = 0
         self.items = 0
         self.started = time.monotonic()
@@ -68,7 +69,7 @@ class CodecActor:
 
         self.calls += 1
         self._maybe_die()
-        t0 = time.monotonic()
+        t0 = self.since = time.monotonic()
         if self.encode_prepared is not None:
             # Items were validated and decoded by the CPU tasks: a failure here is the codec's,
             # not the data's, and must fail loudly.
@@ -79,13 +80,18 @@ class CodecActor:
             (REJECT, r.reason, str(r)) if isinstance(r, SampleError) else to_storage(self.modality, np.asarray(r))
             for r in results
         ]
+        self.since = None
         self.busy += time.monotonic() - t0
         self.items += len(items)
         return out
 
     def stats(self) -> dict:
+        """Seconds in the codec so far, counting the call in progress. Runs in its own
+        concurrency group (a second thread), so it answers while `encode` calls are queued
+        or running: busy time is seen continuously, not only between calls."""
+        since = self.since
         return {
-            "busy_s": self.busy,
+            "busy_s": self.busy + (time.monotonic() - since if since is not None else 0.0),
             "calls": self.calls,
             "items": self.items,
             "alive_s": time.monotonic() - self.started,
@@ -104,7 +110,9 @@ class CodecPool:
         n = max(1, stage.actors)
         if num_gpus > 0 and ray_cfg.actors.get(stage.modality) is None:
             n = max(1, int(gpus // num_gpus))  # one actor per GPU unless the config says
-        actor = ray.remote(CodecActor).options(
+        # `stats` in a concurrency group of its own: the default group (encode) stays one call
+        # at a time, and the driver's busy poll is answered while encodes queue or run.
+        actor = ray.remote(concurrency_groups={"stats": 1})(CodecActor).options(
             num_cpus=ray_cfg.num_cpus_per_actor,
             num_gpus=num_gpus or None,
             memory=ray_cfg.actor_memory_mb * (1 << 20) if ray_cfg.actor_memory_mb else None,
@@ -122,7 +130,7 @@ class CodecPool:
         import ray
 
         try:
-            stats = ray.get([a.stats.remote() for a in self.actors], timeout=timeout)
+            stats = ray.get([a.stats.options(concurrency_group="stats").remote() for a in self.actors], timeout=timeout)
         except Exception:
             return None
         busy = wall = 0.0

@@ -31,7 +31,7 @@ from trimodal.tokenizers.base import code_identity
 
 
 def run_tokenize(
-    config: JobConfig | dict, *, address: str | None = None, restart: bool = False, quiet: bool = False
+    config: JobConfig | dict, *, address: str | None = None, restart: bool = False, quiet: bool = False, stream=None
 ) -> dict:
     """Tokenize the configured sources into `config.output.uri`; return the summary dict
     (the manifest's `stats` plus `output`, `job_fingerprint`)."""
@@ -106,4 +106,5 @@ def run_tokenize(
         t0=t0,
         fingerprints=fps,
         job=job,
+        stream=stream,
     )

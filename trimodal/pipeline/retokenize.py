@@ -76,7 +76,9 @@ def _parent_sources(parent: Manifest, uri: str) -> dict[str, CorpusSource]:
     return {s["name"]: from_dict(CorpusSource, s, where=f"{uri} manifest job.sources") for s in specs}
 
 
-def run_retokenize(config: RetokenizeConfig | dict, *, address: str | None = None, quiet: bool = False) -> dict:
+def run_retokenize(
+    config: RetokenizeConfig | dict, *, address: str | None = None, quiet: bool = False, stream=None
+) -> dict:
     """Write `config.out`: the parent dataset with `config.modality` re-encoded; returns the summary."""
     cfg = config if isinstance(config, RetokenizeConfig) else from_dict(RetokenizeConfig, config)
     t0 = time.monotonic()
@@ -174,6 +176,7 @@ def run_retokenize(config: RetokenizeConfig | dict, *, address: str | None = Non
         t0=t0,
         fingerprints=fps,
         job=job,
+        stream=stream,
     )
 
 

@@ -27,7 +27,7 @@ from trimodal.dataset.manifest import Manifest
 from trimodal.dataset.schema import MODALITIES
 from trimodal.errors import ConfigError
 from trimodal.faults import faults_from_env  # test-only crash injection; see docs/design.md
-from trimodal.pipeline.progress import Progress
+from trimodal.pipeline.progress import Progress, start_board
 from trimodal.pipeline.resume import MarkerStore
 from trimodal.tokenizers.placement import cpu_only
 
@@ -131,6 +131,9 @@ def execute(plan: Plan, store: MarkerStore, ray_cfg, progress: Progress, faults:
         if not cpu_only(st.modality) and any(it.get("copy") is not True for it in plan.pending)
     }
     task.pools = {m: p.actors for m, p in pools.items()}
+    board = start_board() if progress.enabled else None
+    task.board = board
+    task.report_s = max(0.2, min(2.0, progress.interval))
     spec_ref = ray.put(task)
     remote = ray.remote(_run_item).options(
         num_cpus=ray_cfg.read_num_cpus,
@@ -148,7 +151,7 @@ def execute(plan: Plan, store: MarkerStore, ray_cfg, progress: Progress, faults:
             while queue and len(inflight) < window:
                 it = queue.pop()
                 inflight[remote.remote(it, spec_ref)] = it
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=max(0.5, progress.interval))
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=min(max(0.5, progress.interval), 2.0))
             for ref in ready:
                 it = inflight.pop(ref)
                 try:
@@ -164,12 +167,15 @@ def execute(plan: Plan, store: MarkerStore, ray_cfg, progress: Progress, faults:
                 results[it["key"]] = marker
                 rejected = sum((meta.get("quarantine") or {}).values())
                 progress.add_records(meta.get("records", 0), rejected, meta.get("tokens") or {})
-                progress.input_done()
-            if pools and progress.due():
-                progress.extra = "codecs " + ", ".join(
-                    f"{m} {len(p.actors)}x busy {f:.0%}" if (f := p.busy_fraction()) is not None else f"{m} busy ?"
-                    for m, p in pools.items()
-                )
+                progress.input_done(it.get("size") or 0, key=it["key"])
+            if progress.due():
+                if board is not None:
+                    _update_live(progress, board, inflight.values())
+                if pools:
+                    progress.extra = "codecs " + ", ".join(
+                        f"{m} {len(p.actors)}x busy {f:.0%}" if (f := p.busy_fraction()) is not None else f"{m} busy ?"
+                        for m, p in pools.items()
+                    )
             progress.maybe_print()
     finally:
         for ref in inflight:
@@ -177,7 +183,52 @@ def execute(plan: Plan, store: MarkerStore, ray_cfg, progress: Progress, faults:
         for p in pools.values():
             for a in p.actors:
                 ray.kill(a)
+        if board is not None:
+            ray.kill(board)
     return results
+
+
+def _update_live(progress: Progress, board, running) -> None:
+    """Running inputs' counts from the board (inputs that finished since are left out; their
+    markers count). A board that does not answer in time leaves the last counts."""
+    import ray
+
+    keys = {it["key"]: it.get("size") or 0 for it in running}
+    try:
+        snap = ray.get(board.snapshot.remote(), timeout=2.0)
+    except Exception:
+        return
+    live = {}
+    for k, c in snap.items():
+        if k in keys:
+            c = dict(c)
+            if keys[k]:  # never more than the listed size (a file that grew since listing)
+                c["bytes_read"] = min(c.get("bytes_read", 0), keys[k])
+            live[k] = c
+    gone = [k for k in snap if k not in keys]
+    if gone:
+        board.forget.remote(gone)
+    progress.set_live(live)
+
+
+def input_sizes(items: list[dict], threads: int = 16) -> None:
+    """Set each item's `size` (bytes of its file, for the ETA): one stat per input, in
+    parallel threads (object stores answer a HEAD in tens of ms). Unknown sizes stay 0."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from trimodal.dataset.storage import resolve
+
+    def size(uri: str) -> int:
+        try:
+            loc = resolve(uri)
+            return max(0, int(loc.fs.get_file_info(loc.path).size or 0))
+        except Exception:
+            return 0
+
+    todo = [it for it in items if not it.get("copy")]
+    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(todo)))) as pool:
+        for it, n in zip(todo, pool.map(size, [it["uri"] for it in todo])):
+            it["size"] = n
 
 
 def _run_item(item: dict, spec) -> dict:
@@ -248,21 +299,38 @@ def run(
     t0: float,
     fingerprints: dict,
     job: dict,
+    stream=None,
 ) -> dict:
-    """Execute `plan` and commit its manifest; returns the job's stats (the CLI's summary)."""
+    """Execute `plan` and commit its manifest; returns the job's stats (the CLI's summary).
+    Progress goes to `stream` (default stderr)."""
     faults = faults_from_env()
+    enabled = progress_cfg.enabled and not quiet
+    if enabled and plan.pending:
+        input_sizes(plan.pending)
     progress = Progress(
         len(plan.order),
         len(plan.order) - len(plan.pending),
         interval_s=progress_cfg.interval_s,
-        enabled=progress_cfg.enabled and not quiet,
+        enabled=enabled,
         label=plan.label,
+        bytes_total=sum(it.get("size") or 0 for it in plan.pending),
+        stream=stream,
     )
     if plan.pending:
         from trimodal.cluster import ensure_ray
 
-        ensure_ray(address or ray_cfg.address, ray_cfg.num_cpus)
-    results = execute(plan, store, ray_cfg, progress, faults)
+        # --quiet: no worker log lines forwarded to this terminal either, only errors.
+        ensure_ray(
+            address or ray_cfg.address,
+            ray_cfg.num_cpus,
+            log_to_driver=not quiet,
+            logging_level="error" if quiet else "warning",
+        )
+    try:
+        results = execute(plan, store, ray_cfg, progress, faults)
+    except BaseException:
+        progress.close()
+        raise
     markers = [plan.done.get(k) or results[k] for k in plan.order]
     summary, stats = job_stats(markers, progress, time.monotonic() - t0, len(plan.pending))
     manifest = Manifest(
@@ -276,5 +344,5 @@ def run(
     manifest.save(plan.out)
     removed = remove_unreferenced(plan.out, manifest)
     stats["removed_unreferenced"] = len(removed)
-    progress.maybe_print(force=True)
+    progress.close()
     return {"output": plan.out, "job_fingerprint": plan.job_fp, **stats}

@@ -61,6 +61,8 @@ class TaskSpec:
     inflight_chunks: int = 4
     only: str | None = None  # retokenize: the one modality re-encoded
     faults: dict = field(default_factory=dict)
+    board: object = None  # progress.ProgressBoard actor handle: live counts while inputs run
+    report_s: float = 2.0  # seconds between an input task's reports to the board
 
 
 @functools.lru_cache(maxsize=4)
@@ -157,6 +159,10 @@ def _finish_chunk(chunk: _Chunk, writer: InputWriter, bad: list, stats: Counter,
         if r["reason"] is not None:
             bad.append({k: r.get(k) for k in QUARANTINE_KEYS})
     stats["records"] += len(chunk.rows)
+    stats["kept"] += len(keep)
+    stats["quarantined"] += len(chunk.rows) - len(keep)
+    for m, c in chunk.codes.items():  # for the live progress line
+        stats[f"tokens_{m}"] += sum(len(c[i]) for i in keep if c[i] is not None)
     if new_codes is not None:  # retokenize: merged with the parent's rows at the end
         (m,) = chunk.codes or {None: None}
         for i in keep:
@@ -194,6 +200,7 @@ def run_input(item: dict, spec: TaskSpec) -> dict:
         while len(inflight) > spec.inflight_chunks:
             _finish_chunk(inflight.popleft(), writer, bad, stats, new_codes)
 
+    report = _Reporter(spec, key)
     records = read_records(src, name, uri, only=spec.only, wanted=wanted)
     while True:
         # Only a failure of the reader is the input's: an error from a codec call or the
@@ -206,13 +213,16 @@ def run_input(item: dict, spec: TaskSpec) -> dict:
             error = str(e) if uri in str(e) else f"{uri}: {type(e).__name__}: {e}"
             break
         rows.append(row)
+        report.read += 1
         if len(rows) >= spec.chunk_rows:
             flush(rows)
             rows = []
+        report.maybe(stats)
     if rows:
         flush(rows)
     while inflight:
         _finish_chunk(inflight.popleft(), writer, bad, stats, new_codes)
+        report.maybe(stats)
     if retok:
         _merge_parent(item, spec, parent_rows, new_codes, writer, bad, error)
     entries, counts = writer.close(bad)
@@ -229,6 +239,37 @@ def run_input(item: dict, spec: TaskSpec) -> dict:
         "tokens": {m: sum(e["tokens"].get(m, 0) for e in entries) for m in MODALITIES},
         "bytes": sum(e["bytes"] for e in entries),
     }
+
+
+class _Reporter:
+    """Sends this input's running counts to the job's progress board every `report_s` seconds
+    (one small message per interval, whatever the number of samples; fire and forget, so a slow
+    board never slows the task). Counts are cumulative, so a lost message costs nothing."""
+
+    def __init__(self, spec: TaskSpec, key: str):
+        import time
+
+        from trimodal.pipeline.readers.common import ReadCounter
+
+        self.board, self.key, self.every = spec.board, key, spec.report_s
+        self.clock, self.counter = time.monotonic, ReadCounter
+        self.base = ReadCounter.n
+        self.read = 0
+        self.next = self.clock() + self.every
+
+    def maybe(self, stats: Counter) -> None:
+        if self.board is None or self.clock() < self.next:
+            return
+        self.next = self.clock() + self.every
+        counts = {
+            "read": self.read,
+            "records": stats["records"],
+            "kept": stats["kept"],
+            "quarantined": stats["quarantined"],
+            "bytes_read": self.counter.n - self.base,
+            "tokens": {m: stats[f"tokens_{m}"] for m in MODALITIES if stats[f"tokens_{m}"]},
+        }
+        self.board.report.remote(self.key, counts)
 
 
 # ---------------------------------------------------------------------------- retokenizing

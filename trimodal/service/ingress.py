@@ -108,18 +108,20 @@ class Ingress:
 
     async def _body(self, request) -> object:
         limit = int(self.info["max_request_bytes"])
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
+        declared = requests.declared_length(request.headers.get("content-length"))
+        if declared is not None and declared > limit:
             raise ServiceError("too_large", f"request body of {declared} bytes exceeds serve.max_request_bytes={limit}")
+        from starlette.requests import ClientDisconnect
+
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise ServiceError("too_large", f"request body exceeds serve.max_request_bytes={limit}")
         try:
-            return json.loads(body)
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ServiceError("malformed_json", f"the request body is not valid JSON ({e})") from None
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise ServiceError("too_large", f"request body exceeds serve.max_request_bytes={limit}")
+        except ClientDisconnect:  # the client's doing, not a bug (and it will not read the answer)
+            raise ServiceError("bad_request", "the client went away before sending the whole body") from None
+        return requests.parse_body(bytes(body))
 
     async def _send(self, batcher: Batcher, item):
         """One item through a modality's batcher to its codec deployment."""

@@ -20,6 +20,8 @@ import json
 import os
 import re
 
+import numpy as np
+
 from trimodal.tokenizers.base import from_storage
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -68,6 +70,7 @@ def render_dataset(uri: str, n: int, out: str, device: str | None = None) -> dic
         decoded = toks[m].decode([from_storage(m, row[m], fps[m]) for row in rows])
         for row, x in zip(rows, decoded):
             media[(row["id"], m)] = x
+    originals = fetch_originals(ds, toks, todo, media)
 
     os.makedirs(out, exist_ok=True)
     sections, files, counts = [], 0, {}
@@ -88,6 +91,16 @@ def render_dataset(uri: str, n: int, out: str, device: str | None = None) -> dic
                 entry[m] = os.path.relpath(path, out)
                 if m == "text":
                     entry["text_value"] = str(media[(row["id"], m)])
+                orig = originals.get((row["id"], m))
+                if orig is not None:
+                    opath = os.path.join(sdir, stem + "-original" + ext)
+                    with open(opath, "wb") as f:
+                        f.write(media_file_bytes(m, orig["media"]))
+                    files += 1
+                    entry["original"] = os.path.relpath(opath, out)
+                    entry["metrics"] = orig["metrics"]
+                elif (row["id"], m) in originals:
+                    entry["original_error"] = originals[(row["id"], m)] is None
             cells.append(entry)
         counts[source] = len(cells)
         sections.append((source, cells))
@@ -100,10 +113,82 @@ def render_dataset(uri: str, n: int, out: str, device: str | None = None) -> dic
         "index": os.path.abspath(index),
         "samples": counts,
         "files": files,
+        "metrics": _metric_summary(originals),
     }
     with open(os.path.join(out, "render.json"), "w") as f:
         json.dump(summary, f, indent=1)
     return summary
+
+
+def fetch_originals(ds, toks: dict, todo: dict[str, list[dict]], media: dict) -> dict:
+    """(id, modality) -> {"media": the codec's prepared input, "metrics": {...}} for each decoded
+    image / audio row, its raw sample fetched again through the row's `origin` with the sources
+    the manifest records (one pass per input file), and scored like `trimodal codec eval`.
+    A sample whose input is gone or no longer holds it maps to None (the page says so)."""
+    from trimodal.config import from_dict
+    from trimodal.errors import InputError, SampleError
+    from trimodal.pipeline.readers import read_origins
+    from trimodal.pipeline.sources import CorpusSource
+    from trimodal.tokenizers import quality
+
+    specs = {s["name"]: s for s in (ds.manifest.job or {}).get("sources") or []}
+    out: dict = {}
+    for m, rows in todo.items():
+        if m not in quality.METRICS or not rows:
+            continue
+        by_source: dict[str, list[dict]] = {}
+        for row in rows:
+            by_source.setdefault(row["source"], []).append(row)
+        for name, srows in by_source.items():
+            src = from_dict(CorpusSource, specs[name]) if name in specs else None
+            try:
+                found = read_origins(src, [r["origin"] for r in srows])
+            except (InputError, OSError):
+                found = {}
+            for row in srows:
+                rec = found.get(row["origin"])
+                key = (row["id"], m)
+                try:
+                    x = toks[m].prepare(rec[m], row["id"]) if rec is not None and rec.get(m) is not None else None
+                except SampleError:
+                    x = None
+                if x is None:
+                    out[key] = None
+                    continue
+                y = media[key]
+                if m == "image":
+                    y = np.asarray(y.convert("RGB"), np.uint8)
+                    metrics = {"psnr": quality.psnr(x, y), "ssim": quality.ssim(x, y)}
+                    out[key] = {"media": x, "metrics": metrics}
+                else:
+                    wave, rate = y
+                    wave = np.asarray(wave, np.float32)[: len(x)]
+                    wave = np.concatenate([wave, np.zeros(len(x) - len(wave), np.float32)])
+                    metrics = {"snr": quality.snr(x, wave), "mel_distance": quality.mel_distance(x, wave, rate)}
+                    out[key] = {"media": (x, rate), "metrics": metrics}
+    return out
+
+
+def _metric_summary(originals: dict) -> dict:
+    """modality -> metric -> mean with its 95% interval over the rendered samples."""
+    from trimodal.tokenizers import quality
+
+    per: dict[str, dict[str, list]] = {}
+    for (_, m), o in originals.items():
+        if o is not None:
+            for k, v in o["metrics"].items():
+                per.setdefault(m, {}).setdefault(k, []).append(quality.capped(v))
+    return {m: {k: quality.mean_ci(v) for k, v in ms.items()} for m, ms in per.items()}
+
+
+def _metrics_text(metrics: dict) -> str:
+    parts = []
+    for k, v in metrics.items():
+        if v == float("inf"):
+            parts.append(f"{k} inf")
+        else:
+            parts.append(f"{k} {v:.4f}" if k in ("ssim", "mel_distance") else f"{k} {v:.2f} dB")
+    return ", ".join(parts)
 
 
 def _page(uri: str, fps: dict, sections: list) -> str:
@@ -114,7 +199,7 @@ def _page(uri: str, fps: dict, sections: list) -> str:
         f"<title>trimodal samples: {e(uri)}</title>",
         "<style>body{font-family:sans-serif;margin:2em;max-width:70em}"
         "table{border-collapse:collapse;width:100%}td{border-top:1px solid #ccc;padding:.6em;vertical-align:top}"
-        "td.media{width:18em}img{image-rendering:pixelated;width:16em;height:auto}"
+        "td.media{width:34em}img{image-rendering:pixelated;width:16em;height:auto}"
         "pre{white-space:pre-wrap;margin:0;font-size:1.05em}small{color:#666}</style>",
         "</head><body>",
         f"<h1>{e(uri)}</h1>",
@@ -127,10 +212,20 @@ def _page(uri: str, fps: dict, sections: list) -> str:
         for c in cells:
             if "image" in c:
                 left = f'<img src="{e(c["image"])}" alt="{e(c["id"])}">'
+                if c.get("original"):
+                    left = f'<img src="{e(c["original"])}" alt="original {e(c["id"])}"> {left}'
             elif "audio" in c:
                 left = f'<audio controls preload="none" src="{e(c["audio"])}"></audio>'
+                if c.get("original"):
+                    left = (
+                        f'original <audio controls preload="none" src="{e(c["original"])}"></audio><br>decoded {left}'
+                    )
             else:
                 left = ""
+            if c.get("metrics"):
+                left += f"<br><small>original | decoded: {e(_metrics_text(c['metrics']))}</small>"
+            elif c.get("original_error"):
+                left += "<br><small>original not found through its origin</small>"
             text = f"<pre>{e(c.get('text_value', ''))}</pre>"
             meta = f"<small>{e(c['id'])} &middot; {e(str(c.get('origin') or ''))}</small>"
             if left:

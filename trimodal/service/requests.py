@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import math
 from typing import Any
 
@@ -39,6 +40,27 @@ def check_modality(obj: dict, served: dict, default: str | None, where: str) -> 
             f"{where}modality: this service has no {m} tokenizer (it serves {', '.join(served)})", "unknown_modality"
         )
     return m
+
+
+def declared_length(header: str | None) -> int | None:
+    """The Content-Length a client declared, or None when absent or not a plain decimal number
+    (the body is then counted as it streams in). `str.isdigit` alone also accepts "²", which
+    `int` refuses: that header used to answer 500."""
+    if header is None or not (header.isascii() and header.isdigit()):
+        return None
+    return int(header)
+
+
+def parse_body(body: bytes) -> Any:
+    """The request body as JSON, or 400 `malformed_json`: not UTF-8, not JSON, or nested deeper
+    than the parser's recursion limit (json raises RecursionError there, which is the client's
+    doing, not a bug of ours)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise ServiceError("malformed_json", f"the request body is not valid JSON ({e})") from None
+    except RecursionError:
+        raise ServiceError("malformed_json", "the request body is nested too deeply to parse") from None
 
 
 def request_items(body: Any, max_items: int) -> tuple[list[dict], bool]:

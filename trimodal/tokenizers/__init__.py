@@ -4,7 +4,8 @@ Owns: `base` (the Tokenizer contract and the registry that loads one by kind), `
 (SentencePiece, and training it), `image` (a diffusers VQModel), `audio` (descript-audio-codec
 DAC, imported through `dac_import`), `media` (decoding raw images and audio into what a codec
 expects, and decoded media back into file bytes), `prepare` (one sample's way to codes, shared
-by the tokenize job and the service), `placement` (text on CPUs, codecs on GPUs), `codecs` (small random-weight codecs built offline), `vocab` (the unified id space
+by the tokenize job and the service), `placement` (text on CPUs, codecs on GPUs), `quality` (reconstruction metrics: PSNR, SSIM, SNR,
+mel distance, and their intervals), `codecs` (small random-weight codecs built offline), `vocab` (the unified id space
 derived from fingerprints) and `spec` (`TokenizerSpec`: how a config names a tokenizer, shared
 by the tokenize, retokenize and train configs).
 

@@ -184,10 +184,10 @@ class DACTokenizer(Tokenizer):
         if self._fp is None:
             from importlib.metadata import version
 
-            p = Path(self.path)
+            p = Path(self.path).resolve()  # a relative path has no parent name of its own
             self._fp = {
                 "kind": "dac",
-                "name": f"{p.parent.name}/{p.name}",
+                "name": f"{p.parent.name}/{p.name}" if p.parent.name else p.name,
                 "modality": "audio",
                 "codebook_size": self.codebook_size,
                 "levels": self.levels,

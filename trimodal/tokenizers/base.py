@@ -21,8 +21,10 @@ codebook entries are near-tied (well under 1% of codes in the tests).
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -146,14 +148,33 @@ def register(kind: str):
     return deco
 
 
+# What third-party libraries warn about while a codec loads (torch's "TypedStorage is
+# deprecated" from `torch.load` of older DAC checkpoints, `torch.jit.script` deprecation on
+# importing audiotools, diffusers' config notices, weight_norm): notices for their developers,
+# printed once per actor, that a user of trimodal can do nothing about.
+LOAD_WARNINGS = (DeprecationWarning, FutureWarning, UserWarning)
+
+
+@contextlib.contextmanager
+def quiet_load() -> Iterator[None]:
+    """Silence `LOAD_WARNINGS` raised inside the block only (the caller's filters are restored
+    after it): around importing and loading codecs, never process-wide."""
+    with warnings.catch_warnings():
+        for category in LOAD_WARNINGS:
+            warnings.simplefilter("ignore", category)
+        yield
+
+
 def load_tokenizer(kind: str, path: str, **options: Any) -> Tokenizer:
     """Build a tokenizer of registry `kind` from a local path (no network)."""
     if kind not in TOKENIZERS and kind in TOKENIZER_KINDS:
         import importlib
 
-        importlib.import_module(f"trimodal.tokenizers.{TOKENIZER_KINDS[kind]}")
+        with quiet_load():
+            importlib.import_module(f"trimodal.tokenizers.{TOKENIZER_KINDS[kind]}")
     if kind not in TOKENIZERS:
         from trimodal.errors import ConfigError
 
         raise ConfigError(f"unknown tokenizer kind {kind!r}; known: {sorted(TOKENIZER_KINDS)}")
-    return TOKENIZERS[kind](path, **options)
+    with quiet_load():
+        return TOKENIZERS[kind](path, **options)

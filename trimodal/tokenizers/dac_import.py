@@ -95,7 +95,10 @@ def import_dac():
     """Import and return the `dac` package (see the module docstring for the torchaudio handling)."""
     if "dac" in sys.modules:
         return sys.modules["dac"]
+    from trimodal.tokenizers.base import quiet_load
+
     install_torchaudio_standin()
-    import dac
+    with quiet_load():  # audiotools' import-time deprecation notices (torch.jit.script, ...)
+        import dac
 
     return dac

@@ -180,7 +180,7 @@ class VQModelTokenizer(Tokenizer):
             cfg = {k: v for k, v in dict(self.model.config).items() if not k.startswith("_")}
             self._fp = {
                 "kind": "vqmodel",
-                "name": Path(self.path).name,
+                "name": Path(self.path).resolve().name,  # "." and "dir/" name the directory
                 "modality": "image",
                 "codebook_size": self.codebook_size,
                 "levels": 1,

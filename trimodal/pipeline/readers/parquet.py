@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from trimodal.dataset import storage
 from trimodal.errors import InputError
-from trimodal.pipeline.readers.common import decode_utf8, error, record
+from trimodal.pipeline.readers.common import ReadCounter, decode_utf8, error, record
 from trimodal.pipeline.sources import CorpusSource, split_compression
 
 BATCH_ROWS = 256
@@ -38,6 +38,13 @@ def _columns(source: CorpusSource) -> list[tuple[str, str]]:
     elif source.kind == "audio_text":
         cols.append(("audio", source.audio_field))
     return cols
+
+
+def _file_bytes(pf: pq.ParquetFile) -> int:
+    md = pf.metadata
+    return sum(
+        md.row_group(g).column(c).total_compressed_size for g in range(md.num_row_groups) for c in range(md.num_columns)
+    )
 
 
 def _open(uri: str) -> pq.ParquetFile:
@@ -132,7 +139,11 @@ def read(source: CorpusSource, uri: str, file_key: str, wanted: set[str] | None 
     columns = [c for _, c in _columns(source)]
     if wanted is None:
         row = 0
+        # Parquet is read by random access, not through a stream: progress counts the file's
+        # bytes in proportion to the rows read (row groups are of similar size).
+        per_row = _file_bytes(pf) / max(1, pf.metadata.num_rows)
         for batch in pf.iter_batches(batch_size=BATCH_ROWS, columns=columns):
+            ReadCounter.add(int(batch.num_rows * per_row))
             yield from _records(source, uri, file_key, batch, row)
             row += batch.num_rows
         return
