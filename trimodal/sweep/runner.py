@@ -212,6 +212,7 @@ def run_sweep(
     if todo:
         errors = _tune_run(cfg, points, todo, address, log)
     n_rows, finished = collect(cfg, points)
+    root.join(DRIVER_JSON).write_bytes_atomic(json.dumps({"pid": None, "ended": time.time()}).encode())
     res = {
         "sweep": cfg.name,
         "sweep_dir": cfg.sweep_dir,
@@ -234,6 +235,9 @@ def _tune_run(cfg: SweepConfig, points: list[Point], todo: list[Point], address,
 
     from trimodal.cluster import ensure_ray, forwarded_env
 
+    # Tune's own console output (a table or boxes, depending on this switch) gives way to the
+    # progress lines of `_progress_callback`; its result files are still written under tune/.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     ensure_ray(address)
     limit = max_concurrent(cfg, points, ray.cluster_resources())
     log(f"[sweep] {len(todo)} trials to run, at most {limit} at once, in {cfg.sweep_dir}")
@@ -294,7 +298,7 @@ def _by_index(configs: list[dict]):
 
 def _driver_alive(root) -> bool:
     d = read_json(root.uri, DRIVER_JSON)
-    if not d or d.get("host") != socket.gethostname():
+    if not d or d.get("pid") is None or d.get("host") != socket.gethostname():
         return False
     try:
         os.kill(int(d["pid"]), 0)

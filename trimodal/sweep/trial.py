@@ -167,6 +167,8 @@ def run_trial(config: dict) -> None:
         "step": int(summary["step"]),
         "rows": len(rows),
         "train_s": time.time() - t0,
+        "started": t0,  # wall clock, so that a test can see trials overlap
+        "ended": time.time(),
         "eval_nelbo": final.get("eval.nelbo"),
         "flops": summary.get("flops"),
     }
