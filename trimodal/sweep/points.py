@@ -159,7 +159,7 @@ def fmt_num(x: float) -> str:
     """A short, path-safe number: 3e-3, 1e12, 2.5e11, 16."""
     if float(x).is_integer() and abs(x) < 1e5:
         return str(int(x))
-    if 0.01 <= abs(x) < 1e5:
+    if 0.05 <= abs(x) < 1e5:
         return f"{x:g}"
     m, e = f"{x:.2e}".split("e")
     m = m.rstrip("0").rstrip(".")
@@ -238,6 +238,19 @@ def _random_draws(cfg: SweepConfig) -> list[tuple[int, dict] | None]:
     return out
 
 
+# said by the name's fixed parts (size, C, schedule, b, lr, m, s)
+_NAMED = frozenset(
+    (
+        "diffusion.schedule.name",
+        "logical_batch",
+        "hyper.lr_base",
+        "model.preset",
+        "seed",
+        "mixture",
+        "size",
+        "budget_flops",
+    )
+)
 _SHORT = {"logical_batch": "b", "hyper.lr_base": "lr", "steps": "st", "model.preset": "", "seed": "s"}
 
 
@@ -252,7 +265,7 @@ def _name(index: int, width: int, size: str, train: dict, varied: dict, parts: d
     if parts.get("mixture") is not None:
         bits.append(f"m{parts['mixture']}")
     for k, v in varied.items():
-        if k in ("diffusion.schedule.name", "logical_batch", "hyper.lr_base", "model.preset", "seed", "mixture"):
+        if k in _NAMED:
             continue
         if parts.get("random") is not None and k in parts["random_keys"]:
             continue
