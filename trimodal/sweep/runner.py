@@ -267,6 +267,9 @@ def _tune_run(cfg: SweepConfig, points: list[Point], todo: list[Point], address,
         param_space={"_": tune.grid_search(list(range(len(configs))))},
         tune_config=tune.TuneConfig(
             max_concurrent_trials=limit,
+            # a finished trial's process takes the next trial of the same resources: no new
+            # actor and no cold imports of torch and the trainer (bench/bench_sweep.py)
+            reuse_actors=True,
             trial_name_creator=lambda t: configs[t.config["_"]]["point"]["name"],
             trial_dirname_creator=lambda t: configs[t.config["_"]]["point"]["name"],
         ),
