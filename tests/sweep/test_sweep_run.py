@@ -81,6 +81,10 @@ def test_status_lists_every_trial_done(reference, capsys):
     assert st["counts"]["done"] == 2 and not st["driver_running"] and st["rows"] == reference["table"].num_rows
     assert [(t["name"], t["state"], t["step"]) for t in st["trials"]] == [(SHORT, "done", 4), (LONG, "done", 60)]
     assert st["trials"][1]["last_eval"]["step"] == 60
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "status", reference["res"]["sweep_dir"]])
+    table = capsys.readouterr().out
+    assert e.value.code == 0 and f"{LONG}" in table and "60/60" in table and "results:" in table
     # a second run without --resume is refused: exit 2, the way out named
     with pytest.raises(SystemExit) as e:
         main(["sweep", str(reference["storage"] / "t" / "sweep.json"), "--json"])

@@ -207,12 +207,12 @@ class SweepConfig:
         where = self.base if isinstance(self.base, str) else "base"
         d = self._base_dict()
         d.setdefault("output", os.path.join(self.sweep_dir, "trials", "_base"))
-        for k, v in self.set.items():
-            set_dotted(d, k, v, f"set.{k}", strict=False)
         if self.eval is not None:
             ev = dict(d.get("eval") or {})
             ev.update(self.eval)
             d["eval"] = ev
+        for k, v in self.set.items():
+            set_dotted(d, k, v, f"set.{k}", strict=False)
         for k in ("stop_at_step", "log_dir"):
             if d.get(k) is not None:
                 raise ConfigError(f"{where}: {k}: not in a sweep's base (the sweep sets each trial's run and log dir)")

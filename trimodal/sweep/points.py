@@ -84,6 +84,8 @@ def set_dotted(d: dict, key: str, value: Any, where: str, strict: bool = True) -
                 raise ConfigError(f"{where}: no key {name!r}{hint}; keys there: {sorted(cur)}")
             cur[name] = copy.deepcopy(value)
             return
+        if name not in cur and not strict and sel is None:
+            cur[name] = {}  # a raw config may leave a section out; the typed config checks the key
         if name not in cur:
             raise ConfigError(f"{where}: no key {name!r}; keys there: {sorted(cur)}")
         if cur[name] is None and not last:
