@@ -276,6 +276,10 @@ def _tune_run(cfg: SweepConfig, points: list[Point], todo: list[Point], address,
         run_config=tune.RunConfig(
             name=f"attempt-{attempt}",
             storage_path=storage,
+            # a single-worker trial whose process dies (a node lost) is started again by Tune
+            # and resumes from its checkpoint; a multi-worker one restarts inside its
+            # TorchTrainer (its own max_failures)
+            failure_config=tune.FailureConfig(max_failures=retries(todo)),
             verbose=0,
             callbacks=[_progress_callback(cfg, len(points), len(points) - len(todo), log)],
         ),
@@ -286,6 +290,11 @@ def _tune_run(cfg: SweepConfig, points: list[Point], todo: list[Point], address,
         if r.error is not None:
             errors.append(f"{configs[r.config['_']]['point']['name']}: {type(r.error).__name__}: {r.error}")
     return errors
+
+
+def retries(points: list[Point]) -> int:
+    """Tune's restarts of a trial: the largest `max_failures` of the single-worker points."""
+    return max([p.train["max_failures"] for p in points if p.train["num_workers"] == 1] or [0])
 
 
 def _by_index(configs: list[dict]):
