@@ -61,6 +61,12 @@ def test_name_selector_sets_one_source(sweep_data, tmp_path):
         _expand(sweep_data, tmp_path, grid={"mix.sources[nope].share": [0.1]})
 
 
+def test_shapes_off_their_preset_are_named_by_shape(sweep_data, tmp_path):
+    points, _ = _expand(sweep_data, tmp_path, grid={"model.dim": [64, 128]})
+    assert [p.name for p in points] == ["p000-tiny-b4-lr3e-3-s0", "p001-tiny-d128L2-b4-lr3e-3-s0"]
+    assert points[1].train["model"]["dim"] == 128
+
+
 def test_dirichlet_is_deterministic_and_around_the_base(sweep_data, tmp_path):
     a, _ = _expand(sweep_data, tmp_path, mixtures={"dirichlet": {"alpha": 50.0, "n": 6, "seed": 7}})
     b, _ = _expand(sweep_data, tmp_path, mixtures={"dirichlet": {"alpha": 50.0, "n": 6, "seed": 7}})

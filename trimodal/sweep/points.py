@@ -169,7 +169,7 @@ def fmt_num(x: float) -> str:
 
 
 def _safe(s: str) -> str:
-    return re.sub(r"[^A-Za-z0-9.]+", "_", s).strip("_")
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", s).strip("_")
 
 
 def _size_label(size: Any) -> str:
@@ -244,6 +244,8 @@ def _random_draws(cfg: SweepConfig) -> list[tuple[int, dict] | None]:
 _NAMED = frozenset(
     (
         "diffusion.schedule.name",
+        "model.dim",  # the size label shows a shape off its preset (tiny-d128L2)
+        "model.n_layers",
         "logical_batch",
         "hyper.lr_base",
         "model.preset",
@@ -333,12 +335,14 @@ def expand(
                 set_dotted(train, k, v, f"random.params.{k}")
                 varied[k] = v
         train["seed"] = seed
-        if len(seeds) > 1 or cfg.seeds:
+        if cfg.seeds:
             varied["seed"] = seed
-        label = _size_label(size) if size is not None else train["model"]["preset"]
-        if size is None and (train["model"].get("dim") or train["model"].get("n_layers")):
-            m = ModelConfig(**{k: v for k, v in train["model"].items()}).resolve()
-            label = f"{label}-d{m.dim}L{m.n_layers}" if (m.dim, m.n_layers, m.n_heads) != PRESETS[m.preset] else label
+        if size is not None:
+            label = _size_label(size)
+        else:  # a preset, or its shape when the grid or the base changes it
+            m = from_dict(ModelConfig, train["model"], where="model").resolve()
+            shape = (m.dim, m.n_layers, m.n_heads)
+            label = m.preset if shape == PRESETS[m.preset] else f"{m.preset}-d{m.dim}L{m.n_layers}"
         parts = {
             "budget": C,
             "mixture": mixture[0] if mixture is not None else None,
