@@ -9,7 +9,8 @@ the budget rule keeps its index, so dropping never renames the others.
 
 Budget (isoFLOP) points: a step spends F = dense FLOPs per real token × T + attention FLOPs of
 Σ len² (model/flops.py), with T (real tokens per step) and Σ len² measured on the point's own mix
-(`StreamStats`, a few batches of the real stream); steps = round(C / F); the point is dropped
+(`StreamStats`, 32 batches of the real stream on the driver, before Ray starts: ~0.35 s on the
+demo's data, and runs then land within ~0.5% of C where 8 batches left 1.5%); steps = round(C / F); the point is dropped
 when |steps·F − C| > tolerance·C (at 1% a budget needs ≥ 50 steps to always fit). A trial
 also evaluates at the smaller budgets it passes (`eval.at`), rows with final = false.
 
@@ -116,7 +117,7 @@ def step_flops_expected(model: dict | ModelConfig, stats: StreamStats) -> float:
     return dense * stats.tokens_per_step + attention_flops(m, stats.len_sq_per_step)
 
 
-def measure_stream(mix: dict, logical_batch: int, batches: int = 8) -> StreamStats:
+def measure_stream(mix: dict, logical_batch: int, batches: int = 32) -> StreamStats:
     """`StreamStats` from the first `batches` global batches of the real stream (one rank)."""
     from trimodal.model.data import open_stream
     from trimodal.model.flops import doc_length_squares
