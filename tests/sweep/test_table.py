@@ -66,3 +66,22 @@ def test_a_failing_trial_leaves_its_error(one_point, tmp_path):
     (tmp_path / "t" / "sweep.json").write_text(json.dumps({"name": "t", "points": [p.to_json()]}))
     st = sweep_status(str(tmp_path / "t"))
     assert st["counts"]["error"] == 1 and "missing" in st["trials"][0]["error"]
+
+
+def test_budget_trial_spends_its_budget(sweep_data, tmp_path):
+    """measure_stream on the real stream, then a budget point trained in this process: the
+    run's own FLOPs count lands near C (the measure is a mean over 32 batches)."""
+    from trimodal.sweep.points import measure_stream, step_flops_expected
+
+    cfg = load_sweep(sweep_config(sweep_data, tmp_path))
+    base = cfg.base_train_dict()
+    st = measure_stream(base["mix"], base["logical_batch"])
+    assert st.vocab_size > 56 and 0 < st.tokens_per_step <= 4 * 32
+    per_step = step_flops_expected(base["model"], st)
+    C = 12 * per_step
+    budget = load_sweep(sweep_config(sweep_data, tmp_path / "b", budget={"flops": [C], "sizes": ["tiny"]}))
+    (p,), dropped = plan(budget)
+    assert p.train["steps"] == 12 and not dropped
+    run_trial({"sweep": "b", "split": "heldout", "point": p.to_json(), "train": p.train, "threads": 1})
+    final = [r for r in read_json(p.train["output"], ROWS) if r["final"] and r["group"] == "all"][0]
+    assert final["budget_flops"] == C and abs(final["flops"] - C) / C < 0.03
