@@ -17,6 +17,7 @@ import yaml
 
 from tests.sweep.conftest import sweep_config
 from trimodal.cli import main
+from trimodal.model.checkpoint import latest_checkpoint
 from trimodal.sweep.runner import run_sweep, sweep_status
 from trimodal.sweep.table import RESULTS_SCHEMA
 from trimodal.sweep.trial import read_jsonl
@@ -123,8 +124,8 @@ def test_sigkilled_driver_resumes_to_the_same_table(sweep_data, ray_cluster, ref
     )
     try:
         _wait_for(
-            lambda: (trials / SHORT / "done.json").exists() and (trials / LONG / "checkpoints").is_dir(),
-            "the first trial's done marker and a checkpoint of the second",
+            lambda: (trials / SHORT / "done.json").exists() and latest_checkpoint(str(trials / LONG)) is not None,
+            "the first trial's done marker and a complete checkpoint of the second",
             proc,
         )
     finally:
