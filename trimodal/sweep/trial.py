@@ -19,6 +19,7 @@ The trainer's JSON lines go to `trial.log` in the log dir instead of the driver'
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -145,13 +146,11 @@ def run_trial(config: dict) -> None:
     resolve(out).makedirs()
     remove(out, ERROR)  # an errored trial run again
     _write_json(out, POINT, {"point": point, "train": train, "split": config["split"]})
-    cfg = from_dict(TrainConfig, train, where=f"point {point['name']}")
-    import dataclasses
-
-    cfg = dataclasses.replace(cfg, log_dir=log_dir_for(cfg))
-    os.makedirs(cfg.log_dir, exist_ok=True)
     t0 = time.time()
     try:
+        cfg = from_dict(TrainConfig, train, where=f"point {point['name']}")
+        cfg = dataclasses.replace(cfg, log_dir=log_dir_for(cfg))
+        os.makedirs(cfg.log_dir, exist_ok=True)
         if cfg.num_workers == 1:
             with open(os.path.join(cfg.log_dir, "trial.log"), "a") as log, contextlib.redirect_stderr(log):
                 summary = _train_single(cfg, int(config.get("threads", 1)), float(config.get("report_every_s", 5.0)))
