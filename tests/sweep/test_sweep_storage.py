@@ -11,7 +11,8 @@ from trimodal.sweep.table import read_table
 pytestmark = pytest.mark.slow
 
 
-def test_multi_worker_trial_on_s3(sweep_data, ray_cluster, s3_bucket):
+def test_multi_worker_trial_on_s3(sweep_data, ray_cluster, s3_bucket, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # an s3:// sweep keeps Tune's local state under ./trimodal_logs
     cfg = sweep_config(
         sweep_data,
         f"s3://{s3_bucket}/sweeps",
@@ -23,6 +24,7 @@ def test_multi_worker_trial_on_s3(sweep_data, ray_cluster, s3_bucket):
     table = read_table(res["results"]).to_pylist()
     final = [r for r in table if r["final"]]
     assert final and {r["step"] for r in final} == {4} and all(r["nelbo"] > 0 for r in final)
+    assert (tmp_path / "trimodal_logs" / "sweeps" / "t" / "tune").is_dir()
     st = sweep_status(res["sweep_dir"])
     assert st["counts"]["done"] == 1 and st["trials"][0]["step"] == 4
     # the trial's run dir (checkpoints) is on S3 with the rest
