@@ -35,27 +35,56 @@ COMMANDS = {
     "eval": ("trimodal.jobs.eval:eval_cmd", "Held-out NELBO of a checkpoint per modality and task."),
     "generate": ("trimodal.jobs.generate:generate", "Generate text, images or audio from a checkpoint."),
     "serve": ("trimodal.jobs.serve:serve", "Serve encode/decode over HTTP (Ray Serve)."),
+    "sweep": ("sweep", "Sweeps over the design space on Ray Tune: run, resume, status."),
     "encode": ("trimodal.jobs.serve:encode", "Encode a file with a running service."),
     "decode": ("trimodal.jobs.serve:decode", "Decode codes into a file with a running service."),
 }
+
+# `trimodal sweep` subcommands, loaded the same lazy way; a module adds one with one line here.
+# `run` is the default: `trimodal sweep SWEEP.yaml` means `trimodal sweep run SWEEP.yaml`.
+SWEEP_COMMANDS = {
+    "run": ("trimodal.jobs.sweep:run_cmd", "Run a sweep, or continue one with --resume (the default)."),
+    "status": ("trimodal.jobs.sweep:status_cmd", "The trials of a sweep and their state."),
+    "fit": ("trimodal.jobs.sweep_fit:fit_command", "Fit a scaling, mixing or batch law to results.parquet."),
+    "report": ("trimodal.jobs.sweep_fit:report_command", "Plots and fitted parameters of a sweep as index.html."),
+}
+# groups of subcommands: COMMANDS' name -> (its table, its default subcommand)
+GROUPS = {"sweep": (SWEEP_COMMANDS, "run")}
 
 EXIT_CONFIG, EXIT_INTEGRITY, EXIT_INPUT = 2, 3, 4
 
 
 class LazyGroup(click.Group):
+    """A group whose subcommands come from a table of "module:attribute" targets (imported only
+    when invoked); a target naming one of `GROUPS` is itself such a group. With `default`, a
+    first argument that is not a subcommand goes to the default subcommand."""
+
+    def __init__(self, *args, table: dict | None = None, default: str | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.table = COMMANDS if table is None else table
+        self.default = default
+
     def list_commands(self, ctx):
-        return sorted(COMMANDS)
+        return sorted(self.table)
 
     def get_command(self, ctx, name):
-        if name not in COMMANDS:
+        if name not in self.table:
             return None
-        target, _ = COMMANDS[name]
+        target, short = self.table[name]
+        if target in GROUPS:
+            table, default = GROUPS[target]
+            return LazyGroup(name=name, table=table, default=default, help=short)
         module, attr = target.split(":")
         return getattr(importlib.import_module(module), attr)
 
+    def parse_args(self, ctx, args):
+        if self.default and args and args[0] not in self.table and not args[0].startswith("-"):
+            args = [self.default, *args]
+        return super().parse_args(ctx, args)
+
     def format_commands(self, ctx, formatter):
         # Short help from the table, without importing every job module.
-        rows = [(n, COMMANDS[n][1]) for n in self.list_commands(ctx)]
+        rows = [(n, self.table[n][1]) for n in self.list_commands(ctx)]
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

@@ -171,7 +171,7 @@ def test_chinchilla_warns_when_loss_does_not_depend_on_n():
 
 def _run(argv, capsys):
     with pytest.raises(SystemExit) as e:
-        main(argv, command=fit_command)
+        main(["sweep", "fit", *argv])  # as a user types it: the `sweep` group's `fit`
     out = capsys.readouterr()
     return e.value.code, out.out, out.err
 

@@ -23,9 +23,8 @@ from trimodal.config import from_dict, from_yaml, to_dict
 from trimodal.dataset.storage import is_s3, resolve
 from trimodal.errors import ConfigError
 from trimodal.faults import FAULTS_ENV
-from trimodal.mixer.config import MixConfig
 from trimodal.model.checkpoint import latest_checkpoint
-from trimodal.model.config import SyntheticStreamConfig, TrainConfig
+from trimodal.model.config import TrainConfig, absolute_mix
 
 
 def load_train_config(config) -> TrainConfig:
@@ -56,19 +55,8 @@ def load_train_config(config) -> TrainConfig:
     return dataclasses.replace(cfg, log_dir=log_dir_for(cfg))
 
 
-def _absolute_mix(mix: MixConfig | SyntheticStreamConfig) -> MixConfig | SyntheticStreamConfig:
-    """The mix with local dataset and vocab paths made absolute (a synthetic stream has none)."""
-    if not isinstance(mix, MixConfig):
-        return mix
-
-    def fix(uri):
-        return uri if uri is None or is_s3(uri) else os.path.abspath(uri)
-
-    return dataclasses.replace(
-        mix,
-        sources=[dataclasses.replace(s, dataset=fix(s.dataset)) for s in mix.sources],
-        vocab=fix(mix.vocab),
-    )
+# kept under its old name: trimodal.jobs.eval imports it from here
+_absolute_mix = absolute_mix
 
 
 def run_train(config, address: str | None = None, resume: bool = False, in_process: bool = False) -> dict:

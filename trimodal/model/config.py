@@ -13,6 +13,7 @@ mix must leave `global_batch` out.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
@@ -249,12 +250,31 @@ def eval_mix_config(value: Any, key: str = "eval.mix") -> MixConfig | SyntheticS
     return stream_config(value, key)
 
 
+def absolute_mix(mix: MixConfig | SyntheticStreamConfig) -> MixConfig | SyntheticStreamConfig:
+    """The mix with local dataset and vocab paths made absolute (Ray workers run in other
+    working directories; a synthetic stream has no paths)."""
+    if not isinstance(mix, MixConfig):
+        return mix
+    from trimodal.dataset.storage import is_s3
+
+    def fix(uri):
+        return uri if uri is None or is_s3(uri) else os.path.abspath(uri)
+
+    return replace(
+        mix,
+        sources=[replace(s, dataset=fix(s.dataset)) for s in mix.sources],
+        vocab=fix(mix.vocab),
+    )
+
+
 @dataclass
 class EvalConfig:
     """``eval:`` in a train config: the held-out NELBO (model/evaluate.py) every `every` steps
     and after the last one, logged as ``eval.*`` records; the last one goes to summary.json."""
 
     every: int = 0  # steps between evaluations; 0: only after the last step
+    # further steps to evaluate after (a sweep's smaller budgets that this run passes on its way)
+    at: list[int] = field(default_factory=list)
     tokens: int = 65536  # the first ⌈tokens / seq_len⌉ rows of the eval stream
     # an eval mix (mapping or mix YAML path); None: the training mix's held-out split (`holdout`)
     mix: MixConfig | SyntheticStreamConfig | None = field(default=None, metadata={"convert": eval_mix_config})
@@ -266,6 +286,8 @@ class EvalConfig:
     def validate(self) -> None:
         if self.every < 0:
             raise ConfigError("every: must be >= 0")
+        if any(s < 1 for s in self.at):
+            raise ConfigError(f"at: steps must be >= 1, got {self.at}")
         for k in ("tokens", "n_t", "seeds", "batch"):
             if getattr(self, k) < 1:
                 raise ConfigError(f"{k}: must be >= 1")

@@ -39,7 +39,7 @@ class TrainEval:
     def after_step(self, done: int, end: int) -> None:
         if self.cfg is None:
             return
-        if (self.cfg.every and done % self.cfg.every == 0) or done == end:
+        if (self.cfg.every and done % self.cfg.every == 0) or done == end or done in self.cfg.at:
             self.evaluate(done)
 
     def final(self, step: int) -> dict | None:
