@@ -37,12 +37,12 @@ def test_paper_sweep_expands_to_320m_class_isoflop_points():
     assert any(p.eval_at for p in points)  # larger budgets evaluate at the smaller ones too
 
 
-def test_tiny_cpu_sweep_expands_to_eight_short_trials():
+def test_tiny_cpu_sweep_expands_to_twelve_short_trials():
     cfg = load_sweep("configs/sweep_tiny_cpu.yaml")
-    assert cfg.split_name == "mix-eval" and cfg.resources.cpus_per_trial == 1.0
+    assert cfg.split_name == "eval" and cfg.resources.cpus_per_trial == 1.0  # the base mix's holdout
     # what measure_stream gives on the demo's data (8 × 320 rows, vocabulary 5,664)
     points, dropped = expand(cfg, stats=lambda mix, b: StreamStats(2309.1, 212935.9, 5664))
-    assert len(points) == 8 and not dropped
-    assert all(p.train["num_workers"] == 1 and 20 <= p.train["steps"] <= 150 for p in points)
-    assert points[0].name == "p000-tiny-C4e11-b8-lr3e-3-m0-s0"
-    assert points[1].name == "p001-d96L3-C4e11-b8-lr3e-3-m0-s0"
+    assert len(points) == 12 and not dropped
+    assert all(p.train["num_workers"] == 1 and 20 <= p.train["steps"] <= 200 for p in points)
+    assert points[0].name == "p000-d48L2-C4e11-b8-lr3e-3-m0-s0"
+    assert points[1].name == "p001-tiny-C4e11-b8-lr3e-3-m0-s0"
