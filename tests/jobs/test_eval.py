@@ -9,14 +9,10 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.model.conftest import FPS as MODEL_FPS
+from tests.model.conftest import text_image_dataset
 from trimodal.cli import main
-from trimodal.dataset.dataset import build_dataset
 from trimodal.jobs.eval import run_eval
 from trimodal.jobs.train import run_train
-
-# the model tests' fingerprints, text and image only
-FPS = {m: MODEL_FPS[m] for m in ("text", "image")}
 
 
 def _train(mix, output, steps, **extra):
@@ -37,31 +33,12 @@ def _train(mix, output, steps, **extra):
     return cfg
 
 
-def _dataset(path, n=24, seed=0):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        pair = i % 2 == 1
-        rows.append(
-            {
-                "id": f"d/{i}",
-                "source": "d",
-                "text": rng.integers(0, 40, 5 if pair else 12).astype(np.int32),
-                "image": rng.integers(0, 16, 4).astype(np.int32) if pair else None,
-                "audio": None,
-                "origin": "",
-            }
-        )
-    build_dataset(str(path), rows, FPS)
-    return str(path)
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A tiny run of 3 steps on a mixer mix with text and image-text pairs, and an eval mix on
     another dataset with the same tokenizers."""
     root = tmp_path_factory.mktemp("evalrun")
-    train_ds, eval_ds = _dataset(root / "train"), _dataset(root / "eval", n=18, seed=1)
+    train_ds, eval_ds = text_image_dataset(root / "train"), text_image_dataset(root / "eval", n=18, seed=1)
     mix = {"sources": [{"name": "d", "dataset": train_ds, "share": 1.0, "reverse_prob": 0.5}], "seq_len": 32, "seed": 0}
     cfg = _train(mix, str(root / "run"), 3)
     eval_mix = root / "eval.yaml"
@@ -181,7 +158,7 @@ def test_a_run_with_a_holdout_evaluates_its_held_out_split(tmp_path):
     """A mix with `holdout` trains on the rest and, with `eval:` and no eval mix, evaluates
     during training on exactly the held-out samples; `trimodal eval --split eval` of the final
     checkpoint gives the summary's figures on the same rows and draws."""
-    ds = _dataset(tmp_path / "d", n=60)
+    ds = text_image_dataset(tmp_path / "d", n=60)
     mix = {
         "sources": [{"name": "d", "dataset": ds, "share": 1.0}],
         "seq_len": 32,

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from trimodal.dataset.dataset import build_dataset
 from trimodal.tokenizers.vocab import MODALITY_IDS, Vocabulary
 
 # Fingerprints only need the fields that lay out the vocabulary.
@@ -18,6 +19,27 @@ FPS = {
     },
     "audio": {"kind": "dac", "name": "a", "codebook_size": 8, "levels": 2, "frame_rate": 4.0, "weights_sha256": "a"},
 }
+
+
+def text_image_dataset(path, n=24, seed=0, pairs: bool = True) -> str:
+    """A small dataset on the text and image fingerprints above, built without Ray: documents of
+    12 text codes, and with `pairs` every odd sample a pair of 5 text and 4 image codes."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        pair = pairs and i % 2 == 1
+        rows.append(
+            {
+                "id": f"d/{i}",
+                "source": "d",
+                "text": rng.integers(0, 40, 5 if pair else 12).astype(np.int32),
+                "image": rng.integers(0, 16, 4).astype(np.int32) if pair else None,
+                "audio": None,
+                "origin": "",
+            }
+        )
+    build_dataset(str(path), rows, {m: FPS[m] for m in ("text", "image")})
+    return str(path)
 
 
 @pytest.fixture

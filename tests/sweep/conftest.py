@@ -1,50 +1,18 @@
 """Shared sweep test data: two small datasets built without Ray (`build_dataset`), a train
 mix with two sources on them, an eval mix, and a sweep config factory over them."""
 
-import numpy as np
 import pytest
 import yaml
 
-from trimodal.dataset.dataset import build_dataset
-
-FPS = {
-    "text": {"kind": "sentencepiece", "name": "t", "codebook_size": 40, "levels": 1, "weights_sha256": "t"},
-    "image": {
-        "kind": "vqmodel",
-        "name": "i",
-        "codebook_size": 16,
-        "levels": 1,
-        "code_grid": [2, 2],
-        "weights_sha256": "i",
-    },
-}
-
-
-def _dataset(path, n, seed, pairs: bool):
-    rng = np.random.default_rng(seed)
-    rows = []
-    for i in range(n):
-        pair = pairs and i % 2 == 1
-        rows.append(
-            {
-                "id": f"d/{i}",
-                "source": "d",
-                "text": rng.integers(0, 40, 5 if pair else 12).astype(np.int32),
-                "image": rng.integers(0, 16, 4).astype(np.int32) if pair else None,
-                "audio": None,
-                "origin": "",
-            }
-        )
-    build_dataset(str(path), rows, FPS)
-    return str(path)
+from tests.model.conftest import text_image_dataset
 
 
 @pytest.fixture(scope="session")
 def sweep_data(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweepdata")
-    text = _dataset(root / "text", 32, 0, pairs=False)
-    pairs = _dataset(root / "pairs", 32, 1, pairs=True)
-    held = _dataset(root / "held", 12, 2, pairs=True)
+    text = text_image_dataset(root / "text", 32, 0, pairs=False)
+    pairs = text_image_dataset(root / "pairs", 32, 1, pairs=True)
+    held = text_image_dataset(root / "held", 12, 2, pairs=True)
     eval_mix = root / "heldout.yaml"
     eval_mix.write_text(
         yaml.safe_dump({"sources": [{"name": "h", "dataset": held, "share": 1.0, "reverse_prob": 0.5}], "seq_len": 32})
