@@ -295,6 +295,10 @@ class TrainConfig:
     tensorboard: bool = True
     seed: int = 0
     max_failures: int = 0  # Ray Train restarts; a restart resumes from the newest checkpoint
+    # How long the worker group waits for the resources of its workers when it (re)starts, e.g.
+    # after losing a node with no spare: a node that comes back in time lets the run finish;
+    # otherwise the run fails with a message that says so, instead of waiting forever.
+    node_wait_s: float = 600.0
     prefetch: int = 2  # batches pulled ahead on a thread (0: none)
     # End this invocation after this step (with a checkpoint) while the lr schedule and the
     # horizon stay those of `steps`: time-limited allocations train in slices, each `--resume`.
@@ -319,6 +323,8 @@ class TrainConfig:
             )
         if not 0 < self.cpus_per_worker:
             raise ConfigError("cpus_per_worker: must be > 0")
+        if not self.node_wait_s > 0:
+            raise ConfigError("node_wait_s: must be > 0")
         if self.stop_at_step is not None and self.stop_at_step < 1:
             raise ConfigError("stop_at_step: must be >= 1")
         if self.prefetch < 0:
