@@ -68,7 +68,7 @@ def solo(tmp_path_factory):
 def test_two_ranks_with_accumulation_match_one_process(tmp_path, solo, fsdp):
     solo_dir, solo_curve = solo
     run = tmp_path / "run"
-    calls = _two_ranks(tmp_path, config(run, num_workers=2, fsdp=fsdp, **BASE))
+    calls = _two_ranks(tmp_path, config(run, num_workers=2, fsdp=fsdp, bf16=False, **BASE))
     # 4 steps × 2 micro-batches per rank: FSDP2 told sync off, then on; DDP in no_sync for the first
     expected = [False, True] * 4 if fsdp else [False] * 4
     assert calls == {0: expected, 1: expected}
@@ -82,3 +82,22 @@ def test_two_ranks_with_accumulation_match_one_process(tmp_path, solo, fsdp):
     if fsdp:  # one shard per rank: the model was sharded, not replicated
         shards = os.listdir(run / "checkpoints" / "step-00000004" / "model")
         assert sorted(f for f in shards if f.endswith(".distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+
+
+def test_fsdp2_with_the_bf16_mixed_precision_policy_and_autocast_on_cpu(tmp_path, solo):
+    """The CUDA default precision branch on CPU (`bf16: true`): FSDP2's MixedPrecisionPolicy
+    (bf16 parameters in compute, fp32 gradient reduce-scatter over gloo) and bf16 autocast around
+    the step, with accumulation: fp32 master weights and the fp32 run's losses to bf16 precision."""
+    _, solo_curve = solo
+    run = tmp_path / "run"
+    _two_ranks(tmp_path, config(run, num_workers=2, fsdp=True, bf16=True, **BASE))
+    from trimodal.jobs.train import read_metrics
+
+    start = next(r for r in read_metrics(str(run)) if r.get("event") == "start")
+    assert start["bf16"] is True
+    curve = loss_curve(str(run))
+    assert sorted(curve) == [1, 2, 3, 4]
+    assert curve == pytest.approx(solo_curve, rel=3e-2)
+    assert curve != pytest.approx(solo_curve, rel=1e-6)  # bf16 did change the arithmetic
+    m, _, _ = load_model(str(run))
+    assert all(p.dtype == torch.float32 for p in m.parameters())  # master weights stay fp32

@@ -289,6 +289,9 @@ class TrainConfig:
     use_gpu: bool = False
     fsdp: bool = False  # FSDP2 fully_shard instead of DDP (large presets)
     compile: bool | None = None  # torch.compile model + loss; None: on CUDA only (CPU compiles take minutes)
+    # bf16 autocast (and, with fsdp, FSDP2's MixedPrecisionPolicy: bf16 params, fp32 reduce);
+    # None: on CUDA only. true on CPU runs the same branch (slow; tests use it)
+    bf16: bool | None = None
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     log_every: int = 1

@@ -53,7 +53,7 @@ from trimodal.errors import ConfigError
 from trimodal.faults import fault_int, faults_from_env
 from trimodal.model.attention import attention_masks, choose_backend
 from trimodal.model.batch_size import derive
-from trimodal.model.build import WorkerContext, build_model, compile_enabled
+from trimodal.model.build import WorkerContext, autocast_for, bf16_enabled, build_model, compile_enabled
 from trimodal.model.checkpoint import latest_checkpoint, load_into, read_json, save_checkpoint
 from trimodal.model.config import TrainConfig
 from trimodal.model.data import Prefetcher, open_stream, planned_padding
@@ -184,9 +184,7 @@ class Trainer:
         self.backend = choose_backend(cfg.model.attention, ctx.device)
         self.optimizer = build_optimizer(self.model, self.derived, cfg.optim, cfg.model)
         self.loss_fn = DiffusionLoss(cfg.diffusion, self.vocab)
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" else contextlib.nullcontext()
-        )
+        self.autocast = autocast_for(cfg, ctx.device)
 
     def resume(self) -> None:
         """Load the newest complete checkpoint of the run, if any: model, optimizer, stream
@@ -360,6 +358,7 @@ class Trainer:
             "parameterization": parameterization_record(cfg.model),
             "device": str(self.ctx.device),
             "compile": self.compiled,
+            "bf16": bf16_enabled(cfg, self.ctx.device),
             "attention": self.backend,
             "pid": os.getpid(),
         }
