@@ -92,7 +92,7 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
             cfg.validate()
         return Trainer(cfg).run()
 
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     ensure_ray(address)
@@ -111,7 +111,7 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
             # (ensure_ray forwards it only to a cluster it joins; workers keep their start env)
             "env": {FAULTS_ENV: os.environ[FAULTS_ENV]} if os.environ.get(FAULTS_ENV) else {},
         },
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        scaling_config=scaling_config(cfg),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         # Ray keeps only its own run state here: checkpoints are ours, under `output`.
         run_config=RunConfig(
@@ -135,6 +135,16 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
             f"`trimodal train --resume` continues from the newest checkpoint ({latest_checkpoint(cfg.output)})"
         ) from e
     return read_summary(cfg.output)
+
+
+def scaling_config(cfg: TrainConfig):
+    """Ray Train's ScalingConfig of a run: `num_workers` workers of `cpus_per_worker` CPUs, and one
+    GPU each with `use_gpu` (tested with fake GPUs: tests/jobs/test_train_placement.py)."""
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(
+        num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
+    )
 
 
 class NodeWaitTimeout(RuntimeError):
