@@ -106,7 +106,8 @@ def main() -> None:
     import ray
 
     result_path = sys.argv[1]
-    ray.init(num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="warning")
+    # address="local": a new Ray of its own, never one found running on this machine
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False, logging_level="warning")
     result = {"codec_pools": codec_pools(ray), "service": service_replicas(ray)}
     result["train"] = train_workers(os.path.dirname(os.path.abspath(result_path)))
     with open(result_path, "w") as f:
