@@ -6,7 +6,7 @@ PYTHON ?= python3
 DAC_PKGS = descript-audio-codec==1.0.0 descript-audiotools==0.7.2
 LINT_PATHS = trimodal tests bench
 
-.PHONY: install test lint test-fast demo bench-install
+.PHONY: install test lint test-fast demo bench-install gpu-check
 
 install:
 	$(PYTHON) -m pip install torch==2.13.0
@@ -36,3 +36,8 @@ BENCH_DEPS = lightning-utilities brotli python-snappy cramjam zstd xxhash catalo
 bench-install:
 	$(PYTHON) -m pip install --no-deps $(BENCH_PKGS)
 	$(PYTHON) -m pip install $(BENCH_DEPS)
+
+# The GPU acceptance command (bench/bench_gpu.py): every GPU-only path once, one table; exit 1 when
+# a path fails, 6 when there is no GPU (docs/training.md, "GPU-only branches").
+gpu-check:
+	$(PYTHON) bench/bench_gpu.py

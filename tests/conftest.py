@@ -8,8 +8,18 @@ small datasets.
 import os
 
 import pytest
+from hypothesis import settings
 
-from tests.ports import free_port
+# Hypothesis: every failure prints its `@reproduce_failure` blob (print_blob), and under CI
+# (CI=true, set by .ci/run) the examples are derandomized: a CI failure reproduces on the next run
+# and on any machine, instead of depending on the run's random seed. Loaded here, at import,
+# because a test's own `@settings(...)` inherits from the profile active when it is decorated.
+# Both from hypothesis's "default": hypothesis itself switches to a built-in profile whenever a CI
+# variable exists (even empty), and that one would leak into "dev".
+_base = settings.get_profile("default")
+settings.register_profile("ci", parent=_base, derandomize=True, print_blob=True, database=None, deadline=None)
+settings.register_profile("dev", parent=_base, derandomize=False, print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI", "").lower() in ("1", "true", "yes") else "dev")
 
 pytest_plugins = [
     "tests.fixtures.cluster",
@@ -24,12 +34,8 @@ def pytest_configure(config):
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # The S3 endpoint is fixed before anything starts so that Ray workers (which inherit the
-    # environment when the cluster starts) and subprocesses see the same test server.
-    if "TRIMODAL_TEST_S3_PORT" not in os.environ:
-        os.environ["TRIMODAL_TEST_S3_PORT"] = str(free_port())
-    port = os.environ["TRIMODAL_TEST_S3_PORT"]
-    os.environ["TRIMODAL_S3_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    # The S3 endpoint (TRIMODAL_S3_ENDPOINT) is set by the `s3_server` fixture once its server
+    # listens (on a port the kernel chose); `ray_cluster` starts after it, so Ray workers inherit it.
     os.environ["AWS_ACCESS_KEY_ID"] = "testing"
     os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
     os.environ["AWS_REGION"] = "us-east-1"

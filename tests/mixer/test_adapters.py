@@ -33,6 +33,7 @@ def test_dataloader_workers_keep_the_rank_stream(mix_data, workers):
         got.append(b)
         if len(got) == 9:
             break
+    assert len(got) == len(ref) == 9  # an empty or short loader fails here, not in zip
     assert isinstance(got[0]["tokens"], torch.Tensor) and got[0]["tokens"].shape == (4, 128)
     assert all(same(g, r) for g, r in zip(got, ref))
 
@@ -62,9 +63,14 @@ def test_dataset_state_loads_into_a_plain_mixer(mix_data):
     it = iter(ds)
     for _ in range(3):
         next(it)
+    state = ds.state_dict()
     m = Mixer(cfg)
-    m.load_state_dict(ds.state_dict())
+    m.load_state_dict(state)
     assert same(next(m), reference(cfg, 4)[3])
+    # and back into a fresh dataset (its own load_state_dict): it continues from batch 3 too
+    ds2 = MixerDataset(cfg)
+    ds2.load_state_dict(state)
+    assert same(next(iter(ds2)), reference(cfg, 4)[3])
 
 
 def _train_loop(config):
@@ -120,6 +126,7 @@ def test_iterating_again_continues_the_stream(mix_data):
             got.append(b)
             if len(got) % 2 == 0:
                 break
+    assert len(got) == len(ref) == 6
     assert all(same(g, r) for g, r in zip(got, ref))
 
 
@@ -189,6 +196,7 @@ def test_dataloader_worker_batches_through_shared_memory_leave_nothing_behind(mi
         got.append(b)
         if len(got) == 10:
             break
+    assert len(got) == len(ref) == 10
     assert all(same(g, r) for g, r in zip(got, ref))
     del loader
     assert set(glob.glob("/dev/shm/trimodal-batches-*")) <= before

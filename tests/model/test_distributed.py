@@ -9,7 +9,6 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from tests.ports import free_port
 from trimodal.jobs.train import load_train_config, loss_curve, read_metrics, run_train
 from trimodal.model.checkpoint import load_model
 
@@ -18,14 +17,14 @@ from .test_trainer import config
 pytestmark = pytest.mark.slow  # spawns worker processes
 
 
-def _worker(rank, world, port, cfg_dict):
+def _worker(rank, world, store, cfg_dict):
     import torch.distributed as dist
 
     from trimodal.model.trainer import Trainer, WorkerContext
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world)
+    # a FileStore rendezvous: no MASTER_PORT found free and bound later (another test may take it)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
         cfg = load_train_config(cfg_dict)
         Trainer(cfg, WorkerContext(rank=rank, world_size=world, distributed=True)).run()
@@ -38,7 +37,7 @@ def test_fsdp_over_two_processes_matches_one_process(tmp_path):
     # collective forwards in step
     ev = {"mix": dict(config("x")["mix"], pool=6, seed=5), "tokens": 6 * 32, "n_t": 2, "seeds": 2, "batch": 2}
     cfg = config(tmp_path / "fsdp", steps=6, checkpoint_every=3, num_workers=2, physical_batch=4, fsdp=True, eval=ev)
-    mp.start_processes(_worker, args=(2, free_port(), cfg), nprocs=2, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(2, _store(), cfg), nprocs=2, join=True, start_method="spawn")
     solo = run_train(config(tmp_path / "solo", steps=6, checkpoint_every=3, eval=ev), in_process=True)
     # the eval of 2 ranks equals `trimodal eval` of the same weights in one process
     from trimodal.jobs.eval import run_eval
@@ -59,8 +58,15 @@ def test_fsdp_over_two_processes_matches_one_process(tmp_path):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-5, msg=n)
 
 
+def _store() -> str:
+    """A fresh FileStore path (the file must not exist before the group forms)."""
+    import tempfile
+
+    return os.path.join(tempfile.mkdtemp(prefix="trimodal-store-"), "store")
+
+
 def _spawn(world, cfg):
-    mp.start_processes(_worker, args=(world, free_port(), cfg), nprocs=world, join=True, start_method="spawn")
+    mp.start_processes(_worker, args=(world, _store(), cfg), nprocs=world, join=True, start_method="spawn")
 
 
 def test_resume_on_another_world_size_continues_bit_for_bit(tmp_path):

@@ -11,12 +11,12 @@ from __future__ import annotations
 import copy
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 import yaml
 
+from tests.children import run_child
 from tests.fixtures.datasets import job_config
 from trimodal.dataset.dataset import Dataset
 from trimodal.dataset.manifest import Manifest
@@ -65,9 +65,7 @@ def _run_child(tmp_path, cfg: dict, *flags: str) -> dict:
     result = tmp_path / "result.json"
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(
-        [sys.executable, CHILD, str(job), str(result), *flags], env=env, capture_output=True, text=True, timeout=900
-    )
+    proc = run_child([sys.executable, CHILD, str(job), str(result), *flags], env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads(result.read_text())
 

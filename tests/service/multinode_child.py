@@ -92,6 +92,7 @@ def main() -> None:
     import ray
     from ray.cluster_utils import Cluster
 
+    from tests.ports import start_on_free_port
     from trimodal.client import Client, ServiceHTTPError
     from trimodal.service import app
     from trimodal.service.config import load_serve_config
@@ -107,8 +108,12 @@ def main() -> None:
     yaml_path = config_path.replace(".json", ".yaml")
     with open(yaml_path, "w") as f:
         json.dump({"tokenizers": conf["tokenizers"]}, f)  # JSON is YAML
-    cfg = load_serve_config(yaml_path, overrides=conf["serve"])
-    info = app.start(cfg, address=cluster.address)
+
+    def start(port):
+        cfg = load_serve_config(yaml_path, overrides={**conf["serve"], "port": port})
+        return cfg, app.start(cfg, address=cluster.address)
+
+    cfg, info = start_on_free_port(start)  # the port is chosen here, retried if taken meanwhile
     client = Client(info["url"], timeout=90)
     items = inputs()
     assert all_running(cfg)  # app.start returns once Serve runs every replica

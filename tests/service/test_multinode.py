@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
 
-from tests.ports import free_port
+from tests.children import run_child
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +27,6 @@ def run(tokenizer_specs, tmp_path_factory) -> dict:
     conf = {
         "tokenizers": tokenizer_specs,
         "serve": {
-            "port": free_port(),
             "text": CODEC,
             "image": {"replicas": 2, **CODEC},
             "audio": CODEC,
@@ -37,13 +35,7 @@ def run(tokenizer_specs, tmp_path_factory) -> dict:
     (tmp / "serve.json").write_text(json.dumps(conf))
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.run(
-        [sys.executable, CHILD, str(tmp / "serve.json"), str(tmp / "result.json")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    proc = run_child([sys.executable, CHILD, str(tmp / "serve.json"), str(tmp / "result.json")], env=env)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return json.loads((tmp / "result.json").read_text())
 

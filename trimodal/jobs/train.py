@@ -10,6 +10,7 @@ restart) training continues from the newest complete checkpoint with the identic
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -80,11 +81,16 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
             cfg.validate()
         return Trainer(cfg).run()
 
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     ensure_ray(address)
     resources = {"CPU": cfg.cpus_per_worker}
+    # node_wait_s: Ray Train waits this long for the group's resources at each (re)start (read by
+    # its controller, which gets this variable from the driver), and tries only once
+    # (controller_failure_limit=0): without it, a group that lost its node and has no spare
+    # retries a 60 s wait forever.
+    wait_env = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": str(cfg.node_wait_s)}
     trainer = TorchTrainer(
         ray_train_loop,
         train_loop_config={
@@ -94,23 +100,33 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
             # (ensure_ray forwards it only to a cluster it joins; workers keep their start env)
             "env": {FAULTS_ENV: os.environ[FAULTS_ENV]} if os.environ.get(FAULTS_ENV) else {},
         },
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker=resources),
+        scaling_config=scaling_config(cfg),
         torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
         # Ray keeps only its own run state here: checkpoints are ours, under `output`.
         run_config=RunConfig(
             name=f"train-{uuid.uuid4().hex[:8]}",
             storage_path=os.path.join(cfg.log_dir, "ray"),
-            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            failure_config=FailureConfig(max_failures=cfg.max_failures, controller_failure_limit=0),
         ),
     )
     stop = threading.Event()
     threading.Thread(target=_say_what_we_wait_on, args=(cfg, resources, stop), daemon=True).start()
     try:
-        result = trainer.fit()
+        with _environ(wait_env):
+            result = trainer.fit()  # Ray Train 2.60 raises a failed run's error here ...
+        if result.error:  # ... earlier versions return it
+            raise result.error
+    except Exception as e:
+        if not _timed_out_waiting(e):
+            raise
+        raise NodeWaitTimeout(
+            f"training stopped: the worker group could not (re)start within node_wait_s = {cfg.node_wait_s:g} s: "
+            f"{cfg.num_workers} workers of {resources}{' + 1 GPU' if cfg.use_gpu else ''} did not fit on the "
+            "cluster (a node was lost and none came back). Add nodes, or raise node_wait_s; "
+            f"`trimodal train --resume` continues from the newest checkpoint ({latest_checkpoint(cfg.output)})"
+        ) from e
     finally:
         stop.set()
-    if result.error:
-        raise result.error
     return read_summary(cfg.output)
 
 
@@ -153,6 +169,47 @@ def _say_what_we_wait_on(cfg: TrainConfig, resources: dict, stop: threading.Even
         except Exception:  # Ray going away under us: nothing to report
             return
         print(line, file=sys.stderr, flush=True)
+
+
+def scaling_config(cfg: TrainConfig):
+    """Ray Train's ScalingConfig of a run: `num_workers` workers of `cpus_per_worker` CPUs, and one
+    GPU each with `use_gpu` (tested with fake GPUs: tests/jobs/test_placement_gpus.py)."""
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(
+        num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
+    )
+
+
+class NodeWaitTimeout(RuntimeError):
+    """The worker group waited node_wait_s for its nodes and they did not come."""
+
+
+def _timed_out_waiting(err: BaseException) -> bool:
+    """Whether Ray Train gave up starting the worker group for want of resources (its
+    WorkerGroupStartupTimeoutError, possibly wrapped in its controller's error)."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if type(err).__name__ == "WorkerGroupStartupTimeoutError" or "worker group startup timed out" in str(err):
+            return True
+        err = getattr(err, "controller_failure", None) or err.__cause__
+    return False
+
+
+@contextlib.contextmanager
+def _environ(env: dict[str, str]):
+    """`env` set in os.environ for the block, then restored."""
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def read_summary(run_uri: str) -> dict:

@@ -147,6 +147,28 @@ class ShmBatch:
 
 _maps: dict[str, tuple] = {}  # per ring: (its map, its layout as (key, start, end, dtype, shape))
 _pin: bool | None = None
+PIN_ENV = "TRIMODAL_PIN_MEMORY"  # "1": copy into pinned tensors, "0": never; unset: with CUDA
+
+
+def pin_setting() -> bool:
+    """Whether received batches are copied into pinned memory: TRIMODAL_PIN_MEMORY when set (tests
+    force the pinned branch on CPU with it), else whether CUDA is available."""
+    import torch
+
+    v = os.environ.get(PIN_ENV, "").strip()
+    return v not in ("0", "false") if v else torch.cuda.is_available()
+
+
+def _pinned_empty(shape, dtype):
+    """An empty pinned tensor; where torch has no pinned allocator (a CPU-only build) a plain one,
+    counted in `counts["pin_fallback"]`: the batch still arrives, as a copy, and the slot is freed."""
+    import torch
+
+    try:
+        return torch.empty(shape, dtype=dtype, pin_memory=True)
+    except RuntimeError:
+        counts["pin_fallback"] += 1
+        return torch.empty(shape, dtype=dtype)
 
 
 def _open(path: str, size: int, layout: list) -> tuple:
@@ -176,7 +198,7 @@ def receive(path: str, size: int, slot: int, slot_bytes: int, layout: list) -> d
 
     mm, plan = _maps.get(path) or _open(path, size, layout)
     if _pin is None:
-        _pin = torch.cuda.is_available()
+        _pin = pin_setting()
     at = _HEADER + slot * slot_bytes
     if not _pin and _held.get(path, 0) < HOLD:  # the slot itself, until its last tensor dies
         owner = np.frombuffer(mm, dtype=np.uint8, count=slot_bytes, offset=at)
@@ -189,7 +211,7 @@ def receive(path: str, size: int, slot: int, slot_bytes: int, layout: list) -> d
     for key, a, b, dt, shape in plan:
         src = np.frombuffer(mm, dtype=dt, count=(b - a) // dt.itemsize, offset=at + a).reshape(shape)
         if _pin:
-            t = torch.empty(shape, dtype=torch.from_numpy(src[:0]).dtype, pin_memory=True)
+            t = _pinned_empty(shape, torch.from_numpy(src[:0]).dtype)
             t.numpy()[...] = src
         else:
             dst = _free_array(key, shape, dt.str)
@@ -211,7 +233,12 @@ def _release(mm: mmap.mmap, slot: int, path: str) -> None:
 
 
 _pool: dict[tuple, deque] = {}
-counts = {"lent": 0, "copied": 0, "reused": 0}  # received batches, and arrays that came back from the pool
+counts = {
+    "lent": 0,
+    "copied": 0,
+    "reused": 0,
+    "pin_fallback": 0,
+}  # received batches, and arrays that came back from the pool
 
 
 def _free_array(key: str, shape: tuple, dtype: str) -> np.ndarray:

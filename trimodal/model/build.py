@@ -28,6 +28,21 @@ def compile_enabled(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.compile if cfg.compile is not None else device.type == "cuda"
 
 
+def bf16_enabled(cfg: TrainConfig, device: torch.device) -> bool:
+    """`bf16: null` (the default) means on CUDA only; true on CPU runs the same autocast and
+    mixed-precision branch there (CPU autocast supports bf16)."""
+    return cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device):
+    """The training step's autocast: bf16 on the device where `bf16_enabled`, else none."""
+    import contextlib
+
+    if bf16_enabled(cfg, device):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
 def build_model(cfg: TrainConfig, vocab_size: int, ctx: WorkerContext) -> tuple[torch.nn.Module, int]:
     """(model ready to train, parameter count). The model is built on the meta device (no
     memory, no init), sharded with FSDP2 when distributed with `fsdp`, then materialized on the
@@ -45,7 +60,7 @@ def build_model(cfg: TrainConfig, vocab_size: int, ctx: WorkerContext) -> tuple[
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         kw = {}
-        if ctx.device.type == "cuda":
+        if bf16_enabled(cfg, ctx.device):
             kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
         for i, blk in enumerate(model.blocks):
             if compiled:

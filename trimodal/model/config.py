@@ -311,12 +311,19 @@ class TrainConfig:
     use_gpu: bool = False
     fsdp: bool = False  # FSDP2 fully_shard instead of DDP (large presets)
     compile: bool | None = None  # torch.compile model + loss; None: on CUDA only (CPU compiles take minutes)
+    # bf16 autocast (and, with fsdp, FSDP2's MixedPrecisionPolicy: bf16 params, fp32 reduce);
+    # None: on CUDA only. true on CPU runs the same branch (slow; tests use it)
+    bf16: bool | None = None
     checkpoint_every: int = 50
     keep_checkpoints: int = 2
     log_every: int = 1
     tensorboard: bool = True
     seed: int = 0
     max_failures: int = 0  # Ray Train restarts; a restart resumes from the newest checkpoint
+    # How long the worker group waits for the resources of its workers when it (re)starts, e.g.
+    # after losing a node with no spare: a node that comes back in time lets the run finish;
+    # otherwise the run fails with a message that says so, instead of waiting forever.
+    node_wait_s: float = 600.0
     prefetch: int = 2  # batches pulled ahead on a thread (0: none)
     # End this invocation after this step (with a checkpoint) while the lr schedule and the
     # horizon stay those of `steps`: time-limited allocations train in slices, each `--resume`.
@@ -341,6 +348,8 @@ class TrainConfig:
             )
         if not 0 < self.cpus_per_worker:
             raise ConfigError("cpus_per_worker: must be > 0")
+        if not self.node_wait_s > 0:
+            raise ConfigError("node_wait_s: must be > 0")
         if self.stop_at_step is not None and self.stop_at_step < 1:
             raise ConfigError("stop_at_step: must be >= 1")
         if self.prefetch < 0:

@@ -40,6 +40,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 
 import numpy as np
@@ -52,7 +53,7 @@ from trimodal.errors import ConfigError
 from trimodal.faults import fault_int, faults_from_env
 from trimodal.model.attention import attention_masks, choose_backend
 from trimodal.model.batch_size import derive
-from trimodal.model.build import WorkerContext, build_model, compile_enabled
+from trimodal.model.build import WorkerContext, autocast_for, bf16_enabled, build_model, compile_enabled
 from trimodal.model.checkpoint import latest_checkpoint, load_into, read_json, save_checkpoint
 from trimodal.model.config import TrainConfig
 from trimodal.model.data import Prefetcher, open_stream, planned_padding
@@ -117,6 +118,14 @@ def kill_point(rank: int) -> int | None:
     return at if at is not None and rank == fault_int(spec, "train_kill_rank", 0) else None
 
 
+def pause_point() -> tuple[int | None, int]:
+    """(step after which every worker pauses, for how many seconds), from TRIMODAL_FAULTS
+    (``train_pause_at_step``, ``train_pause_s``, default 300): a drill holds the run still at a
+    known step (after its checkpoint) while it removes a node; (None, 0) when no fault is set."""
+    spec = faults_from_env()
+    return fault_int(spec, "train_pause_at_step"), fault_int(spec, "train_pause_s", 300)
+
+
 def check_same_parameterization(cfg: TrainConfig, saved: dict, uri: str) -> None:
     """A run resumes under the parameterization it started with: another one changes the
     optimizer's groups (the checkpoint would not load) and every layer's scale."""
@@ -140,6 +149,7 @@ class Trainer:
         self.progress = RunProgress()
         self.resumed_from: str | None = None
         self._kill_at = kill_point(self.ctx.rank)
+        self._pause_at, self._pause_s = pause_point()
 
     def _log(self, rec: dict) -> None:
         self.metrics.log(rec)
@@ -174,9 +184,7 @@ class Trainer:
         self.backend = choose_backend(cfg.model.attention, ctx.device)
         self.optimizer = build_optimizer(self.model, self.derived, cfg.optim, cfg.model)
         self.loss_fn = DiffusionLoss(cfg.diffusion, self.vocab)
-        self.autocast = (
-            torch.autocast("cuda", dtype=torch.bfloat16) if ctx.device.type == "cuda" else contextlib.nullcontext()
-        )
+        self.autocast = autocast_for(cfg, ctx.device)
 
     def resume(self) -> None:
         """Load the newest complete checkpoint of the run, if any: model, optimizer, stream
@@ -277,6 +285,7 @@ class Trainer:
         if done % cfg.checkpoint_every == 0 or done == end:
             self._checkpoint(done)
         self.evals.after_step(done, end)  # held-out NELBO (eval_train.py)
+        self._maybe_pause(done)
         self._maybe_kill(done)
 
     def _checkpoint(self, step: int) -> None:
@@ -298,6 +307,23 @@ class Trainer:
             self.metrics.upload()
         if self.ctx.distributed and self.ctx.world_size > 1:
             dist.barrier()
+
+    def _maybe_pause(self, done: int) -> None:
+        """Crash drill (TRIMODAL_FAULTS): after step `train_pause_at_step` every worker writes a
+        `.paused-at-N.rankR` marker (its pid) in `output` and waits `train_pause_s` seconds, once per
+        run directory: the drill waits on the markers, then removes a node while nothing moves."""
+        if self._pause_at != done:
+            return
+        marker = resolve(self.cfg.output).join(f".paused-at-{done}.rank{self.ctx.rank}")
+        if marker.exists():
+            return
+        self.metrics.flush()
+        marker.write_bytes_atomic(str(os.getpid()).encode())
+        sys.stderr.write(
+            f"train_pause_at_step: worker rank {self.ctx.rank} (pid {os.getpid()}) paused after step {done}\n"
+        )
+        sys.stderr.flush()
+        threading.Event().wait(self._pause_s)
 
     def _maybe_kill(self, done: int) -> None:
         """Crash injection (TRIMODAL_FAULTS, docs/design.md): SIGKILL this worker after step
@@ -332,6 +358,7 @@ class Trainer:
             "parameterization": parameterization_record(cfg.model),
             "device": str(self.ctx.device),
             "compile": self.compiled,
+            "bf16": bf16_enabled(cfg, self.ctx.device),
             "attention": self.backend,
             "pid": os.getpid(),
         }
