@@ -4,6 +4,7 @@ micro-batch, `set_requires_gradient_sync`) and DDP (`no_sync` on all but the las
 one process with the same logical batch (4 micro-batches). Clipping off; equal up to float
 summation order. The rendezvous is a FileStore: no port to find free and bind later."""
 
+import json
 import os
 
 import pytest
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.slow  # spawns worker processes
 BASE = {"steps": 4, "checkpoint_every": 4, "physical_batch": 2, "optim": {"warmup_steps": 2, "grad_clip": 0.0}}
 
 
-def _worker(rank, world, store, cfg_dict, calls):
+def _worker(rank, world, store, cfg_dict, out_dir):
     import torch.distributed as dist
 
     from trimodal.model.trainer import Trainer, WorkerContext
@@ -44,16 +45,18 @@ def _worker(rank, world, store, cfg_dict, calls):
 
         tr.setup = spied_setup
         tr.run()
-        calls[rank] = syncs
+        with open(os.path.join(out_dir, f"syncs-{rank}.json"), "w") as f:
+            json.dump(syncs, f)
     finally:
         dist.destroy_process_group()
 
 
 def _two_ranks(tmp_path, cfg) -> dict:
-    calls = mp.Manager().dict()
+    """Each rank's sync calls, written to a file per rank (no multiprocessing Manager: its server
+    process would be forked from this process, which holds Ray's gRPC threads)."""
     store = tmp_path / "store"
-    mp.start_processes(_worker, args=(2, str(store), cfg, calls), nprocs=2, join=True, start_method="spawn")
-    return dict(calls)
+    mp.start_processes(_worker, args=(2, str(store), cfg, str(tmp_path)), nprocs=2, join=True, start_method="spawn")
+    return {r: json.loads((tmp_path / f"syncs-{r}.json").read_text()) for r in range(2)}
 
 
 @pytest.fixture(scope="module")
