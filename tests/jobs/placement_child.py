@@ -77,8 +77,8 @@ def train_workers(tmp: str) -> list:
     from ray.train import RunConfig
     from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer  # the trainer Ray Train 2.60 runs
 
-    from trimodal.jobs.train import scaling_config
     from trimodal.model.config import SyntheticStreamConfig, TrainConfig
+    from trimodal.model.trainer import scaling_config
 
     mix = SyntheticStreamConfig(fingerprints={})
     cfg = TrainConfig(mix=mix, output=tmp, num_workers=2, use_gpu=True, cpus_per_worker=0.25)

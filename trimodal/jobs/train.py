@@ -66,7 +66,7 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
 
     With Ray (default) the job is a TorchTrainer of `num_workers` workers on the cluster at
     `address` (or a local Ray started here, or the one already initialized in this process)."""
-    from trimodal.model.trainer import Trainer, ray_train_loop
+    from trimodal.model.trainer import Trainer, ray_train_loop, scaling_config, torch_config
 
     cfg = load_train_config(config)
     existing = latest_checkpoint(cfg.output)
@@ -82,7 +82,7 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
         return Trainer(cfg).run()
 
     from ray.train import FailureConfig, RunConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.torch import TorchTrainer
 
     ensure_ray(address)
     resources = {"CPU": cfg.cpus_per_worker}
@@ -101,7 +101,7 @@ def run_train(config, address: str | None = None, resume: bool = False, in_proce
             "env": {FAULTS_ENV: os.environ[FAULTS_ENV]} if os.environ.get(FAULTS_ENV) else {},
         },
         scaling_config=scaling_config(cfg),
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        torch_config=torch_config(cfg),
         # Ray keeps only its own run state here: checkpoints are ours, under `output`.
         run_config=RunConfig(
             name=f"train-{uuid.uuid4().hex[:8]}",
@@ -169,16 +169,6 @@ def _say_what_we_wait_on(cfg: TrainConfig, resources: dict, stop: threading.Even
         except Exception:  # Ray going away under us: nothing to report
             return
         print(line, file=sys.stderr, flush=True)
-
-
-def scaling_config(cfg: TrainConfig):
-    """Ray Train's ScalingConfig of a run: `num_workers` workers of `cpus_per_worker` CPUs, and one
-    GPU each with `use_gpu` (tested with fake GPUs: tests/jobs/test_placement_gpus.py)."""
-    from ray.train import ScalingConfig
-
-    return ScalingConfig(
-        num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
-    )
 
 
 class NodeWaitTimeout(RuntimeError):

@@ -453,3 +453,21 @@ def ray_train_loop(config: dict) -> None:
         distributed=dist.is_initialized(),
     )
     Trainer(cfg, ctx).run()
+
+
+def scaling_config(cfg: TrainConfig):
+    """Ray Train's ScalingConfig of a run: `num_workers` workers of `cpus_per_worker` CPUs, and one
+    GPU each with `use_gpu` (tested with fake GPUs: tests/jobs/test_placement_gpus.py). One home
+    for the train job and the sweep's multi-worker trials."""
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(
+        num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
+    )
+
+
+def torch_config(cfg: TrainConfig):
+    """Ray Train's TorchConfig: NCCL between GPU workers, gloo on CPU."""
+    from ray.train.torch import TorchConfig
+
+    return TorchConfig(backend="nccl" if cfg.use_gpu else "gloo")

@@ -131,8 +131,7 @@ class CodecPool:
 
         try:
             stats = ray.get([a.stats.options(concurrency_group="stats").remote() for a in self.actors], timeout=timeout)
-        except Exception as e:
-            import sys, traceback; print("DEBUGSTATS", repr(e)[:2000], file=sys.stderr, flush=True)
+        except Exception:
             return None
         busy = wall = 0.0
         for i, s in enumerate(stats):

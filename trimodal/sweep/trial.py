@@ -99,19 +99,17 @@ def _train_single(cfg, threads: int, every_s: float) -> dict:
 
 def _train_multi(cfg, env: dict) -> dict:
     """A TorchTrainer of `num_workers` workers launched from this trial (Train V2)."""
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train import FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
 
     from trimodal.config import to_dict
-    from trimodal.model.trainer import ray_train_loop
+    from trimodal.model.trainer import ray_train_loop, scaling_config, torch_config
 
     trainer = TorchTrainer(
         ray_train_loop,
         train_loop_config={"train": to_dict(cfg), "threads": max(1, int(cfg.cpus_per_worker)), "env": env},
-        scaling_config=ScalingConfig(
-            num_workers=cfg.num_workers, use_gpu=cfg.use_gpu, resources_per_worker={"CPU": cfg.cpus_per_worker}
-        ),
-        torch_config=TorchConfig(backend="nccl" if cfg.use_gpu else "gloo"),
+        scaling_config=scaling_config(cfg),
+        torch_config=torch_config(cfg),
         run_config=RunConfig(
             name=f"train-{os.path.basename(cfg.output.rstrip('/'))}-{int(time.time())}",
             storage_path=os.path.join(cfg.log_dir, "ray"),
