@@ -233,12 +233,9 @@ def _release(mm: mmap.mmap, slot: int, path: str) -> None:
 
 
 _pool: dict[tuple, deque] = {}
-counts = {
-    "lent": 0,
-    "copied": 0,
-    "reused": 0,
-    "pin_fallback": 0,
-}  # received batches, and arrays that came back from the pool
+# received batches (lent: the slot itself; copied), arrays that came back from the pool, and
+# pinned allocations that fell back to plain memory (a torch without a pinned allocator)
+counts = {"lent": 0, "copied": 0, "reused": 0, "pin_fallback": 0}
 
 
 def _free_array(key: str, shape: tuple, dtype: str) -> np.ndarray:
